@@ -1,0 +1,12 @@
+/* condgate.h — the umbrella header of the condgate library.
+ *
+ * Only includes the module headers; put no definitions here.
+ */
+#ifndef CONDGATE_H
+#define CONDGATE_H
+
+#include "condgate/common.h"
+#include "condgate/rules.h"
+#include "condgate/config.h"
+
+#endif /* CONDGATE_H */

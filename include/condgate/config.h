@@ -1,0 +1,114 @@
+/* condgate/config.h — configuration files to plain data.
+ *
+ * cg_config_load reads the INI file of SPEC §2 (inih), the JSON rule files it
+ * includes (cJSON) and plain list files, and returns one immutable cg_config
+ * with frozen rule sets. Every error is reported as a single line
+ * "FILE:LINE: message" and nothing is returned, so a failed load never
+ * changes a running gate.
+ */
+#ifndef CONDGATE_CONFIG_H
+#define CONDGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common.h"
+#include "rules.h"
+
+#if defined(_WIN32)
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <sys/socket.h>
+#endif
+
+/* Bounds of the inputs. */
+#define CG_CONFIG_MAX_INI_BYTES (1u << 20)     /* 1 MiB INI file */
+#define CG_CONFIG_MAX_JSON_BYTES (64u << 20)   /* 64 MiB JSON rule file */
+#define CG_CONFIG_MAX_LIST_BYTES (512u << 20)  /* 512 MiB plain list file */
+#define CG_CONFIG_MAX_JSON_DEPTH 16            /* nesting of a JSON rule file */
+#define CG_CONFIG_MAX_LIST_LINE 1024           /* bytes of one list-file line */
+#define CG_CONFIG_MAX_LISTENERS 256
+#define CG_CONFIG_MAX_RULESETS 256
+#define CG_CONFIG_MAX_BACKENDS 64 /* per listener */
+#define CG_CONFIG_MAX_FILES 1024  /* included rule/list files in all */
+#define CG_CONFIG_MAX_WORKERS 64
+#define CG_CONFIG_MAX_CONNECTIONS 1000000
+#define CG_CONFIG_MAX_TOKEN 256
+
+/* Longest "host:port" / "[v6]:port" text plus NUL. */
+#define CG_ENDPOINT_STRLEN 64
+
+/* A socket address with its text form as written in the configuration. */
+typedef struct cg_endpoint {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char text[CG_ENDPOINT_STRLEN];
+} cg_endpoint;
+
+typedef enum cg_log_level {
+    CG_LOG_ERROR = 0,
+    CG_LOG_WARN = 1,
+    CG_LOG_INFO = 2,
+    CG_LOG_DEBUG = 3,
+} cg_log_level;
+
+typedef enum cg_log_format {
+    CG_LOG_TEXT = 0,
+    CG_LOG_JSON = 1,
+} cg_log_format;
+
+const char *cg_log_level_name(cg_log_level l);
+const char *cg_log_format_name(cg_log_format f);
+
+typedef struct cg_listener_conf {
+    char *name;          /* from [listener:NAME] */
+    uint32_t line;       /* line of the section header */
+    cg_endpoint bind;
+    bool echo;           /* backend = echo: built-in echo service */
+    cg_endpoint *backends; /* round robin; NULL/0 when echo */
+    size_t nbackends;
+    size_t ruleset;      /* index into cg_config.rulesets */
+    uint32_t connect_timeout_ms; /* default 3000 */
+    uint32_t idle_timeout_ms;    /* default 300000 */
+} cg_listener_conf;
+
+typedef struct cg_admin_conf {
+    bool enabled;        /* listen = off disables */
+    cg_endpoint listen;  /* default 127.0.0.1:9090 */
+    cg_ruleset *allow;   /* frozen; default loopback only (127.0.0.0/8, ::1) */
+    char *token;         /* NULL when not set */
+} cg_admin_conf;
+
+typedef struct cg_config {
+    char *path;          /* the INI file as given */
+    unsigned workers;    /* 1..64; default: number of CPUs */
+    unsigned max_connections; /* default 10000 */
+    uint32_t drain_timeout_ms; /* default 5000 */
+    cg_log_level log_level;    /* default info */
+    cg_log_format log_format;  /* default text */
+    cg_admin_conf admin;
+    cg_ruleset **rulesets;     /* frozen; [0] is "default" when [rules] exists */
+    size_t nrulesets;
+    cg_listener_conf *listeners;
+    size_t nlisteners;
+    char **warnings;           /* "FILE:LINE: message" lines for -t and logs */
+    size_t nwarnings;
+} cg_config;
+
+/* cg_config_load: load and validate the INI file at `path` and everything it
+ * names. Relative paths inside it are taken relative to the INI file's
+ * directory. On success returns 0 and *out (free with cg_config_free). On
+ * failure returns a negative CG_E* code, writes one line "FILE:LINE:
+ * message" (no newline) into err, and *out is untouched. Any one thread at a
+ * time per call; calls share no state. */
+int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen);
+
+/* cg_config_free: frees a configuration and its rule sets. Accepts NULL. */
+void cg_config_free(cg_config *cfg);
+
+/* cg_config_find_ruleset: index of the set named `name`, or -1. */
+long cg_config_find_ruleset(const cg_config *cfg, const char *name);
+
+#endif /* CONDGATE_CONFIG_H */
