@@ -8,5 +8,6 @@
 #include "condgate/common.h"
 #include "condgate/rules.h"
 #include "condgate/config.h"
+#include "condgate/accept.h"
 
 #endif /* CONDGATE_H */

@@ -18,6 +18,8 @@ const char *cg_strerror(int err)
     case CG_EACCES: return "permission denied";
     case CG_ENOTSUP: return "not supported";
     case CG_ESYS: return "system error";
+    case CG_EREJECTED: return "connection rejected";
+    case CG_EDEFERRED: return "connection deferred";
     default: return "unknown error";
     }
 }

@@ -31,6 +31,8 @@ enum cg_error {
     CG_EACCES = -11,     /* permission denied */
     CG_ENOTSUP = -12,    /* not supported on this platform */
     CG_ESYS = -13,       /* another operating-system error */
+    CG_EREJECTED = -14,  /* conditional accept: the caller was rejected */
+    CG_EDEFERRED = -15,  /* conditional accept: the caller was deferred */
 };
 
 /* cg_strerror: a short English description of a CG_E* code (never NULL,

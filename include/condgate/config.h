@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common.h"
 #include "rules.h"
@@ -36,6 +37,10 @@
 #define CG_CONFIG_MAX_WORKERS 64
 #define CG_CONFIG_MAX_CONNECTIONS 1000000
 #define CG_CONFIG_MAX_TOKEN 256
+/* Names of rule sets and listeners ([rules:NAME], [listener:NAME]): 1 to
+ * CG_CONFIG_MAX_NAME letters, digits, '_', '-' or '.', so they are safe in
+ * logs, metric labels and JSON without escaping. */
+#define CG_CONFIG_MAX_NAME 32
 
 /* Longest "host:port" / "[v6]:port" text plus NUL. */
 #define CG_ENDPOINT_STRLEN 64
@@ -77,7 +82,8 @@ typedef struct cg_listener_conf {
 typedef struct cg_admin_conf {
     bool enabled;        /* listen = off disables */
     cg_endpoint listen;  /* default 127.0.0.1:9090 */
-    cg_ruleset *allow;   /* frozen; default loopback only (127.0.0.0/8, ::1) */
+    cg_ruleset *allow;   /* frozen, never NULL (also when listen = off); named
+                            "admin"; default loopback only (127.0.0.0/8, ::1) */
     char *token;         /* NULL when not set */
 } cg_admin_conf;
 
@@ -93,7 +99,7 @@ typedef struct cg_config {
     size_t nrulesets;
     cg_listener_conf *listeners;
     size_t nlisteners;
-    char **warnings;           /* "FILE:LINE: message" lines for -t and logs */
+    char **warnings;           /* "FILE:LINE: warning: message" lines for -t and logs */
     size_t nwarnings;
 } cg_config;
 
@@ -101,8 +107,17 @@ typedef struct cg_config {
  * names. Relative paths inside it are taken relative to the INI file's
  * directory. On success returns 0 and *out (free with cg_config_free). On
  * failure returns a negative CG_E* code, writes one line "FILE:LINE:
- * message" (no newline) into err, and *out is untouched. Any one thread at a
- * time per call; calls share no state. */
+ * message" (no newline) into err, and *out is untouched.
+ *
+ * FILE is the path as given, or for an included file the path as resolved
+ * (the INI file's directory joined with the name written). LINE is the line
+ * in that file (for JSON, the line where the offending value starts); it is
+ * 0 only when the INI file itself cannot be read or is too large. A file
+ * named by an `include`/`*_file` key that cannot be read is reported at that
+ * key's line in the INI file.
+ *
+ * Any thread; calls share no state of their own (cJSON keeps its last parse
+ * error in a global, which the loader never reads). */
 int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen);
 
 /* cg_config_free: frees a configuration and its rule sets. Accepts NULL. */
@@ -110,5 +125,12 @@ void cg_config_free(cg_config *cfg);
 
 /* cg_config_find_ruleset: index of the set named `name`, or -1. */
 long cg_config_find_ruleset(const cg_config *cfg, const char *name);
+
+/* cg_config_print: the readable summary of `condgate -t`: the path, gateway
+ * and admin settings, each rule set (default, IPv4/IPv6 entry counts,
+ * duplicates merged, conflicts) and each listener, one line each, written to
+ * `out`. Warnings are not printed (see cfg->warnings). Returns 0 or CG_EIO.
+ * Any thread; cfg must stay alive for the call. */
+int cg_config_print(const cg_config *cfg, FILE *out);
 
 #endif /* CONDGATE_CONFIG_H */

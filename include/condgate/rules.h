@@ -56,7 +56,8 @@ typedef struct cg_cidr {
  * as IPv4. Refused: whitespace anywhere, empty input, IPv4 octets with
  * leading zeros (octal ambiguity), shortened IPv4 ("10/8"), lengths out of
  * range, and host bits set past the prefix — that message names the masked
- * form ("host bits set; did you mean 10.0.0.0/8?").
+ * form ("host bits set past /8; did you mean 10.0.0.0/8?"; every message
+ * form is listed at the top of tests/unit/test_cidr.c).
  *
  * "all" is not handled here (it names two prefixes); see cg_ruleset_add_text.
  *

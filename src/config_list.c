@@ -1,0 +1,72 @@
+/* config_list.c — plain list files (FireHOL, ipdeny, Spamhaus DROP) into a
+ * rule set.
+ *
+ * One address or CIDR per line; blank lines and text after '#' or ';' are
+ * ignored; spaces, tabs and '\r' around an entry are trimmed. Lists of a
+ * million lines are routine, so the file is scanned in place: no copy, no
+ * allocation and no stdio per line.
+ */
+#include <string.h>
+
+#include "config_internal.h"
+
+/* first_nul_line: the line holding the first NUL byte of text[0..len). */
+static uint32_t first_nul_line(const char *text, size_t len)
+{
+    const char *nul = memchr(text, '\0', len);
+    uint32_t line = 1;
+    for (const char *p = text; (p = memchr(p, '\n', (size_t)(nul - p))) != NULL; p++)
+        line++;
+    return line;
+}
+
+/* cg__load_list: see config_internal.h. One thread per call. */
+int cg__load_list(const char *path, const char *text, size_t len, cg_action action, const char *key,
+                  cg_ruleset *rs, cg__diag *d)
+{
+    char why[256];
+    char q[CG__QUOTE_MAX];
+    const char *p = text;
+    const char *end = text + len;
+    cg_source src = {path, 0};
+
+    if (memchr(text, '\0', len))
+        return cg__fail(d, CG_EINVAL, path, first_nul_line(text, len),
+                        "NUL byte in the line; is this a text file?");
+    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        const char *b = p;
+        p = nl ? nl + 1 : end;
+        src.line++;
+
+        if (e - b > CG_CONFIG_MAX_LIST_LINE)
+            return cg__fail(d, CG_ERANGE, path, src.line, "line longer than %d bytes",
+                            CG_CONFIG_MAX_LIST_LINE);
+        for (const char *c = b; c < e; c++) {
+            if (*c == '#' || *c == ';') {
+                e = c;
+                break;
+            }
+        }
+        while (b < e && (*b == ' ' || *b == '\t' || *b == '\r'))
+            b++;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+            e--;
+        if (b == e)
+            continue;
+
+        int rc = cg_ruleset_add_text(rs, b, (size_t)(e - b), action, &src, NULL, why, sizeof why);
+        if (rc == CG_EINVAL)
+            return cg__fail(d, rc, path, src.line, "%s: %s", key, why);
+        if (rc == CG_ERANGE)
+            return cg__fail(d, rc, path, src.line, "rule set '%s' has more than %u entries",
+                            cg_ruleset_name(rs), CG_RULESET_MAX_ENTRIES);
+        if (rc)
+            return cg__fail(d, rc, path, src.line, "%s: %s: %s", key,
+                            cg__quote(q, b, (size_t)(e - b)), cg_strerror(rc));
+    }
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* log.h — one line per event on stderr, as key=value text or one JSON object.
+ *
+ * Lines are formatted into a stack buffer and written with a single write(2),
+ * so lines from different threads never interleave. Reject lines go through
+ * a rate limiter (cg__log_reject_allowed) so that a flood of refused callers
+ * cannot flood the log: past the rate, lines are counted and summarised once
+ * a second as "suppressed N reject lines".
+ */
+#ifndef CG_LOG_H
+#define CG_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "condgate/config.h"
+
+/* Longest line written; longer values are truncated. */
+#define CG_LOG_LINE_MAX 2048
+
+/* Default reject-line budget: this many per second, then summarised. */
+#define CG_LOG_REJECT_RATE 20
+
+/* cg__log_setup: level and format for every later line. Thread-safe (atomic
+ * stores); call at start and on reload. */
+void cg__log_setup(cg_log_level level, cg_log_format format);
+
+/* cg__log_enabled: whether lines at `level` are written. */
+bool cg__log_enabled(cg_log_level level);
+
+/* cg__log_event: write one line for `event` with the given key/value string
+ * pairs, terminated by a NULL key: cg__log_event(CG_LOG_INFO, "start",
+ * "listener", "web", "bind", "0.0.0.0:8080", NULL). Values may be NULL
+ * (written as empty). Any thread. */
+void cg__log_event(cg_log_level level, const char *event, ...);
+
+/* Reject-line limiter, used from the control thread only. */
+typedef struct cg__log_limiter {
+    uint64_t window_start_ms;
+    uint32_t in_window;
+    uint32_t rate;        /* lines per second before suppression */
+    uint64_t suppressed;  /* lines held back in the current window */
+} cg__log_limiter;
+
+void cg__log_limiter_init(cg__log_limiter *l, uint32_t rate);
+
+/* cg__log_limiter_allow: whether one more reject line may be written at time
+ * now_ms; when a window closes with lines suppressed, writes the summary
+ * line first. */
+bool cg__log_limiter_allow(cg__log_limiter *l, uint64_t now_ms);
+
+/* cg__log_limiter_flush: write a pending summary (on a timer or at stop). */
+void cg__log_limiter_flush(cg__log_limiter *l, uint64_t now_ms);
+
+#endif /* CG_LOG_H */

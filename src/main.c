@@ -1,0 +1,82 @@
+/* main.c — the condgate command line (SPEC §1): parse the options, load the
+ * configuration, and hand over. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "condgate.h"
+#include "gate.h"
+#include "log.h"
+
+#define DEFAULT_CONFIG "/etc/condgate/condgate.ini"
+
+static void usage(FILE *out)
+{
+    fputs("usage: condgate [-c FILE] [-t] [-V] [-h]\n"
+          "  -c, --config FILE  INI configuration (default " DEFAULT_CONFIG ")\n"
+          "  -t, --test         load and validate the configuration, print what was\n"
+          "                     loaded (listeners, rule sets and entry counts), exit\n"
+          "  -V, --version      print the version and exit\n"
+          "  -h, --help         this help\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = DEFAULT_CONFIG;
+    int test = 0;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:tVh", options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = 1;
+            break;
+        case 'V':
+            printf("condgate %s\n", cg_version());
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "condgate: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    char err[4096 + 512];
+    cg_config *cfg = NULL;
+    if (cg_config_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    if (!test) {
+        for (size_t i = 0; i < cfg->nwarnings; i++)
+            cg__log_event(CG_LOG_WARN, "config_warning", "message", cfg->warnings[i], NULL);
+        return cg__gate_run(path, cfg); /* the gate owns cfg from here */
+    }
+    int rc = cg_config_print(cfg, stdout);
+    fflush(stdout);
+    for (size_t i = 0; i < cfg->nwarnings; i++)
+        fprintf(stderr, "%s\n", cfg->warnings[i]);
+    fflush(stderr);
+    if (rc == 0)
+        puts("configuration OK");
+    cg_config_free(cfg);
+    return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
+}

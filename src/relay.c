@@ -1,0 +1,565 @@
+/* relay.c — one relayed connection's life on a worker loop: backend connect
+ * with one failover, byte relay with backpressure, half-close, idle timeout,
+ * and a single teardown path that counts and logs the close.
+ *
+ * Memory per connection is bounded: reads land in the worker's shared
+ * buffer and are written straight on with uv_try_write; only what the peer
+ * would not take is copied into a pending chunk, and the source is not read
+ * again until that chunk is written. An idle connection holds no buffer, a
+ * busy one at most one chunk (<= CG_RELAY_BUF_SIZE) per direction.
+ */
+#include "relay.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* A connection's state.
+ *
+ *   cg__relay_start ──backend──► CONNECTING ──connected──► RELAYING
+ *          │                          │                       │
+ *          └──echo──► RELAYING        │ every attempt failed  │ both directions
+ *                         │           │ stop                  │ done, I/O error,
+ *                         ▼           ▼                       ▼ idle, stop
+ *                      CLOSING ◄──────┴───────────────────────┘
+ *                         │ last handle closed
+ *                         ▼
+ *                       freed
+ */
+typedef enum relay_state {
+    RELAY_CONNECTING = 0,
+    RELAY_RELAYING = 1,
+    RELAY_CLOSING = 2,
+} relay_state;
+
+static const char *relay_state_name(relay_state s)
+{
+    switch (s) {
+    case RELAY_CONNECTING:
+        return "connecting";
+    case RELAY_RELAYING:
+        return "relaying";
+    case RELAY_CLOSING:
+        return "closing";
+    default:
+        return "unknown";
+    }
+}
+
+/* How relay_close treats each side. */
+enum {
+    RESET_CLIENT = 1u << 0,
+    RESET_BACKEND = 1u << 1,
+    RESET_BOTH = RESET_CLIENT | RESET_BACKEND,
+};
+
+/* Backend connect attempts per client: the chosen backend and, when there
+ * is another one, the next. */
+#define MAX_ATTEMPTS 2
+
+/* Bytes flowing one way: read from src, written to dst. With echo the up
+ * flow has src == dst == the client and the down flow is unused. */
+typedef struct flow {
+    cg__relay *owner;
+    uv_stream_t *src, *dst;
+    char *pending; /* what dst would not take from the last read; NULL when idle */
+    size_t pending_len;
+    uv_write_t wreq;
+    uv_shutdown_t sreq;
+    bool eof;  /* src said EOF */
+    bool done; /* EOF seen, everything written and dst shut down */
+} flow;
+
+struct cg__relay {
+    cg__relay *prev, *next; /* ctx->live */
+    cg__relay_ctx *ctx;
+    cg__gen *gen; /* NULL once closed */
+    size_t listener;
+    relay_state state;
+    bool echo;
+    bool client_open;  /* client handle initialised and not closing */
+    bool backend_open; /* backend handle initialised and not closing */
+    unsigned handles;  /* handles initialised whose close callback is still due */
+    uv_tcp_t client;
+    uv_tcp_t backend;
+    uv_connect_t creq;
+    uv_timer_t timer; /* connect timeout while CONNECTING, idle timeout after */
+    unsigned attempts, max_attempts;
+    size_t first; /* backend index of the first attempt */
+    int errs[MAX_ATTEMPTS];
+    flow up;                      /* client to backend */
+    flow down;                    /* backend to client */
+    uint64_t started_ms, last_ms; /* loop time at start and at the last byte moved */
+    uint64_t bytes_in, bytes_out;
+    char peer[64];
+};
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_timer(uv_timer_t *t);
+static void connect_next(cg__relay *c);
+
+static const cg_listener_conf *conf_of(const cg__relay *c)
+{
+    return cg__gen_listener(c->gen, c->listener);
+}
+
+static cg__lstats *lstats_of(const cg__relay_ctx *ctx, size_t listener)
+{
+    return cg__lstats_of(ctx->env->stats, ctx->slot, listener);
+}
+
+static const char *listener_name(const cg__relay_ctx *ctx, size_t listener)
+{
+    return listener < ctx->env->nlisteners ? ctx->env->listener_names[listener] : "-";
+}
+
+static void account_close(cg__relay_ctx *ctx, size_t listener)
+{
+    if (listener < ctx->env->nlisteners)
+        cg__stat_add(&lstats_of(ctx, listener)->closed, 1);
+    cg__stat_add(&ctx->env->stats->slots[ctx->slot].finished, 1);
+    atomic_fetch_sub(ctx->env->active_total, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Teardown: every way out goes through relay_close, exactly once.
+ */
+
+static void unlink_live(cg__relay *c)
+{
+    cg__relay_ctx *ctx = c->ctx;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        ctx->live = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    ctx->nlive--;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    cg__relay *c = h->data;
+    if (--c->handles == 0 && c->state == RELAY_CLOSING) {
+        unlink_live(c);
+        free(c);
+    }
+}
+
+static void close_tcp(uv_tcp_t *t, bool reset)
+{
+    /* uv_tcp_close_reset refuses a handle with a shutdown in flight; such a
+     * side gets a plain close. */
+    if (!reset || uv_tcp_close_reset(t, on_handle_closed) != 0)
+        uv_close((uv_handle_t *)t, on_handle_closed);
+}
+
+static void log_close(const cg__relay *c, relay_state was, const char *reason, int err)
+{
+    if (!cg__log_enabled(CG_LOG_DEBUG))
+        return;
+    char in[24], out[24], ms[24];
+    snprintf(in, sizeof(in), "%" PRIu64, c->bytes_in);
+    snprintf(out, sizeof(out), "%" PRIu64, c->bytes_out);
+    snprintf(ms, sizeof(ms), "%" PRIu64, uv_now(c->ctx->loop) - c->started_ms);
+    /* With no error the "error" key is NULL and ends the list. */
+    cg__log_event(CG_LOG_DEBUG, "close", "listener", listener_name(c->ctx, c->listener), "peer",
+                  c->peer, "state", relay_state_name(was), "reason", reason, "bytes_in", in,
+                  "bytes_out", out, "duration_ms", ms, err != 0 ? "error" : NULL,
+                  err != 0 ? uv_strerror(err) : NULL, NULL);
+}
+
+/* The single teardown path: close every handle (resetting the sides named
+ * in `reset`), count and log the close, drop the generation. Pending
+ * buffers are freed by their write callbacks, which libuv runs (cancelled)
+ * before the close callbacks; the memory goes with the last close callback. */
+static void relay_close(cg__relay *c, unsigned reset, const char *reason, int err)
+{
+    if (c->state == RELAY_CLOSING)
+        return;
+    relay_state was = c->state;
+    c->state = RELAY_CLOSING;
+
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->client_open) {
+        c->client_open = false;
+        close_tcp(&c->client, reset & RESET_CLIENT);
+    }
+    if (c->backend_open) {
+        c->backend_open = false;
+        close_tcp(&c->backend, reset & RESET_BACKEND);
+    }
+    log_close(c, was, reason, err);
+    account_close(c->ctx, c->listener);
+    cg__gen_unref(c->gen);
+    c->gen = NULL;
+}
+
+/* An I/O error on one side: that side is dead already, so close it plainly
+ * and reset the other one. */
+static void fail(cg__relay *c, uv_stream_t *side, int err)
+{
+    if (side == (uv_stream_t *)&c->client)
+        relay_close(c, RESET_BACKEND, "client_error", err);
+    else
+        relay_close(c, RESET_CLIENT, "backend_error", err);
+}
+
+/* ------------------------------------------------------------------------
+ * Relaying
+ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    cg__relay *c = h->data;
+    /* libuv on POSIX calls alloc and then read before the next alloc on
+     * this loop, and on_read never keeps the buffer, so one buffer serves
+     * every connection. (libuv on Windows may hold a buffer across an
+     * overlapped read: a Windows build needs per-connection buffers here.) */
+    *buf = uv_buf_init(c->ctx->rbuf, CG_RELAY_BUF_SIZE);
+}
+
+static void start_reading(cg__relay *c, uv_stream_t *s)
+{
+    int err = uv_read_start(s, on_alloc, on_read);
+    if (err != 0)
+        fail(c, s, err);
+}
+
+static void count_written(cg__relay *c, const flow *f, size_t n)
+{
+    if (f->dst == (uv_stream_t *)&c->client) {
+        c->bytes_out += n;
+        cg__stat_add(&lstats_of(c->ctx, c->listener)->bytes_out, n);
+    }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    flow *f = req->data;
+    cg__relay *c = f->owner;
+    if (c->state == RELAY_CLOSING)
+        return;
+    if (status < 0) {
+        fail(c, f->dst, status);
+        return;
+    }
+    f->done = true;
+    if (c->up.done && c->down.done)
+        relay_close(c, 0, "eof", 0);
+}
+
+/* src said EOF and everything it sent has been written: pass the EOF on. */
+static void finish_flow(cg__relay *c, flow *f)
+{
+    f->sreq.data = f;
+    int err = uv_shutdown(&f->sreq, f->dst, on_shutdown);
+    if (err != 0)
+        fail(c, f->dst, err);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    flow *f = req->data;
+    cg__relay *c = f->owner;
+    size_t n = f->pending_len;
+
+    free(f->pending);
+    f->pending = NULL;
+    f->pending_len = 0;
+    if (c->state == RELAY_CLOSING)
+        return;
+    if (status < 0) {
+        fail(c, f->dst, status);
+        return;
+    }
+    count_written(c, f, n);
+    c->last_ms = uv_now(c->ctx->loop);
+    if (f->eof)
+        finish_flow(c, f);
+    else
+        start_reading(c, f->src);
+}
+
+/* Pass n bytes just read from f->src on to f->dst. Whatever dst does not
+ * take now is kept in f->pending and src is not read again until it has
+ * been written; so no later bytes can overtake it. */
+static void forward(cg__relay *c, flow *f, const char *data, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+    int w = uv_try_write(f->dst, &b, 1);
+    if (w == UV_EAGAIN)
+        w = 0;
+    if (w < 0) {
+        fail(c, f->dst, w);
+        return;
+    }
+    count_written(c, f, (size_t)w);
+    size_t rest = n - (size_t)w;
+    if (rest == 0)
+        return;
+
+    f->pending = malloc(rest);
+    if (f->pending == NULL) {
+        relay_close(c, RESET_BOTH, "no_memory", UV_ENOMEM);
+        return;
+    }
+    memcpy(f->pending, data + w, rest);
+    f->pending_len = rest;
+    uv_read_stop(f->src);
+    f->wreq.data = f;
+    b = uv_buf_init(f->pending, (unsigned)rest);
+    int err = uv_write(&f->wreq, f->dst, &b, 1, on_write);
+    if (err != 0) {
+        free(f->pending);
+        f->pending = NULL;
+        f->pending_len = 0;
+        fail(c, f->dst, err);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    cg__relay *c = s->data;
+    bool from_client = s == (uv_stream_t *)&c->client;
+    flow *f = from_client ? &c->up : &c->down;
+
+    if (nread > 0) {
+        c->last_ms = uv_now(c->ctx->loop);
+        if (from_client) {
+            c->bytes_in += (uint64_t)nread;
+            cg__stat_add(&lstats_of(c->ctx, c->listener)->bytes_in, (uint64_t)nread);
+        }
+        forward(c, f, buf->base, (size_t)nread);
+    } else if (nread == UV_EOF) {
+        f->eof = true;
+        uv_read_stop(s);
+        if (f->pending == NULL)
+            finish_flow(c, f);
+    } else if (nread < 0) {
+        fail(c, s, (int)nread);
+    }
+}
+
+static void start_relaying(cg__relay *c)
+{
+    uint32_t idle = conf_of(c)->idle_timeout_ms;
+
+    c->state = RELAY_RELAYING;
+    c->last_ms = uv_now(c->ctx->loop);
+    if (idle > 0)
+        uv_timer_start(&c->timer, on_timer, (uint64_t)idle + 2, 0);
+    start_reading(c, (uv_stream_t *)&c->client);
+    if (!c->echo && c->state == RELAY_RELAYING)
+        start_reading(c, (uv_stream_t *)&c->backend);
+}
+
+/* ------------------------------------------------------------------------
+ * Backend connect: the round-robin choice, then the next backend once.
+ */
+
+static void backend_failed(cg__relay *c)
+{
+    const cg_listener_conf *lc = conf_of(c);
+    const char *name = listener_name(c->ctx, c->listener);
+
+    for (unsigned i = 0; i < c->attempts; i++) {
+        const char *text = lc->nbackends ? lc->backends[(c->first + i) % lc->nbackends].text : "-";
+        cg__log_event(CG_LOG_WARN, "backend_error", "listener", name, "peer", c->peer, "backend",
+                      text, "error", uv_strerror(c->errs[i]), NULL);
+    }
+    cg__stat_add(&lstats_of(c->ctx, c->listener)->backend_errors, 1);
+    relay_close(c, RESET_CLIENT, "connect_failed", c->attempts ? c->errs[c->attempts - 1] : 0);
+}
+
+static void after_attempt(cg__relay *c)
+{
+    if (c->attempts < c->max_attempts)
+        connect_next(c);
+    else
+        backend_failed(c);
+}
+
+static void on_attempt_closed(uv_handle_t *h)
+{
+    cg__relay *c = h->data;
+    if (c->state == RELAY_CLOSING) {
+        on_handle_closed(h);
+        return;
+    }
+    c->handles--;
+    after_attempt(c);
+}
+
+static void attempt_failed(cg__relay *c, int err)
+{
+    c->errs[c->attempts++] = err;
+    uv_timer_stop(&c->timer);
+    if (c->backend_open) {
+        /* A failed socket cannot connect again: the next attempt gets a new
+         * handle once this one is closed. */
+        c->backend_open = false;
+        uv_close((uv_handle_t *)&c->backend, on_attempt_closed);
+    } else {
+        after_attempt(c);
+    }
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    cg__relay *c = req->data;
+    /* Cancelled because we closed the handle (timeout or teardown). */
+    if (c->state != RELAY_CONNECTING || !c->backend_open)
+        return;
+    if (status < 0) {
+        attempt_failed(c, status);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    uv_tcp_nodelay(&c->backend, 1);
+    start_relaying(c);
+}
+
+static void connect_next(cg__relay *c)
+{
+    const cg_listener_conf *lc = conf_of(c);
+    const cg_endpoint *ep = &lc->backends[(c->first + c->attempts) % lc->nbackends];
+
+    int err = uv_tcp_init(c->ctx->loop, &c->backend);
+    if (err != 0) {
+        attempt_failed(c, err);
+        return;
+    }
+    c->backend.data = c;
+    c->backend_open = true;
+    c->handles++;
+    c->creq.data = c;
+    err = uv_tcp_connect(&c->creq, &c->backend, (const struct sockaddr *)&ep->addr, on_connect);
+    if (err != 0) {
+        attempt_failed(c, err);
+        return;
+    }
+    if (lc->connect_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_timer, lc->connect_timeout_ms, 0);
+}
+
+/* The connect timeout while CONNECTING; the idle timeout after. */
+static void on_timer(uv_timer_t *t)
+{
+    cg__relay *c = t->data;
+
+    if (c->state == RELAY_CONNECTING) {
+        attempt_failed(c, UV_ETIMEDOUT);
+        return;
+    }
+    if (c->state != RELAY_RELAYING)
+        return;
+    /* Reads only stamp last_ms; the timer checks it when it fires and
+     * re-arms for the rest, so a busy connection costs no timer updates.
+     * Loop time is whole milliseconds from a clock that may lag by a tick,
+     * hence "more than idle + 1": never close before idle_timeout_ms. */
+    uint64_t idle = conf_of(c)->idle_timeout_ms;
+    uint64_t quiet = uv_now(c->ctx->loop) - c->last_ms;
+    if (quiet > idle + 1)
+        relay_close(c, 0, "idle", 0);
+    else
+        uv_timer_start(t, on_timer, idle + 2 - quiet, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Entry points
+ */
+
+/* cg__relay_drop: reset and close fd unrelayed, drop the gen reference and
+ * count a close (closed, finished, active_total). Nothing is left to free.
+ * Worker thread of ctx, or the control thread after that worker's join. */
+void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen *gen)
+{
+    cg_socket_close_reset(fd);
+    account_close(ctx, listener);
+    cg__gen_unref(gen);
+}
+
+/* cg__relay_start: start relaying fd for gate listener `listener`. Owns fd
+ * and the gen reference from here on, failure included; the connection
+ * frees itself after its last close callback. Worker thread of ctx. */
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen *gen)
+{
+    cg__relay *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, listener), "message",
+                      "out of memory: connection reset", NULL);
+        cg__relay_drop(ctx, fd, listener, gen);
+        return;
+    }
+    c->ctx = ctx;
+    c->gen = gen;
+    c->listener = listener;
+    c->next = ctx->live;
+    if (ctx->live != NULL)
+        ctx->live->prev = c;
+    ctx->live = c;
+    ctx->nlive++;
+    c->started_ms = c->last_ms = uv_now(ctx->loop);
+    snprintf(c->peer, sizeof(c->peer), "-");
+
+    uv_timer_init(ctx->loop, &c->timer);
+    c->timer.data = c;
+    c->handles++;
+
+    int err = uv_tcp_init(ctx->loop, &c->client);
+    if (err != 0) {
+        cg_socket_close_reset(fd);
+        relay_close(c, 0, "open_failed", err);
+        return;
+    }
+    c->client.data = c;
+    c->client_open = true;
+    c->handles++;
+    err = uv_tcp_open(&c->client, (uv_os_sock_t)fd);
+    if (err != 0) {
+        cg_socket_close_reset(fd);
+        relay_close(c, 0, "open_failed", err);
+        return;
+    }
+    uv_tcp_nodelay(&c->client, 1);
+
+    struct sockaddr_storage ss;
+    int sslen = (int)sizeof(ss);
+    if (uv_tcp_getpeername(&c->client, (struct sockaddr *)&ss, &sslen) == 0)
+        cg_sockaddr_format((const struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+
+    const cg_listener_conf *lc = conf_of(c);
+    c->echo = lc->echo;
+    c->up = (flow){.owner = c, .src = (uv_stream_t *)&c->client};
+    c->down =
+        (flow){.owner = c, .src = (uv_stream_t *)&c->backend, .dst = (uv_stream_t *)&c->client};
+    if (c->echo) {
+        c->up.dst = (uv_stream_t *)&c->client;
+        c->down.eof = c->down.done = true;
+        start_relaying(c);
+        return;
+    }
+    c->up.dst = (uv_stream_t *)&c->backend;
+    c->state = RELAY_CONNECTING;
+    if (lc->nbackends == 0) {
+        backend_failed(c);
+        return;
+    }
+    c->max_attempts = lc->nbackends > 1 ? MAX_ATTEMPTS : 1;
+    c->first = atomic_fetch_add(&ctx->env->rr[listener], 1) % lc->nbackends;
+    connect_next(c);
+}
+
+/* cg__relay_close_all: close (reset) every open connection of ctx; their
+ * memory goes with their close callbacks, so keep running the loop. Worker
+ * thread of ctx. */
+void cg__relay_close_all(cg__relay_ctx *ctx)
+{
+    /* relay_close never frees synchronously, so walking on is safe. */
+    for (cg__relay *c = ctx->live; c != NULL; c = c->next)
+        relay_close(c, RESET_BOTH, "stop", 0);
+}

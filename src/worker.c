@@ -1,0 +1,328 @@
+/* worker.c — the worker pool: threads with their own libuv loops, the
+ * bounded hand-off queues the control thread fills, and orderly stop.
+ *
+ * The control thread pushes {fd, listener, gen} into the least-loaded
+ * worker's ring under its mutex and wakes it with uv_async_send; the worker
+ * drains the whole ring on each wakeup (wakeups coalesce) and starts a relay
+ * per socket. Stop sets a flag under the same mutex and sends the same
+ * async: the worker resets what is still queued, closes every connection
+ * and its own handle, and its uv_run returns.
+ */
+#include "worker.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include <uv.h>
+
+#if !defined(_WIN32)
+#include <signal.h>
+#endif
+
+#include "condgate/common.h"
+#include "relay.h"
+
+typedef struct handoff {
+    cg_socket_t fd;
+    size_t listener;
+    cg__gen *gen;
+} handoff;
+
+typedef struct worker {
+    cg__pool *pool;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_thread_t thread;
+    bool mutex_ready, loop_ready, wake_ready, running;
+
+    uv_mutex_t lock; /* guards ring, head, count and stopping */
+    handoff *ring;   /* CG_WORKER_QUEUE_MAX entries */
+    size_t head, count;
+    bool stopping;
+
+    bool closing;       /* worker thread only: stop has begun */
+    uint64_t submitted; /* control thread only: sockets handed to this worker */
+    cg__relay_ctx ctx;  /* worker thread only (until joined) */
+} worker;
+
+struct cg__pool {
+    cg__pool_env env;
+    unsigned n;
+    unsigned next; /* control thread: where the round-robin tie-break starts */
+    worker *w;
+};
+
+static int from_uv(int err)
+{
+    return err == UV_ENOMEM ? CG_ENOMEM : CG_ESYS;
+}
+
+/* Pop one queued hand-off; false when the ring is empty. Caller holds lock. */
+static bool pop_locked(worker *w, handoff *out)
+{
+    if (w->count == 0)
+        return false;
+    *out = w->ring[w->head];
+    w->head = (w->head + 1) % CG_WORKER_QUEUE_MAX;
+    w->count--;
+    return true;
+}
+
+static void count_handled(worker *w)
+{
+    cg__stat_add(&w->pool->env.stats->slots[w->ctx.slot].handled, 1);
+}
+
+static void on_wake_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Stop: reset the sockets still queued, close every connection and the
+ * async handle; uv_run returns once their close callbacks have run. */
+static void begin_stop(worker *w)
+{
+    handoff h;
+
+    w->closing = true;
+    for (;;) {
+        uv_mutex_lock(&w->lock);
+        bool got = pop_locked(w, &h);
+        uv_mutex_unlock(&w->lock);
+        if (!got)
+            break;
+        count_handled(w);
+        cg__relay_drop(&w->ctx, h.fd, h.listener, h.gen);
+    }
+    cg__relay_close_all(&w->ctx);
+    uv_close((uv_handle_t *)&w->wake, on_wake_closed);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    worker *w = a->data;
+    handoff h;
+
+    if (w->closing)
+        return;
+    for (;;) {
+        uv_mutex_lock(&w->lock);
+        bool stopping = w->stopping;
+        bool got = !stopping && pop_locked(w, &h);
+        uv_mutex_unlock(&w->lock);
+        if (stopping) {
+            begin_stop(w);
+            return;
+        }
+        if (!got)
+            return;
+        count_handled(w);
+        cg__relay_start(&w->ctx, h.fd, h.listener, h.gen);
+    }
+}
+
+static void worker_main(void *arg)
+{
+    worker *w = arg;
+
+#if !defined(_WIN32)
+    /* A write to a reset peer must fail with EPIPE, not kill the process,
+     * whatever the embedding program did with SIGPIPE. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+#endif
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+/* Release what start_worker set up, for a worker whose thread is not
+ * running (never started, or joined). */
+static void destroy_worker(worker *w)
+{
+    handoff h;
+
+    if (w->wake_ready && !w->closing) {
+        /* Never ran: close the async here so the loop can be closed. */
+        uv_close((uv_handle_t *)&w->wake, on_wake_closed);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+    }
+    if (w->loop_ready)
+        uv_loop_close(&w->loop);
+    /* A worker that ran has emptied its ring; one that never ran was never
+     * given anything. Be thorough all the same. */
+    while (w->ring != NULL && pop_locked(w, &h))
+        cg__relay_drop(&w->ctx, h.fd, h.listener, h.gen);
+    if (w->mutex_ready)
+        uv_mutex_destroy(&w->lock);
+    free(w->ring);
+    free(w->ctx.rbuf);
+}
+
+static int start_worker(cg__pool *p, worker *w, unsigned id)
+{
+    int err;
+
+    w->pool = p;
+    w->ctx.env = &p->env;
+    w->ctx.slot = 1 + (size_t)id;
+    w->ctx.loop = &w->loop;
+    w->ring = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring));
+    w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
+    if (w->ring == NULL || w->ctx.rbuf == NULL)
+        return CG_ENOMEM;
+    if ((err = uv_mutex_init(&w->lock)) != 0)
+        return from_uv(err);
+    w->mutex_ready = true;
+    if ((err = uv_loop_init(&w->loop)) != 0)
+        return from_uv(err);
+    w->loop_ready = true;
+    if ((err = uv_async_init(&w->loop, &w->wake, on_wake)) != 0)
+        return from_uv(err);
+    w->wake.data = w;
+    w->wake_ready = true;
+    /* Everything above happens before the thread starts, so it sees it. */
+    if ((err = uv_thread_create(&w->thread, worker_main, w)) != 0)
+        return from_uv(err);
+    w->running = true;
+    return 0;
+}
+
+/* cg__pool_start: start n (1..64) workers, each a thread running its own
+ * loop. Keeps a copy of *env, whose pointers must outlive the pool. Returns
+ * 0 and *out (free with cg__pool_stop), or a negative CG_E* code with
+ * nothing left running. Control thread. */
+int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
+{
+    if (n < 1 || n > CG_CONFIG_MAX_WORKERS || env == NULL || env->stats == NULL ||
+        env->stats->nslots < 1 + (size_t)n || env->active_total == NULL ||
+        (env->nlisteners > 0 && (env->rr == NULL || env->listener_names == NULL)) ||
+        env->stats->nlisteners < env->nlisteners || out == NULL)
+        return CG_EINVAL;
+
+    cg__pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return CG_ENOMEM;
+    p->env = *env;
+    p->w = calloc(n, sizeof(*p->w));
+    if (p->w == NULL) {
+        free(p);
+        return CG_ENOMEM;
+    }
+    p->n = n;
+    for (unsigned i = 0; i < n; i++) {
+        int rc = start_worker(p, &p->w[i], i);
+        if (rc != 0) {
+            cg__pool_stop(p);
+            return rc;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+static uint64_t load_of(const cg__pool *p, const worker *w)
+{
+    /* Handed over (queued ones included) minus closed: a burst of submits
+     * spreads out even before any worker has woken up. */
+    uint64_t finished =
+        atomic_load_explicit(&p->env.stats->slots[w->ctx.slot].finished, memory_order_relaxed);
+    return w->submitted >= finished ? w->submitted - finished : 0;
+}
+
+static bool push(worker *w, const handoff *h)
+{
+    bool ok = false;
+    uv_mutex_lock(&w->lock);
+    if (!w->stopping && w->count < CG_WORKER_QUEUE_MAX) {
+        w->ring[(w->head + w->count) % CG_WORKER_QUEUE_MAX] = *h;
+        w->count++;
+        ok = true;
+    }
+    uv_mutex_unlock(&w->lock);
+    /* Outside the lock is fine: only this thread (the control thread) ever
+     * sets stopping, so the handle cannot be closing yet. */
+    if (ok)
+        uv_async_send(&w->wake);
+    return ok;
+}
+
+/* cg__pool_submit: queue fd (non-blocking) of gate listener `listener` on
+ * the least-loaded worker and wake it. Owns fd and the gen reference from
+ * here on: on failure (CG_ERANGE, every queue full; CG_EINVAL, unknown
+ * listener) the socket is reset and the reference dropped, but
+ * *env->active_total is left alone: the caller that added it takes it back.
+ * Control thread. */
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen,
+                    unsigned *chosen)
+{
+    if (listener >= p->env.nlisteners) {
+        cg_socket_close_reset(fd);
+        cg__gen_unref(gen);
+        return CG_EINVAL;
+    }
+
+    /* Least loaded first; equal loads go round robin from p->next. */
+    unsigned best = p->next % p->n;
+    uint64_t best_load = load_of(p, &p->w[best]);
+    for (unsigned k = 1; k < p->n; k++) {
+        unsigned i = (p->next + k) % p->n;
+        uint64_t load = load_of(p, &p->w[i]);
+        if (load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+
+    handoff h = {fd, listener, gen};
+    for (unsigned k = 0; k < p->n; k++) {
+        unsigned i = (best + k) % p->n; /* the chosen one, or any with room */
+        if (push(&p->w[i], &h)) {
+            p->w[i].submitted++;
+            p->next = i + 1;
+            if (chosen != NULL)
+                *chosen = i;
+            return 0;
+        }
+    }
+    cg_socket_close_reset(fd);
+    cg__gen_unref(gen);
+    return CG_ERANGE;
+}
+
+/* cg__pool_stop: make every worker reset what is still queued and close
+ * every open connection (with a reset), then join and free everything.
+ * Those closes are counted (closed, finished, active_total) like any other.
+ * Accepts NULL. Control thread. */
+void cg__pool_stop(cg__pool *p)
+{
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (!w->running)
+            continue;
+        /* Send under the lock: the worker closes its async handle only
+         * after it has seen the flag, so this send cannot race that close. */
+        uv_mutex_lock(&w->lock);
+        w->stopping = true;
+        uv_async_send(&w->wake);
+        uv_mutex_unlock(&w->lock);
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (w->running) {
+            uv_thread_join(&w->thread);
+            w->running = false;
+        }
+        destroy_worker(w);
+    }
+    free(p->w);
+    free(p);
+}
+
+/* cg__pool_size: the number of workers (0 for NULL). Any thread. */
+unsigned cg__pool_size(const cg__pool *p)
+{
+    return p != NULL ? p->n : 0;
+}

@@ -1,0 +1,656 @@
+/* test_config.c — configuration loading: the shipped sample, valid fixtures
+ * written to a temporary directory, and the golden error messages of
+ * tests/golden (NAME.ini + NAME.expected: the exact one-line error; NAME.ini +
+ * NAME.warnings: loads, with exactly these warnings).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "condgate/config.h"
+
+#define GOLDEN_DIR CG_TEST_DATA_DIR "/golden"
+#define SAMPLE_INI CG_TEST_DATA_DIR "/../config/condgate.ini"
+
+static char tmpdir[512];
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void write_file(const char *name, const char *data, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    /* Create parent directories named in `name`. */
+    for (char *p = path + strlen(tmpdir) + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0700);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_text(const char *name, const char *text)
+{
+    write_file(name, text, strlen(text));
+}
+
+/* load: cg_config_load of tmpdir/name; fails the test on error. */
+static cg_config *load(const char *name)
+{
+    char path[PATH_MAX], err[1024];
+    cg_config *cfg = NULL;
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    int rc = cg_config_load(path, &cfg, err, sizeof err);
+    if (rc != 0)
+        fail_msg("%s: unexpected error %d: %s", name, rc, err);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* load_error: the error message of loading tmpdir/name (must fail). */
+static void load_error(const char *name, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    cg_config *cfg = (cg_config *)(uintptr_t)0x1; /* must stay untouched */
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    int rc = cg_config_load(path, &cfg, err, errlen);
+    assert_true(rc < 0);
+    assert_ptr_equal(cfg, (cg_config *)(uintptr_t)0x1);
+}
+
+static cg_ruleset_stats stats_of(const cg_ruleset *rs)
+{
+    cg_ruleset_stats st;
+    cg_ruleset_get_stats(rs, &st);
+    return st;
+}
+
+/* verdict: the verdict of set rs for address text, and its entry. */
+static cg_action verdict(const cg_ruleset *rs, const char *addr, cg_rule_info *info)
+{
+    cg_cidr a;
+    char err[128];
+    cg_rule_id id;
+    assert_int_equal(cg_cidr_parse(addr, strlen(addr), &a, err, sizeof err), 0);
+    cg_action v = cg_ruleset_lookup(rs, &a, &id);
+    if (info) {
+        memset(info, 0, sizeof *info);
+        if (id != CG_RULE_NONE)
+            assert_int_equal(cg_ruleset_rule(rs, id, info), 0);
+    }
+    return v;
+}
+
+static unsigned port_of(const cg_endpoint *ep)
+{
+    if (ep->addr.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&ep->addr)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&ep->addr)->sin6_port);
+}
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 65536);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, 65535, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void chomp(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%.400s/cg-config-XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- the shipped sample --------------------------------------------------- */
+
+static void test_sample_config(void **state)
+{
+    (void)state;
+    char err[1024];
+    cg_config *cfg = NULL;
+    int rc = cg_config_load(SAMPLE_INI, &cfg, err, sizeof err);
+    if (rc)
+        fail_msg("%s", err);
+    assert_int_equal(cfg->nwarnings, 0);
+    assert_int_equal(cfg->workers, 2);
+    assert_int_equal(cfg->max_connections, 10000);
+    assert_true(cfg->admin.enabled);
+    assert_string_equal(cfg->admin.listen.text, "127.0.0.1:9090");
+    assert_null(cfg->admin.token);
+
+    assert_int_equal(cfg->nrulesets, 2);
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[0]), "default");
+    assert_int_equal(cg_config_find_ruleset(cfg, "office"), 1);
+    cg_ruleset_stats st = stats_of(cfg->rulesets[0]);
+    /* INI 127/8 + JSON 10/8, 192.168/16, 10.66/16, 10.66.1.7, 198.51.100/24
+     * + list 192.0.2/24, 198.18/15, 203.0.113.99; v6: ::1, fd00::/8,
+     * 2001:db8:bad::/48, 2001:db8:dead::/48. */
+    assert_int_equal(st.v4, 9);
+    assert_int_equal(st.v6, 4);
+    assert_int_equal(st.conflicts, 0);
+    st = stats_of(cfg->rulesets[1]);
+    assert_int_equal(st.v4, 2);
+    assert_int_equal(st.v6, 1);
+
+    cg_rule_info info;
+    assert_int_equal(verdict(cfg->rulesets[0], "10.66.1.7", &info), CG_ALLOW);
+    assert_string_equal(info.label, "build-server");
+    assert_non_null(strstr(info.file, "config/rules.json"));
+    assert_int_equal(verdict(cfg->rulesets[0], "10.66.2.2", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->rulesets[0], "10.1.1.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "198.18.5.5", &info), CG_DENY);
+    assert_non_null(strstr(info.file, "config/blocklist.netset"));
+    assert_int_equal(verdict(cfg->rulesets[0], "8.8.8.8", NULL), CG_DENY);
+
+    assert_int_equal(cfg->nlisteners, 1);
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_string_equal(l->name, "echo");
+    assert_true(l->echo);
+    assert_int_equal(l->nbackends, 0);
+    assert_int_equal(l->ruleset, 0);
+    assert_string_equal(l->bind.text, "127.0.0.1:7000");
+    assert_int_equal(port_of(&l->bind), 7000);
+    cg_config_free(cfg);
+}
+
+/* ---- valid fixtures -------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    write_text("defaults.ini", "[rules]\n"
+                               "\n"
+                               "[listener:web]\n"
+                               "bind = 0.0.0.0:8080\n"
+                               "backend = 127.0.0.1:8081\n");
+    cg_config *cfg = load("defaults.ini");
+    assert_true(cfg->workers >= 1 && cfg->workers <= CG_CONFIG_MAX_WORKERS);
+    assert_int_equal(cfg->max_connections, 10000);
+    assert_int_equal(cfg->drain_timeout_ms, 5000);
+    assert_int_equal(cfg->log_level, CG_LOG_INFO);
+    assert_int_equal(cfg->log_format, CG_LOG_TEXT);
+    assert_true(cfg->admin.enabled);
+    assert_string_equal(cfg->admin.listen.text, "127.0.0.1:9090");
+    assert_int_equal(port_of(&cfg->admin.listen), 9090);
+    /* The admin port admits loopback callers only. */
+    assert_non_null(cfg->admin.allow);
+    assert_int_equal(verdict(cfg->admin.allow, "127.0.0.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->admin.allow, "127.3.2.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->admin.allow, "::1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->admin.allow, "10.0.0.1", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->admin.allow, "::2", NULL), CG_DENY);
+    /* An empty [rules] denies everyone, and that is no warning. */
+    assert_int_equal(cg_ruleset_default(cfg->rulesets[0]), CG_DENY);
+    assert_int_equal(cfg->nwarnings, 0);
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_int_equal(l->connect_timeout_ms, 3000);
+    assert_int_equal(l->idle_timeout_ms, 300000);
+    assert_int_equal(l->nbackends, 1);
+    assert_false(l->echo);
+    assert_int_equal(l->backends[0].addr.ss_family, AF_INET);
+    assert_int_equal(port_of(&l->backends[0]), 8081);
+    assert_int_equal(l->line, 3);
+    cg_config_free(cfg);
+}
+
+static void test_everything_set(void **state)
+{
+    (void)state;
+    write_text("full.ini", "; every key once\n"
+                           "[gateway]\n"
+                           "workers = 64\n"
+                           "max_connections = 1000000\n"
+                           "drain_timeout_ms = 86400000\n"
+                           "log_level = debug\n"
+                           "log_format = json\n"
+                           "[admin]\n"
+                           "listen = [::1]:9191\n"
+                           "allow = 10.0.0.0/8, 2001:db8::/32\n"
+                           "allow = 192.0.2.1\n"
+                           "token = s3cret-Token_1.2~+/=\n"
+                           "[listener:api]\n"
+                           "bind = [::]:8443\n"
+                           "backend = 127.0.0.1:9001, [::1]:9002\n"
+                           "backend = 192.0.2.10:9003\n"
+                           "rules = office\n"
+                           "connect_timeout_ms = 1\n"
+                           "idle_timeout_ms = 86400000\n"
+                           "[rules:office]\n"
+                           "default = allow\n"
+                           "deny = 198.51.100.0/24\n");
+    cg_config *cfg = load("full.ini");
+    assert_int_equal(cfg->workers, 64);
+    assert_int_equal(cfg->max_connections, 1000000);
+    assert_int_equal(cfg->drain_timeout_ms, 86400000);
+    assert_int_equal(cfg->log_level, CG_LOG_DEBUG);
+    assert_int_equal(cfg->log_format, CG_LOG_JSON);
+    assert_string_equal(cfg->admin.listen.text, "[::1]:9191");
+    assert_int_equal(cfg->admin.listen.addr.ss_family, AF_INET6);
+    assert_int_equal(port_of(&cfg->admin.listen), 9191);
+    assert_string_equal(cfg->admin.token, "s3cret-Token_1.2~+/=");
+    /* Given allow entries replace the loopback default. */
+    assert_int_equal(verdict(cfg->admin.allow, "127.0.0.1", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->admin.allow, "10.9.9.9", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->admin.allow, "192.0.2.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->admin.allow, "2001:db8::5", NULL), CG_ALLOW);
+
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_string_equal(l->bind.text, "[::]:8443");
+    assert_int_equal(l->bind.addr.ss_family, AF_INET6);
+    assert_int_equal(l->bind.addrlen, sizeof(struct sockaddr_in6));
+    assert_int_equal(port_of(&l->bind), 8443);
+    assert_int_equal(l->nbackends, 3);
+    assert_string_equal(l->backends[0].text, "127.0.0.1:9001");
+    assert_string_equal(l->backends[1].text, "[::1]:9002");
+    assert_int_equal(l->backends[1].addr.ss_family, AF_INET6);
+    assert_string_equal(l->backends[2].text, "192.0.2.10:9003");
+    assert_int_equal(l->connect_timeout_ms, 1);
+    assert_int_equal(l->idle_timeout_ms, 86400000);
+    /* No [rules]: the only set is "office" and the listener uses it. */
+    assert_int_equal(cfg->nrulesets, 1);
+    assert_int_equal(cg_config_find_ruleset(cfg, "default"), -1);
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[l->ruleset]), "office");
+    assert_int_equal(verdict(cfg->rulesets[0], "8.8.8.8", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "198.51.100.9", NULL), CG_DENY);
+    assert_int_equal(cfg->nwarnings, 0);
+    cg_config_free(cfg);
+}
+
+static void test_default_set_first(void **state)
+{
+    (void)state;
+    write_text("order.ini", "[rules:a]\nallow = 10.0.0.0/8\n"
+                            "[rules:b]\nallow = 10.1.0.0/16\n"
+                            "[listener:x]\nbind = 127.0.0.1:1\nbackend = echo\nrules = b\n"
+                            "[rules]\nallow = 10.2.0.0/16\n"
+                            "[listener:y]\nbind = 127.0.0.1:2\nbackend = echo\n");
+    cg_config *cfg = load("order.ini");
+    assert_int_equal(cfg->nrulesets, 3);
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[0]), "default");
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[1]), "a");
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[2]), "b");
+    assert_string_equal(cg_ruleset_name(cfg->rulesets[cfg->listeners[0].ruleset]), "b");
+    assert_int_equal(cfg->listeners[1].ruleset, 0);
+    cg_config_free(cfg);
+}
+
+static void test_list_file(void **state)
+{
+    (void)state;
+    /* A byte order mark, CRLF, tabs, '#' and ';' comments, blank lines, a
+     * last line without a newline. */
+    static const char list[] = "\xEF\xBB\xBF# FireHOL style header\r\n"
+                               "#\r\n"
+                               "1.0.1.0/24\r\n"
+                               "\t1.0.2.0/23  \r\n"
+                               "\r\n"
+                               "   \r\n"
+                               "2.56.192.0/22 ; SBL459831\r\n"
+                               "5.8.37.0/24;SBL123\r\n"
+                               "2001:db8:1::/48 # v6 entry\r\n"
+                               "1.0.1.0/24\r\n"
+                               "192.0.2.7";
+    write_file("lists/drop.txt", list, sizeof list - 1);
+    write_text("lists/partners.txt", "203.0.113.0/24\n");
+    write_text("list.ini", "[rules]\n"
+                           "default = allow\n"
+                           "deny_file = lists/drop.txt\n"
+                           "allow_file = lists/partners.txt\n");
+    cg_config *cfg = load("list.ini");
+    cg_ruleset_stats st = stats_of(cfg->rulesets[0]);
+    assert_int_equal(st.v4, 6);
+    assert_int_equal(st.v6, 1);
+    assert_int_equal(st.duplicates, 1);
+    cg_rule_info info;
+    assert_int_equal(verdict(cfg->rulesets[0], "1.0.3.1", &info), CG_DENY);
+    assert_int_equal(info.line, 4);
+    char want[PATH_MAX];
+    snprintf(want, sizeof want, "%s/lists/drop.txt", tmpdir);
+    assert_string_equal(info.file, want);
+    assert_int_equal(verdict(cfg->rulesets[0], "5.8.37.200", &info), CG_DENY);
+    assert_int_equal(info.line, 8);
+    assert_int_equal(verdict(cfg->rulesets[0], "192.0.2.7", &info), CG_DENY);
+    assert_int_equal(info.line, 11);
+    assert_int_equal(verdict(cfg->rulesets[0], "1.0.1.1", &info), CG_DENY);
+    assert_int_equal(info.line, 3); /* the first source is kept */
+    assert_int_equal(verdict(cfg->rulesets[0], "203.0.113.5", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "9.9.9.9", NULL), CG_ALLOW);
+    cg_config_free(cfg);
+}
+
+static void test_json_file(void **state)
+{
+    (void)state;
+    write_text("rules/main.json", "{\n"
+                                  "  \"allow\": [\"10.0.0.0/8\",\n"
+                                  "            \"2001:db8::/32\"],\n"
+                                  "  \"deny\": [\n"
+                                  "    \"10.66.0.0/16\"\n"
+                                  "  ],\n"
+                                  "  \"rules\": [\n"
+                                  "    {\"action\": \"deny\", \"cidr\": \"198.51.100.0/24\",\n"
+                                  "     \"label\": \"scanner-net\"},\n"
+                                  "    {\n"
+                                  "      \"label\": \"build \\\"server\\\" \\u00e9\",\n"
+                                  "      \"action\": \"allow\",\n"
+                                  "      \"cidr\": \"10.66.1.7\"\n"
+                                  "    }\n"
+                                  "  ]\n"
+                                  "}\n");
+    write_text("rules/empty.json", "{}");
+    write_text("sub/json.ini", "[rules]\n"
+                               "include = ../rules/main.json\n"
+                               "include = ../rules/empty.json\n");
+    cg_config *cfg = load("sub/json.ini");
+    const cg_ruleset *rs = cfg->rulesets[0];
+    cg_rule_info info;
+    char want[PATH_MAX];
+    snprintf(want, sizeof want, "%s/sub/../rules/main.json", tmpdir);
+
+    assert_int_equal(verdict(rs, "10.1.1.1", &info), CG_ALLOW);
+    assert_string_equal(info.file, want);
+    assert_int_equal(info.line, 2);
+    assert_null(info.label);
+    assert_int_equal(verdict(rs, "2001:db8::1", &info), CG_ALLOW);
+    assert_int_equal(info.line, 3);
+    assert_int_equal(verdict(rs, "10.66.2.2", &info), CG_DENY);
+    assert_int_equal(info.line, 5);
+    assert_int_equal(verdict(rs, "198.51.100.1", &info), CG_DENY);
+    assert_int_equal(info.line, 8);
+    assert_string_equal(info.label, "scanner-net");
+    assert_int_equal(verdict(rs, "10.66.1.7", &info), CG_ALLOW);
+    assert_int_equal(info.line, 13);
+    assert_string_equal(info.label, "build \"server\" \xc3\xa9");
+    cg_config_free(cfg);
+}
+
+static void test_repeated_keys_and_all(void **state)
+{
+    (void)state;
+    write_text("repeat.ini", "[rules]\n"
+                             "allow = all\n"
+                             "deny = 10.0.0.0/8 , 10.1.0.0/16\t,10.2.0.0/16\n"
+                             "deny = 10.3.0.0/16\n"
+                             "deny = 10.3.0.0/16 ; the same again: merged\n"
+                             "allow: 192.0.2.0/24\n");
+    cg_config *cfg = load("repeat.ini");
+    cg_ruleset_stats st = stats_of(cfg->rulesets[0]);
+    assert_int_equal(st.v4, 6); /* 0/0, 10/8, 10.1/16, 10.2/16, 10.3/16, 192.0.2/24 */
+    assert_int_equal(st.v6, 1); /* ::/0 */
+    assert_int_equal(st.duplicates, 1);
+    assert_int_equal(verdict(cfg->rulesets[0], "8.8.8.8", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "2001:db8::1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "10.2.3.4", NULL), CG_DENY);
+    cg_config_free(cfg);
+}
+
+static void test_warnings(void **state)
+{
+    (void)state;
+    write_text("warn.json", "{\"allow\": [\"10.0.0.0/8\"]}\n");
+    write_text("warn.ini", "[admin]\n"
+                           "listen = [::]:9090\n"
+                           "[rules]\n"
+                           "deny = 10.0.0.0/8\n"
+                           "include = warn.json\n"
+                           "[rules:open]\n"
+                           "default = allow\n"
+                           "[listener:a]\n"
+                           "bind = 127.0.0.1:1\n"
+                           "backend = echo\n"
+                           "rules = open\n");
+    cg_config *cfg = load("warn.ini");
+    char w[3][PATH_MAX + 256];
+    snprintf(w[0], sizeof w[0],
+             "%s/warn.ini:4: warning: 10.0.0.0/8 both allowed (%s/warn.json:1) and denied in "
+             "rule set 'default'; deny wins",
+             tmpdir, tmpdir);
+    snprintf(w[1], sizeof w[1],
+             "%s/warn.ini:11: warning: [listener:a] uses rule set 'open', which has no entries "
+             "and default allow: every caller is admitted",
+             tmpdir);
+    snprintf(w[2], sizeof w[2],
+             "%s/warn.ini:2: warning: the admin port listens on [::]:9090, not on a loopback "
+             "address; only [admin] allow keeps other hosts out",
+             tmpdir);
+    assert_int_equal(cfg->nwarnings, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(cfg->warnings[i], w[i]);
+    assert_int_equal(stats_of(cfg->rulesets[0]).conflicts, 1);
+    assert_int_equal(verdict(cfg->rulesets[0], "10.1.1.1", NULL), CG_DENY);
+    cg_config_free(cfg);
+}
+
+static void test_admin_off(void **state)
+{
+    (void)state;
+    write_text("off.ini", "[admin]\nlisten = off\ntoken = x\n");
+    cg_config *cfg = load("off.ini");
+    assert_false(cfg->admin.enabled);
+    assert_non_null(cfg->admin.allow);
+    assert_string_equal(cfg->admin.token, "x");
+    assert_int_equal(cfg->nlisteners, 0);
+    assert_int_equal(cfg->nwarnings, 0);
+    cg_config_free(cfg);
+}
+
+static void test_line_limit(void **state)
+{
+    (void)state;
+    /* The longest line inih takes without splitting it works as written;
+     * one character more is an error naming the line. */
+    char ini[1024], line[512];
+    int n = snprintf(line, sizeof line, "allow = 10.0.0.0/8 ; ");
+    while (n < 198)
+        line[n++] = 'x';
+    line[n] = '\0';
+    snprintf(ini, sizeof ini, "[rules]\n%s\n", line);
+    write_text("limit.ini", ini);
+    cg_config *cfg = load("limit.ini");
+    cg_config_free(cfg);
+
+    snprintf(ini, sizeof ini, "[rules]\n%s1\n", line);
+    write_text("limit2.ini", ini);
+    char err[1024], want[PATH_MAX + 256];
+    load_error("limit2.ini", err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s/limit2.ini:2: line longer than 198 characters; split the list over repeated "
+             "'allow =' keys or use allow_file",
+             tmpdir);
+    assert_string_equal(err, want);
+}
+
+static void test_missing_ini(void **state)
+{
+    (void)state;
+    char err[1024], want[PATH_MAX + 128];
+    load_error("nothere.ini", err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s/nothere.ini:0: cannot read the configuration: no such file or directory", tmpdir);
+    assert_string_equal(err, want);
+
+    /* A directory is no configuration either. */
+    mkdir(strcat(strcpy(want, tmpdir), "/dir.ini"), 0700);
+    load_error("dir.ini", err, sizeof err);
+    assert_non_null(strstr(err, "dir.ini:0: cannot read the configuration: is a directory"));
+}
+
+static void test_small_error_buffer(void **state)
+{
+    (void)state;
+    write_text("small.ini", "[gatway]\n");
+    char err[8];
+    memset(err, 'x', sizeof err);
+    load_error("small.ini", err, sizeof err);
+    assert_int_equal(strlen(err), sizeof err - 1);
+    load_error("small.ini", NULL, 0);
+}
+
+static void test_big_list(void **state)
+{
+    (void)state;
+    /* 200,000 lines of distinct /24s, a comment every 1000 lines. */
+    size_t cap = 200000 * 24, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (unsigned i = 0; i < 200000; i++) {
+        if (i % 1000 == 0)
+            n += (size_t)snprintf(buf + n, cap - n, "# block %u\n", i);
+        else
+            n += (size_t)snprintf(buf + n, cap - n, "%u.%u.%u.0/24\n", 1 + (i >> 16),
+                                  (i >> 8) & 255, i & 255);
+    }
+    write_file("big.netset", buf, n);
+    free(buf);
+    write_text("big.ini", "[rules]\ndeny_file = big.netset\n");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cg_config *cfg = load("big.ini");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    print_message("200,000-line list loaded in %.3f s\n",
+                  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    assert_int_equal(stats_of(cfg->rulesets[0]).v4, 200000 - 200);
+    cg_config_free(cfg);
+}
+
+/* ---- golden files ---------------------------------------------------------- */
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_golden(void **state)
+{
+    (void)state;
+    char cwd[PATH_MAX];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(GOLDEN_DIR), 0);
+
+    DIR *dir = opendir(".");
+    assert_non_null(dir);
+    char *names[512];
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        size_t len = strlen(de->d_name);
+        if (len > 4 && strcmp(de->d_name + len - 4, ".ini") == 0 && n < 512)
+            names[n++] = strdup(de->d_name);
+    }
+    closedir(dir);
+    qsort(names, n, sizeof names[0], by_name);
+
+    size_t errors = 0, warnings = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        char base[300], path[320], err[2048];
+        snprintf(base, sizeof base, "%.*s", (int)(strlen(names[i]) - 4), names[i]);
+        snprintf(path, sizeof path, "%s.expected", base);
+        char *expected = read_all(path);
+        cg_config *cfg = NULL;
+        int rc = cg_config_load(names[i], &cfg, err, sizeof err);
+        if (expected) {
+            errors++;
+            chomp(expected);
+            if (rc >= 0 || cfg != NULL) {
+                print_error("%s: loaded, but expected: %s\n", names[i], expected);
+                failed++;
+            } else if (strcmp(err, expected) != 0) {
+                print_error("%s:\n  expected: %s\n  got:      %s\n", names[i], expected, err);
+                failed++;
+            }
+        } else {
+            snprintf(path, sizeof path, "%s.warnings", base);
+            expected = read_all(path);
+            if (!expected) {
+                print_error("%s: no %s.expected or %s.warnings\n", names[i], base, base);
+                failed++;
+            } else if (rc != 0) {
+                print_error("%s: unexpected error: %s\n", names[i], err);
+                failed++;
+            } else {
+                warnings++;
+                char got[8192] = "";
+                for (size_t w = 0; w < cfg->nwarnings; w++) {
+                    strncat(got, cfg->warnings[w], sizeof got - strlen(got) - 2);
+                    strcat(got, "\n");
+                }
+                if (strcmp(got, expected) != 0) {
+                    print_error("%s:\n  expected warnings:\n%s  got:\n%s", names[i], expected, got);
+                    failed++;
+                }
+            }
+        }
+        cg_config_free(cfg);
+        free(expected);
+        free(names[i]);
+    }
+    assert_int_equal(chdir(cwd), 0);
+    print_message("%zu golden errors, %zu golden warning cases\n", errors, warnings);
+    assert_int_equal(failed, 0);
+    assert_true(errors >= 30);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sample_config),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_everything_set),
+        cmocka_unit_test(test_default_set_first),
+        cmocka_unit_test(test_list_file),
+        cmocka_unit_test(test_json_file),
+        cmocka_unit_test(test_repeated_keys_and_all),
+        cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_admin_off),
+        cmocka_unit_test(test_line_limit),
+        cmocka_unit_test(test_missing_ini),
+        cmocka_unit_test(test_small_error_buffer),
+        cmocka_unit_test(test_big_list),
+        cmocka_unit_test(test_golden),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

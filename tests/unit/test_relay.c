@@ -1,0 +1,1137 @@
+/* test_relay.c — the worker pool and the relay over loopback sockets: echo,
+ * relay to a real backend, half-close both ways, backpressure, backend
+ * failures, connect and idle timeouts, exact counters, and stop with
+ * connections open.
+ *
+ * Each test starts a pool of two workers with a hand-built configuration of
+ * two gate listeners ("echo" and "relay"), plays the control thread itself
+ * (accepts on its own loopback listener, adds to active_total, submits) and
+ * drives clients and backends with poll(). Set CG_RELAY_BENCH_MB to change
+ * the amount the throughput test pushes through echo, CG_TEST_FILTER to run
+ * only the tests whose names match a pattern.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gen.h"
+#include "log.h"
+#include "stats.h"
+#include "worker.h"
+
+enum { L_ECHO = 0, L_RELAY = 1, NLISTENERS = 2, NWORKERS = 2 };
+
+#define MIB (1024u * 1024u)
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint64_t splitmix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15u;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+    return x ^ (x >> 31);
+}
+
+/* Byte `pos` of the pseudo-random stream `seed`: any slice can be made
+ * without making what comes before it. */
+static void stream_fill(uint64_t seed, uint64_t pos, unsigned char *buf, size_t n)
+{
+    uint64_t word = splitmix(seed ^ (pos >> 3) * 0x100000001b3u);
+    for (size_t i = 0; i < n; i++, pos++) {
+        if ((pos & 7) == 0)
+            word = splitmix(seed ^ (pos >> 3) * 0x100000001b3u);
+        buf[i] = (unsigned char)(word >> (8 * (pos & 7)));
+    }
+}
+
+static uint64_t fnv_update(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3u;
+    }
+    return h;
+}
+
+#define FNV_INIT 0xcbf29ce484222325u
+
+static uint64_t stream_hash(uint64_t seed, size_t len)
+{
+    static unsigned char buf[65536];
+    uint64_t h = FNV_INIT;
+    for (size_t off = 0; off < len; off += sizeof(buf)) {
+        size_t n = len - off < sizeof(buf) ? len - off : sizeof(buf);
+        stream_fill(seed, off, buf, n);
+        h = fnv_update(h, buf, n);
+    }
+    return h;
+}
+
+static void set_nonblock(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    assert_true(fl >= 0);
+    assert_int_equal(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK), 0);
+}
+
+static void set_bufs(int fd, int bytes)
+{
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)), 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes)), 0);
+}
+
+/* A loopback listening socket on an ephemeral port. */
+static int listen_loopback(int backlog, struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(fd, backlog), 0);
+    socklen_t len = sizeof(*addr);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)addr, &len), 0);
+    return fd;
+}
+
+/* A loopback address nobody listens on: connecting to it is refused. */
+static struct sockaddr_in refused_addr(void)
+{
+    struct sockaddr_in a;
+    int fd = listen_loopback(1, &a);
+    close(fd);
+    return a;
+}
+
+static cg_endpoint endpoint_of(const struct sockaddr_in *a)
+{
+    cg_endpoint ep;
+    memset(&ep, 0, sizeof(ep));
+    memcpy(&ep.addr, a, sizeof(*a));
+    ep.addrlen = sizeof(*a);
+    snprintf(ep.text, sizeof(ep.text), "127.0.0.1:%u", (unsigned)ntohs(a->sin_port));
+    return ep;
+}
+
+/* Wait (bounded) for readability; returns the poll result. */
+static int wait_readable(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, timeout_ms);
+}
+
+/* Read until EOF, reset or timeout; returns bytes read, -errno on error. */
+static long read_to_end(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    size_t got = 0;
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        if (wait_readable(fd, left) <= 0)
+            return -ETIMEDOUT;
+        char scratch[4096];
+        ssize_t n = got < cap ? read(fd, buf + got, cap - got) : read(fd, scratch, sizeof(scratch));
+        if (n == 0)
+            return (long)got;
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+}
+
+static bool wait_u64(_Atomic uint64_t *v, uint64_t want, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    while (atomic_load(v) != want) {
+        if (now_ms() > deadline)
+            return false;
+        poll(NULL, 0, 1);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Bulk transfer: send one pseudo-random stream while hashing what comes
+ * back, with poll(), until the peer's EOF. Used by clients and backends.
+ */
+
+typedef struct xfer {
+    int fd;
+    uint64_t send_seed;
+    size_t send_len;
+    size_t sent;
+    uint64_t recv_hash;
+    size_t recv_len;
+    int err; /* 0, or an errno */
+} xfer;
+
+static int run_xfer(xfer *x, int timeout_ms)
+{
+    static _Thread_local unsigned char buf[65536];
+    bool shut = false, eof = false;
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    x->recv_hash = FNV_INIT;
+    set_nonblock(x->fd, true);
+    for (;;) {
+        if (x->sent == x->send_len && !shut) {
+            shutdown(x->fd, SHUT_WR);
+            shut = true;
+        }
+        if (eof && shut)
+            break;
+        struct pollfd p = {.fd = x->fd, .events = eof ? 0 : POLLIN};
+        if (x->sent < x->send_len)
+            p.events |= POLLOUT;
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        int r = poll(&p, 1, left);
+        if (r == 0)
+            return x->err = ETIMEDOUT;
+        if (r < 0)
+            continue;
+        if (!eof && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            for (;;) {
+                ssize_t n = read(x->fd, buf, sizeof(buf));
+                if (n > 0) {
+                    x->recv_hash = fnv_update(x->recv_hash, buf, (size_t)n);
+                    x->recv_len += (size_t)n;
+                    continue;
+                }
+                if (n == 0)
+                    eof = true;
+                else if (errno != EAGAIN && errno != EINTR)
+                    return x->err = errno;
+                break;
+            }
+        }
+        if ((p.revents & POLLOUT) && x->sent < x->send_len) {
+            size_t n = x->send_len - x->sent < sizeof(buf) ? x->send_len - x->sent : sizeof(buf);
+            stream_fill(x->send_seed, x->sent, buf, n);
+            ssize_t w = write(x->fd, buf, n);
+            if (w > 0)
+                x->sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EINTR)
+                return x->err = errno;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Backends: a thread with a blocking-style server on 127.0.0.1:0.
+ */
+
+typedef enum backend_mode {
+    BK_XFER,       /* send its own stream, hash what arrives, until EOF */
+    BK_REPLY_EOF,  /* read to EOF, then send "pong" and close */
+    BK_SHUT_FIRST, /* send "hello" and shut down, then read to EOF */
+    BK_ACCEPT,     /* accept and hold until the client goes */
+} backend_mode;
+
+typedef struct backend {
+    int lfd;
+    struct sockaddr_in addr;
+    backend_mode mode;
+    unsigned conns; /* connections to serve */
+    xfer x;         /* BK_XFER */
+    char got[64];   /* BK_REPLY_EOF, BK_SHUT_FIRST: what arrived */
+    long got_len;
+    unsigned served;
+    pthread_t thread;
+} backend;
+
+static void *backend_main(void *arg)
+{
+    backend *b = arg;
+    for (unsigned i = 0; i < b->conns; i++) {
+        if (wait_readable(b->lfd, 10000) <= 0)
+            break;
+        int fd = accept(b->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        b->served++;
+        switch (b->mode) {
+        case BK_XFER:
+            b->x.fd = fd;
+            run_xfer(&b->x, 60000);
+            break;
+        case BK_REPLY_EOF:
+            b->got_len = read_to_end(fd, b->got, sizeof(b->got), 10000);
+            if (b->got_len >= 0)
+                (void)!write(fd, "pong", 4);
+            break;
+        case BK_SHUT_FIRST:
+            (void)!write(fd, "hello", 5);
+            shutdown(fd, SHUT_WR);
+            b->got_len = read_to_end(fd, b->got, sizeof(b->got), 10000);
+            break;
+        case BK_ACCEPT: {
+            char scratch[64];
+            read_to_end(fd, scratch, sizeof(scratch), 10000);
+            break;
+        }
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void backend_start(backend *b, backend_mode mode, unsigned conns)
+{
+    b->lfd = listen_loopback(16, &b->addr);
+    b->mode = mode;
+    b->conns = conns;
+    assert_int_equal(pthread_create(&b->thread, NULL, backend_main, b), 0);
+}
+
+static void backend_join(backend *b)
+{
+    pthread_join(b->thread, NULL);
+    close(b->lfd);
+}
+
+/* A listener that answers no SYN: backlog 0, accept queue filled. */
+typedef struct blackhole {
+    int lfd;
+    struct sockaddr_in addr;
+    int fillers[8];
+    int nfillers;
+} blackhole;
+
+static bool blackhole_open(blackhole *bh)
+{
+    bh->lfd = listen_loopback(0, &bh->addr);
+    bh->nfillers = 0;
+    while (bh->nfillers < 8) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        assert_true(fd >= 0);
+        bh->fillers[bh->nfillers++] = fd;
+        if (connect(fd, (struct sockaddr *)&bh->addr, sizeof(bh->addr)) == 0)
+            continue;
+        assert_int_equal(errno, EINPROGRESS);
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 100) == 0)
+            return true; /* this SYN went unanswered: the queue is full */
+    }
+    return false;
+}
+
+static void blackhole_close(blackhole *bh)
+{
+    for (int i = 0; i < bh->nfillers; i++)
+        close(bh->fillers[i]);
+    close(bh->lfd);
+}
+
+/* Capture stderr (log lines) into a temporary file. */
+typedef struct capture {
+    FILE *f;
+    int saved;
+} capture;
+
+static void capture_begin(capture *c)
+{
+    fflush(stderr);
+    c->f = tmpfile();
+    assert_non_null(c->f);
+    c->saved = dup(2);
+    assert_true(c->saved >= 0);
+    assert_true(dup2(fileno(c->f), 2) >= 0);
+}
+
+/* Stop capturing; returns the text (free it) and echoes it to stderr. */
+static char *capture_end(capture *c)
+{
+    dup2(c->saved, 2);
+    close(c->saved);
+    long n = ftell(c->f);
+    if (n < 0)
+        n = 0;
+    char *text = calloc(1, (size_t)n + 1);
+    assert_non_null(text);
+    rewind(c->f);
+    size_t got = fread(text, 1, (size_t)n, c->f);
+    text[got] = '\0';
+    fclose(c->f);
+    fputs(text, stderr);
+    return text;
+}
+
+static unsigned count_substr(const char *hay, const char *needle)
+{
+    unsigned n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Fixture: a pool of two workers, the control thread's side of the env, and
+ * a generation made by hand.
+ */
+
+typedef struct fixture {
+    cg__stats *stats;
+    _Atomic uint64_t active_total;
+    _Atomic uint32_t rr[NLISTENERS];
+    char *names[NLISTENERS];
+    cg__pool *pool;
+    cg__gen *gen;
+    uint64_t gen_number;
+    int lfd; /* the "gate" listener the test accepts from */
+    struct sockaddr_in laddr;
+    unsigned submitted;
+} fixture;
+
+typedef struct gen_opts {
+    uint32_t echo_idle_ms;
+    uint32_t relay_idle_ms;
+    uint32_t connect_timeout_ms;
+    const struct sockaddr_in *backends;
+    size_t nbackends;
+} gen_opts;
+
+/* A configuration allocated the way cg_config_load's is, so that
+ * cg_config_free (called by the generation's last unref) frees it. */
+static void use_gen(fixture *fx, const gen_opts *o)
+{
+    cg_config *cfg = calloc(1, sizeof(*cfg));
+    assert_non_null(cfg);
+    cfg->path = strdup("test_relay.ini");
+    cfg->workers = NWORKERS;
+    cfg->max_connections = 1000;
+    cfg->listeners = calloc(NLISTENERS, sizeof(*cfg->listeners));
+    assert_non_null(cfg->listeners);
+    cfg->nlisteners = NLISTENERS;
+
+    cg_listener_conf *e = &cfg->listeners[L_ECHO];
+    e->name = strdup("echo");
+    e->echo = true;
+    e->connect_timeout_ms = 3000;
+    e->idle_timeout_ms = o->echo_idle_ms ? o->echo_idle_ms : 300000;
+
+    cg_listener_conf *r = &cfg->listeners[L_RELAY];
+    r->name = strdup("relay");
+    r->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 3000;
+    r->idle_timeout_ms = o->relay_idle_ms ? o->relay_idle_ms : 300000;
+    r->nbackends = o->nbackends;
+    r->backends = calloc(o->nbackends ? o->nbackends : 1, sizeof(*r->backends));
+    assert_non_null(r->backends);
+    for (size_t i = 0; i < o->nbackends; i++)
+        r->backends[i] = endpoint_of(&o->backends[i]);
+
+    size_t lmap[NLISTENERS] = {L_ECHO, L_RELAY};
+    cg__gen_unref(fx->gen);
+    fx->gen = cg__gen_new(cfg, ++fx->gen_number, lmap, NLISTENERS);
+    assert_non_null(fx->gen);
+}
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    fx->stats = cg__stats_new(NLISTENERS, NWORKERS);
+    assert_non_null(fx->stats);
+    atomic_init(&fx->active_total, 0);
+    for (int i = 0; i < NLISTENERS; i++)
+        atomic_init(&fx->rr[i], 0);
+    fx->names[L_ECHO] = "echo";
+    fx->names[L_RELAY] = "relay";
+    cg__pool_env env = {
+        .stats = fx->stats,
+        .active_total = &fx->active_total,
+        .rr = fx->rr,
+        .listener_names = fx->names,
+        .nlisteners = NLISTENERS,
+    };
+    assert_int_equal(cg__pool_start(NWORKERS, &env, &fx->pool), 0);
+    assert_int_equal(cg__pool_size(fx->pool), NWORKERS);
+    fx->lfd = listen_loopback(128, &fx->laddr);
+    use_gen(fx, &(gen_opts){0});
+    cg__log_setup(CG_LOG_WARN, CG_LOG_TEXT);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    cg__pool_stop(fx->pool);
+    assert_int_equal(atomic_load(&fx->active_total), 0);
+    cg__gen_unref(fx->gen);
+    close(fx->lfd);
+    cg__stats_free(fx->stats);
+    free(fx);
+    cg__log_setup(CG_LOG_WARN, CG_LOG_TEXT);
+    return 0;
+}
+
+/* Connect a client, accept its server side as the gate would and submit it.
+ * Returns the client's socket (blocking). */
+static int open_conn_bufs(fixture *fx, size_t listener, int bufs)
+{
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(c >= 0);
+    if (bufs)
+        set_bufs(c, bufs);
+    assert_int_equal(connect(c, (struct sockaddr *)&fx->laddr, sizeof(fx->laddr)), 0);
+    int s = accept(fx->lfd, NULL, NULL);
+    assert_true(s >= 0);
+    if (bufs)
+        set_bufs(s, bufs);
+    set_nonblock(s, true);
+    atomic_fetch_add(&fx->active_total, 1);
+    assert_int_equal(cg__pool_submit(fx->pool, s, listener, cg__gen_ref(fx->gen), NULL), 0);
+    fx->submitted++;
+    return c;
+}
+
+static int open_conn(fixture *fx, size_t listener)
+{
+    return open_conn_bufs(fx, listener, 0);
+}
+
+/* The pool's counters once every submitted connection has closed. */
+static void assert_all_closed(fixture *fx, int timeout_ms)
+{
+    assert_true(wait_u64(&fx->active_total, 0, timeout_ms));
+    uint64_t handled = 0, active = 0;
+    for (size_t w = 0; w < NWORKERS; w++) {
+        uint64_t h, a;
+        cg__stats_worker(fx->stats, w, &h, &a);
+        handled += h;
+        active += a;
+    }
+    assert_int_equal(handled, fx->submitted);
+    assert_int_equal(active, 0);
+    cg__lsum all;
+    cg__stats_sum_all(fx->stats, &all);
+    assert_int_equal(all.closed, fx->submitted);
+}
+
+static cg__lsum sum_of(fixture *fx, size_t l)
+{
+    cg__lsum s;
+    cg__stats_sum_listener(fx->stats, l, &s);
+    return s;
+}
+
+/* ------------------------------------------------------------------------
+ * Tests
+ */
+
+static void test_echo_1mib(void **state)
+{
+    fixture *fx = *state;
+    capture cap;
+    cg__log_setup(CG_LOG_DEBUG, CG_LOG_TEXT);
+    capture_begin(&cap);
+
+    int c = open_conn(fx, L_ECHO);
+    xfer x = {.fd = c, .send_seed = 1, .send_len = MIB};
+    assert_int_equal(run_xfer(&x, 30000), 0);
+    assert_int_equal(x.recv_len, MIB);
+    assert_true(x.recv_hash == stream_hash(1, MIB));
+    assert_all_closed(fx, 5000);
+    close(c);
+
+    char *log = capture_end(&cap);
+    assert_non_null(strstr(log, "event=close listener=echo"));
+    assert_non_null(strstr(log, "reason=eof bytes_in=1048576 bytes_out=1048576"));
+    free(log);
+
+    cg__lsum s = sum_of(fx, L_ECHO);
+    assert_int_equal(s.bytes_in, MIB);
+    assert_int_equal(s.bytes_out, MIB);
+    assert_int_equal(s.closed, 1);
+    assert_int_equal(s.backend_errors, 0);
+}
+
+static void test_relay_8mib_each_way(void **state)
+{
+    fixture *fx = *state;
+    const size_t len = 8 * MIB + 12345;
+    backend b = {.x = {.send_seed = 3, .send_len = len}};
+    backend_start(&b, BK_XFER, 1);
+    use_gen(fx, &(gen_opts){.backends = &b.addr, .nbackends = 1});
+
+    int c = open_conn(fx, L_RELAY);
+    xfer x = {.fd = c, .send_seed = 2, .send_len = len};
+    assert_int_equal(run_xfer(&x, 60000), 0);
+    backend_join(&b);
+    assert_int_equal(b.x.err, 0);
+    assert_int_equal(x.recv_len, len);
+    assert_true(x.recv_hash == stream_hash(3, len));
+    assert_int_equal(b.x.recv_len, len);
+    assert_true(b.x.recv_hash == stream_hash(2, len));
+    assert_all_closed(fx, 5000);
+    close(c);
+
+    cg__lsum s = sum_of(fx, L_RELAY);
+    assert_int_equal(s.bytes_in, len);
+    assert_int_equal(s.bytes_out, len);
+    assert_int_equal(s.closed, 1);
+    assert_int_equal(s.backend_errors, 0);
+}
+
+/* Several relayed connections at once, spread over both workers. */
+static void test_relay_concurrent(void **state)
+{
+    fixture *fx = *state;
+    enum { N = 6 };
+    const size_t len = 2 * MIB;
+    backend bs[N];
+    struct sockaddr_in addrs[N];
+    for (int i = 0; i < N; i++) {
+        bs[i] = (backend){.x = {.send_seed = 100, .send_len = len}};
+        backend_start(&bs[i], BK_XFER, 1);
+        addrs[i] = bs[i].addr;
+    }
+    use_gen(fx, &(gen_opts){.backends = addrs, .nbackends = N});
+
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = open_conn(fx, L_RELAY);
+
+    /* Round robin: each backend gets exactly one client (which one depends
+     * on which worker starts its relay first). */
+    xfer xs[N];
+    for (int i = 0; i < N; i++)
+        xs[i] = (xfer){
+            .fd = fds[i], .send_seed = 200u + (unsigned)i, .send_len = len, .recv_hash = FNV_INIT};
+    bool done[N] = {false};
+    int left = N;
+    static unsigned char buf[65536];
+    bool shut[N] = {false};
+    for (int i = 0; i < N; i++)
+        set_nonblock(fds[i], true);
+    uint64_t deadline = now_ms() + 60000;
+    while (left > 0 && now_ms() < deadline) {
+        struct pollfd p[N];
+        for (int i = 0; i < N; i++) {
+            p[i].fd = done[i] ? -1 : fds[i];
+            p[i].events = POLLIN | (xs[i].sent < len ? POLLOUT : 0);
+            p[i].revents = 0;
+        }
+        assert_true(poll(p, N, 1000) >= 0);
+        for (int i = 0; i < N; i++) {
+            if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t n = read(fds[i], buf, sizeof(buf));
+                if (n > 0) {
+                    xs[i].recv_hash = fnv_update(xs[i].recv_hash, buf, (size_t)n);
+                    xs[i].recv_len += (size_t)n;
+                } else if (n == 0) {
+                    done[i] = true;
+                    left--;
+                } else {
+                    assert_true(errno == EAGAIN);
+                }
+            }
+            if ((p[i].revents & POLLOUT) && xs[i].sent < len) {
+                size_t n = len - xs[i].sent < sizeof(buf) ? len - xs[i].sent : sizeof(buf);
+                stream_fill(xs[i].send_seed, xs[i].sent, buf, n);
+                ssize_t w = write(fds[i], buf, n);
+                if (w > 0)
+                    xs[i].sent += (size_t)w;
+            }
+            if (xs[i].sent == len && !shut[i]) {
+                shutdown(fds[i], SHUT_WR);
+                shut[i] = true;
+            }
+        }
+    }
+    assert_int_equal(left, 0);
+    uint64_t want = stream_hash(100, len);
+    unsigned seen = 0;
+    for (int i = 0; i < N; i++) {
+        backend_join(&bs[i]);
+        assert_int_equal(bs[i].served, 1);
+        assert_int_equal(bs[i].x.err, 0);
+        assert_int_equal(xs[i].recv_len, len);
+        assert_true(xs[i].recv_hash == want);
+        assert_int_equal(bs[i].x.recv_len, len);
+        for (int j = 0; j < N; j++)
+            if (bs[i].x.recv_hash == stream_hash(200u + (unsigned)j, len))
+                seen |= 1u << j;
+        close(fds[i]);
+    }
+    assert_int_equal(seen, (1u << N) - 1);
+    /* None closed while they were handed out, so least loaded with
+     * round-robin ties alternates: three each. */
+    assert_all_closed(fx, 5000);
+    for (size_t w = 0; w < NWORKERS; w++) {
+        uint64_t h, a;
+        cg__stats_worker(fx->stats, w, &h, &a);
+        assert_int_equal(h, N / NWORKERS);
+    }
+    cg__lsum s = sum_of(fx, L_RELAY);
+    assert_int_equal(s.bytes_in, N * len);
+    assert_int_equal(s.bytes_out, N * len);
+}
+
+/* The client shuts down first; the backend sees EOF and still answers. */
+static void test_half_close_client_first(void **state)
+{
+    fixture *fx = *state;
+    backend b = {0};
+    backend_start(&b, BK_REPLY_EOF, 1);
+    use_gen(fx, &(gen_opts){.backends = &b.addr, .nbackends = 1});
+
+    int c = open_conn(fx, L_RELAY);
+    assert_int_equal(write(c, "ping", 4), 4);
+    assert_int_equal(shutdown(c, SHUT_WR), 0);
+    char got[16];
+    long n = read_to_end(c, got, sizeof(got), 5000);
+    backend_join(&b);
+    assert_int_equal(b.got_len, 4);
+    assert_memory_equal(b.got, "ping", 4);
+    assert_int_equal(n, 4);
+    assert_memory_equal(got, "pong", 4);
+    assert_all_closed(fx, 5000);
+    close(c);
+    cg__lsum s = sum_of(fx, L_RELAY);
+    assert_int_equal(s.bytes_in, 4);
+    assert_int_equal(s.bytes_out, 4);
+}
+
+/* The backend shuts down first; the client still gets its bytes through. */
+static void test_half_close_backend_first(void **state)
+{
+    fixture *fx = *state;
+    backend b = {0};
+    backend_start(&b, BK_SHUT_FIRST, 1);
+    use_gen(fx, &(gen_opts){.backends = &b.addr, .nbackends = 1});
+
+    int c = open_conn(fx, L_RELAY);
+    char got[16];
+    long n = read_to_end(c, got, sizeof(got), 5000); /* "hello", then EOF */
+    assert_int_equal(n, 5);
+    assert_memory_equal(got, "hello", 5);
+    assert_int_equal(write(c, "after", 5), 5);
+    assert_int_equal(shutdown(c, SHUT_WR), 0);
+    backend_join(&b);
+    assert_int_equal(b.got_len, 5);
+    assert_memory_equal(b.got, "after", 5);
+    assert_all_closed(fx, 5000);
+    close(c);
+}
+
+/* A client that sends but does not read: the relay stops reading it once
+ * one chunk is pending, so the client soon cannot write more; then it reads
+ * everything back intact. */
+static void test_backpressure(void **state)
+{
+    fixture *fx = *state;
+    int c = open_conn_bufs(fx, L_ECHO, 32 * 1024);
+    set_nonblock(c, true);
+    static unsigned char buf[65536];
+    size_t sent = 0;
+    for (;;) {
+        struct pollfd p = {.fd = c, .events = POLLOUT};
+        if (poll(&p, 1, 300) == 0)
+            break; /* stalled for 300 ms: the relay stopped reading us */
+        stream_fill(5, sent, buf, sizeof(buf));
+        ssize_t w = write(c, buf, sizeof(buf));
+        if (w > 0)
+            sent += (size_t)w;
+        assert_true(sent < 64 * MIB);
+    }
+    /* Kernel buffers (four small ones) plus one pending chunk. */
+    assert_true(sent < 4 * MIB);
+
+    set_nonblock(c, false);
+    xfer x = {.fd = c, .send_seed = 5, .send_len = sent, .sent = sent};
+    assert_int_equal(run_xfer(&x, 30000), 0);
+    assert_int_equal(x.recv_len, sent);
+    assert_true(x.recv_hash == stream_hash(5, sent));
+    assert_all_closed(fx, 5000);
+    close(c);
+}
+
+/* Refused connect, one backend: one attempt, one log line, reset client. */
+static void test_backend_refused(void **state)
+{
+    fixture *fx = *state;
+    struct sockaddr_in down = refused_addr();
+    use_gen(fx, &(gen_opts){.backends = &down, .nbackends = 1});
+    capture cap;
+    capture_begin(&cap);
+
+    int c = open_conn(fx, L_RELAY);
+    char got[16];
+    long n = read_to_end(c, got, sizeof(got), 5000);
+    assert_true(n == -ECONNRESET || n == 0);
+    assert_all_closed(fx, 5000);
+    close(c);
+
+    char *log = capture_end(&cap);
+    assert_int_equal(count_substr(log, "event=backend_error"), 1);
+    assert_non_null(strstr(log, "listener=relay peer=127.0.0.1:"));
+    assert_non_null(strstr(log, "error=\"connection refused\""));
+    free(log);
+    cg__lsum s = sum_of(fx, L_RELAY);
+    assert_int_equal(s.backend_errors, 1);
+    assert_int_equal(s.closed, 1);
+    assert_int_equal(s.bytes_in, 0);
+    assert_int_equal(s.bytes_out, 0);
+}
+
+/* Two backends, both down: two attempts and two lines, one error counted. */
+static void test_backend_both_refused(void **state)
+{
+    fixture *fx = *state;
+    struct sockaddr_in down[2] = {refused_addr(), refused_addr()};
+    use_gen(fx, &(gen_opts){.backends = down, .nbackends = 2});
+    capture cap;
+    capture_begin(&cap);
+
+    int c = open_conn(fx, L_RELAY);
+    char got[16];
+    long n = read_to_end(c, got, sizeof(got), 5000);
+    assert_true(n == -ECONNRESET || n == 0);
+    assert_all_closed(fx, 5000);
+    close(c);
+
+    char *log = capture_end(&cap);
+    assert_int_equal(count_substr(log, "event=backend_error"), 2);
+    char b0[64], b1[64];
+    snprintf(b0, sizeof(b0), "backend=127.0.0.1:%u", (unsigned)ntohs(down[0].sin_port));
+    snprintf(b1, sizeof(b1), "backend=127.0.0.1:%u", (unsigned)ntohs(down[1].sin_port));
+    assert_non_null(strstr(log, b0));
+    assert_non_null(strstr(log, b1));
+    free(log);
+    assert_int_equal(sum_of(fx, L_RELAY).backend_errors, 1);
+}
+
+/* The first backend is down, the next one answers: no error at all. */
+static void test_backend_failover(void **state)
+{
+    fixture *fx = *state;
+    backend b = {.x = {.send_seed = 9, .send_len = 1000}};
+    backend_start(&b, BK_XFER, 1);
+    struct sockaddr_in addrs[2] = {refused_addr(), b.addr};
+    use_gen(fx, &(gen_opts){.backends = addrs, .nbackends = 2});
+
+    int c = open_conn(fx, L_RELAY); /* rr = 0: the dead one first */
+    xfer x = {.fd = c, .send_seed = 8, .send_len = 1000};
+    assert_int_equal(run_xfer(&x, 10000), 0);
+    backend_join(&b);
+    assert_true(x.recv_hash == stream_hash(9, 1000));
+    assert_true(b.x.recv_hash == stream_hash(8, 1000));
+    assert_all_closed(fx, 5000);
+    close(c);
+    assert_int_equal(sum_of(fx, L_RELAY).backend_errors, 0);
+}
+
+/* A backend that never answers the SYN: the connect timer fires. */
+static void test_connect_timeout(void **state)
+{
+    fixture *fx = *state;
+    blackhole bh;
+    if (!blackhole_open(&bh)) {
+        blackhole_close(&bh);
+        skip();
+    }
+    use_gen(fx, &(gen_opts){.backends = &bh.addr, .nbackends = 1, .connect_timeout_ms = 150});
+    capture cap;
+    capture_begin(&cap);
+
+    uint64_t t0 = now_ms();
+    int c = open_conn(fx, L_RELAY);
+    char got[16];
+    long n = read_to_end(c, got, sizeof(got), 5000);
+    uint64_t took = now_ms() - t0;
+    assert_true(n == -ECONNRESET || n == 0);
+    assert_true(took >= 149);
+    assert_true(took < 150 + 1500);
+    assert_all_closed(fx, 5000);
+    close(c);
+
+    char *log = capture_end(&cap);
+    assert_int_equal(count_substr(log, "event=backend_error"), 1);
+    assert_non_null(strstr(log, "error=\"connection timed out\""));
+    free(log);
+    assert_int_equal(sum_of(fx, L_RELAY).backend_errors, 1);
+    blackhole_close(&bh);
+}
+
+/* The first backend times out, the second answers. */
+static void test_connect_timeout_failover(void **state)
+{
+    fixture *fx = *state;
+    blackhole bh;
+    if (!blackhole_open(&bh)) {
+        blackhole_close(&bh);
+        skip();
+    }
+    backend b = {.x = {.send_seed = 11, .send_len = 5000}};
+    backend_start(&b, BK_XFER, 1);
+    struct sockaddr_in addrs[2] = {bh.addr, b.addr};
+    use_gen(fx, &(gen_opts){.backends = addrs, .nbackends = 2, .connect_timeout_ms = 100});
+
+    uint64_t t0 = now_ms();
+    int c = open_conn(fx, L_RELAY);
+    xfer x = {.fd = c, .send_seed = 10, .send_len = 5000};
+    assert_int_equal(run_xfer(&x, 10000), 0);
+    assert_true(now_ms() - t0 >= 99);
+    backend_join(&b);
+    assert_true(x.recv_hash == stream_hash(11, 5000));
+    assert_true(b.x.recv_hash == stream_hash(10, 5000));
+    assert_all_closed(fx, 5000);
+    close(c);
+    assert_int_equal(sum_of(fx, L_RELAY).backend_errors, 0);
+    blackhole_close(&bh);
+}
+
+static void echo_byte(int c)
+{
+    char ch = 'x';
+    assert_int_equal(write(c, &ch, 1), 1);
+    assert_true(wait_readable(c, 2000) > 0);
+    assert_int_equal(read(c, &ch, 1), 1);
+    assert_int_equal(ch, 'x');
+}
+
+/* No bytes for idle_timeout_ms: closed. Bytes before that: kept open. */
+static void test_idle_timeout(void **state)
+{
+    fixture *fx = *state;
+    use_gen(fx, &(gen_opts){.echo_idle_ms = 200});
+
+    int c = open_conn(fx, L_ECHO);
+    echo_byte(c);
+    /* Activity every 100 ms for 400 ms keeps it open past 200 ms. */
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(wait_readable(c, 100), 0);
+        echo_byte(c);
+    }
+    uint64_t t0 = now_ms(); /* taken before the last byte was sent */
+    echo_byte(c);
+    assert_true(wait_readable(c, 3000) > 0);
+    uint64_t took = now_ms() - t0;
+    char ch;
+    assert_int_equal(read(c, &ch, 1), 0); /* a normal close, not a reset */
+    assert_true(took >= 200);
+    assert_true(took < 200 + 800);
+    assert_all_closed(fx, 5000);
+    close(c);
+    cg__lsum s = sum_of(fx, L_ECHO);
+    assert_int_equal(s.bytes_in, 6);
+    assert_int_equal(s.bytes_out, 6);
+}
+
+/* An idle relayed connection: both sides are closed. */
+static void test_idle_timeout_relay(void **state)
+{
+    fixture *fx = *state;
+    backend b = {0};
+    backend_start(&b, BK_ACCEPT, 1);
+    use_gen(fx, &(gen_opts){.backends = &b.addr, .nbackends = 1, .relay_idle_ms = 150});
+
+    uint64_t t0 = now_ms();
+    int c = open_conn(fx, L_RELAY);
+    char got[8];
+    assert_int_equal(read_to_end(c, got, sizeof(got), 3000), 0);
+    assert_true(now_ms() - t0 >= 150);
+    backend_join(&b); /* the backend saw its side closed too */
+    assert_int_equal(b.served, 1);
+    assert_all_closed(fx, 5000);
+    close(c);
+}
+
+/* Least loaded: idle connections spread evenly over the two workers. */
+static void test_least_loaded(void **state)
+{
+    fixture *fx = *state;
+    int c[4];
+    for (int i = 0; i < 4; i++)
+        c[i] = open_conn(fx, L_ECHO);
+    for (int i = 0; i < 4; i++)
+        echo_byte(c[i]); /* each is running on some worker now */
+    for (size_t w = 0; w < NWORKERS; w++) {
+        uint64_t h, a;
+        cg__stats_worker(fx->stats, w, &h, &a);
+        assert_int_equal(h, 2);
+        assert_int_equal(a, 2);
+    }
+    for (int i = 0; i < 4; i++)
+        close(c[i]);
+    assert_all_closed(fx, 5000);
+}
+
+static void test_submit_bad_listener(void **state)
+{
+    fixture *fx = *state;
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&fx->laddr, sizeof(fx->laddr)), 0);
+    int s = accept(fx->lfd, NULL, NULL);
+    assert_true(s >= 0);
+    assert_int_equal(cg__pool_submit(fx->pool, s, NLISTENERS, cg__gen_ref(fx->gen), NULL), CG_EINVAL);
+    char got[8];
+    long n = read_to_end(c, got, sizeof(got), 2000);
+    assert_true(n == -ECONNRESET || n == 0);
+    close(c);
+}
+
+/* Stop with connections in every state: idle, with pending writes,
+ * connecting, queued. Everything is reset, counted and freed (ASan). */
+static void test_stop_with_open_connections(void **state)
+{
+    fixture *fx = *state;
+    blackhole bh;
+    bool have_bh = blackhole_open(&bh);
+    use_gen(fx, &(gen_opts){.backends = &bh.addr, .nbackends = 1, .connect_timeout_ms = 10000});
+
+    enum { NIDLE = 3, NBUSY = 2, NCONN = 2, NBURST = 40 };
+    int fds[NIDLE + NBUSY + NCONN + NBURST];
+    int k = 0;
+    for (int i = 0; i < NIDLE; i++) {
+        fds[k] = open_conn(fx, L_ECHO);
+        echo_byte(fds[k++]);
+    }
+    static unsigned char buf[256 * 1024];
+    memset(buf, 'b', sizeof(buf));
+    for (int i = 0; i < NBUSY; i++) {
+        /* Sends without reading: the echo side has a write pending. */
+        fds[k] = open_conn_bufs(fx, L_ECHO, 32 * 1024);
+        set_nonblock(fds[k], true);
+        for (int j = 0; j < 8; j++) {
+            struct pollfd p = {.fd = fds[k], .events = POLLOUT};
+            if (poll(&p, 1, 100) == 0)
+                break;
+            (void)!write(fds[k], buf, sizeof(buf));
+        }
+        set_nonblock(fds[k++], false);
+    }
+    if (have_bh)
+        for (int i = 0; i < NCONN; i++)
+            fds[k++] = open_conn(fx, L_RELAY);
+    for (int i = 0; i < NBURST; i++)
+        fds[k++] = open_conn(fx, L_ECHO);
+
+    cg__pool_stop(fx->pool);
+    fx->pool = NULL;
+
+    assert_int_equal(atomic_load(&fx->active_total), 0);
+    uint64_t handled = 0, finished = 0;
+    for (size_t w = 0; w < NWORKERS; w++) {
+        handled += atomic_load(&fx->stats->slots[1 + w].handled);
+        finished += atomic_load(&fx->stats->slots[1 + w].finished);
+    }
+    assert_int_equal(handled, fx->submitted);
+    assert_int_equal(finished, fx->submitted);
+    cg__lsum all;
+    cg__stats_sum_all(fx->stats, &all);
+    assert_int_equal(all.closed, fx->submitted);
+
+    /* Every client sees its connection gone (reset, or EOF after data). */
+    for (int i = 0; i < k; i++) {
+        static char sink[1 << 20];
+        long n = read_to_end(fds[i], sink, sizeof(sink), 3000);
+        assert_true(n >= 0 || n == -ECONNRESET);
+        close(fds[i]);
+    }
+    if (have_bh)
+        blackhole_close(&bh);
+}
+
+/* Not a check: how fast bytes go through echo on one connection. The
+ * client sends a constant buffer and only counts what comes back, so that
+ * the relay, not the test's hashing, is what is measured. */
+static void test_echo_throughput(void **state)
+{
+    fixture *fx = *state;
+    const char *env = getenv("CG_RELAY_BENCH_MB");
+    size_t mb = env ? (size_t)strtoul(env, NULL, 10) : 64;
+    if (mb == 0)
+        mb = 64;
+    size_t len = mb * MIB, sent = 0, got = 0;
+    static char buf[256 * 1024];
+    memset(buf, 'e', sizeof(buf));
+
+    int c = open_conn(fx, L_ECHO);
+    set_nonblock(c, true);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    while (got < len) {
+        struct pollfd p = {.fd = c, .events = POLLIN | (sent < len ? POLLOUT : 0)};
+        assert_true(poll(&p, 1, 10000) > 0);
+        if (p.revents & POLLOUT) {
+            ssize_t w = write(c, buf, len - sent < sizeof(buf) ? len - sent : sizeof(buf));
+            if (w > 0 && (sent += (size_t)w) == len)
+                shutdown(c, SHUT_WR);
+        }
+        if (p.revents & POLLIN) {
+            ssize_t n = read(c, buf, sizeof(buf));
+            assert_true(n > 0 || (n < 0 && errno == EAGAIN));
+            if (n > 0)
+                got += (size_t)n;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    assert_int_equal(got, len);
+    char ch;
+    assert_true(wait_readable(c, 5000) > 0);
+    assert_int_equal(read(c, &ch, 1), 0);
+    double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    printf("# echo throughput: %zu MiB each way in %.3f s = %.1f MB/s each way\n", mb, s,
+           (double)len / 1e6 / s);
+    assert_all_closed(fx, 5000);
+    close(c);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (getenv("CG_TEST_FILTER") != NULL) /* e.g. CG_TEST_FILTER='*idle*' */
+        cmocka_set_test_filter(getenv("CG_TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_echo_1mib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_8mib_each_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_close_client_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_close_backend_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_both_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backend_failover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout_failover, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout_relay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_least_loaded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_bad_listener, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_with_open_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_echo_throughput, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
