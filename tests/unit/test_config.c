@@ -166,10 +166,10 @@ static void test_sample_config(void **state)
     assert_string_equal(cg_ruleset_name(cfg->rulesets[0]), "default");
     assert_int_equal(cg_config_find_ruleset(cfg, "office"), 1);
     cg_ruleset_stats st = stats_of(cfg->rulesets[0]);
-    /* INI 127/8 + JSON 10/8, 192.168/16, 10.66/16, 10.66.1.7, 198.51.100/24
+    /* INI 127/8, 127.0.0.66 + JSON 10/8, 192.168/16, 10.66/16, 10.66.1.7, 198.51.100/24
      * + list 192.0.2/24, 198.18/15, 203.0.113.99; v6: ::1, fd00::/8,
      * 2001:db8:bad::/48, 2001:db8:dead::/48. */
-    assert_int_equal(st.v4, 9);
+    assert_int_equal(st.v4, 10);
     assert_int_equal(st.v6, 4);
     assert_int_equal(st.conflicts, 0);
     st = stats_of(cfg->rulesets[1]);
@@ -185,6 +185,9 @@ static void test_sample_config(void **state)
     assert_int_equal(verdict(cfg->rulesets[0], "198.18.5.5", &info), CG_DENY);
     assert_non_null(strstr(info.file, "config/blocklist.netset"));
     assert_int_equal(verdict(cfg->rulesets[0], "8.8.8.8", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->rulesets[0], "127.0.0.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->rulesets[0], "127.0.0.66", &info), CG_DENY);
+    assert_null(info.label);
 
     assert_int_equal(cfg->nlisteners, 1);
     const cg_listener_conf *l = &cfg->listeners[0];
