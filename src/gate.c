@@ -113,10 +113,10 @@ struct cg__gate {
     /* Reload state: one load runs at a time in the libuv thread pool. */
     uv_work_t reload_work;
     bool reload_running;
-    bool reload_again;       /* a SIGHUP came in while one was running */
-    uv_mutex_t reload_lock;  /* guards the waiter lists */
-    reload_waiter *waiting;  /* for the next reload to start */
-    reload_waiter *current;  /* for the running one */
+    bool reload_again;      /* a SIGHUP came in while one was running */
+    uv_mutex_t reload_lock; /* guards the waiter lists */
+    reload_waiter *waiting; /* for the next reload to start */
+    reload_waiter *current; /* for the running one */
     cg_config *loaded;
     int load_rc;
     char load_err[512];
@@ -389,7 +389,8 @@ static int map_listeners(cg__gate *g, const cg_config *cfg, size_t *lmap, char *
         for (size_t i = 0; i < g->nlisteners; i++)
             known = known || strcmp(cfg->listeners[j].name, g->listeners[i].name) == 0;
         if (!known) {
-            snprintf(err, errlen, "%s:%" PRIu32 ": listener '%s' is new; adding listeners needs a restart",
+            snprintf(err, errlen,
+                     "%s:%" PRIu32 ": listener '%s' is new; adding listeners needs a restart",
                      cfg->path, cfg->listeners[j].line, cfg->listeners[j].name);
             return CG_EINVAL;
         }
@@ -400,14 +401,16 @@ static int map_listeners(cg__gate *g, const cg_config *cfg, size_t *lmap, char *
         while (j < cfg->nlisteners && strcmp(cfg->listeners[j].name, l->name) != 0)
             j++;
         if (j == cfg->nlisteners) {
-            snprintf(err, errlen, "%s: listener '%s' was removed; removing listeners needs a restart",
-                     cfg->path, l->name);
+            snprintf(err, errlen,
+                     "%s: listener '%s' was removed; removing listeners needs a restart", cfg->path,
+                     l->name);
             return CG_EINVAL;
         }
         const cg_endpoint *nb = &cfg->listeners[j].bind;
         if (nb->addrlen != l->bind.addrlen || memcmp(&nb->addr, &l->bind.addr, nb->addrlen) != 0) {
             snprintf(err, errlen,
-                     "%s:%" PRIu32 ": listener '%s' bind changed from %s to %s; bind changes need a restart",
+                     "%s:%" PRIu32
+                     ": listener '%s' bind changed from %s to %s; bind changes need a restart",
                      cfg->path, cfg->listeners[j].line, l->name, l->bind.text, nb->text);
             return CG_EINVAL;
         }
@@ -589,50 +592,54 @@ cg__stats *cg__gate_stats(cg__gate *g)
  * Signals, counters, drain
  */
 
-static void log_stats(cg__gate *g, const char *event)
+/* Log one counters line: the whole gate (name NULL, with generation and
+ * reloads) or one listener. */
+static void log_counters(cg__gate *g, const char *event, const char *name, const cg__lsum *t)
+{
+    char v[12][24];
+    const char *kv[2 * 14];
+    size_t n = 0;
+    uint64_t rej =
+        t->rejected[CG__REJ_RULE] + t->rejected[CG__REJ_DEFAULT] + t->rejected[CG__REJ_LIMIT];
+    const struct {
+        const char *key;
+        uint64_t value;
+    } fields[] = {
+        {"accepted", t->accepted},
+        {"rejected", rej},
+        {"rejected_rule", t->rejected[CG__REJ_RULE]},
+        {"rejected_default", t->rejected[CG__REJ_DEFAULT]},
+        {"rejected_limit", t->rejected[CG__REJ_LIMIT]},
+        {"active", t->accepted >= t->closed ? t->accepted - t->closed : 0},
+        {"closed", t->closed},
+        {"backend_errors", t->backend_errors},
+        {"bytes_in", t->bytes_in},
+        {"bytes_out", t->bytes_out},
+        {"generation", g->gen->number},
+        {"reloads", atomic_load(&g->stats->reloads)},
+    };
+    size_t nfields = sizeof(fields) / sizeof(fields[0]) - (name != NULL ? 2 : 0);
+
+    if (name != NULL) {
+        kv[n++] = "listener";
+        kv[n++] = name;
+    }
+    for (size_t i = 0; i < nfields; i++) {
+        u64s(v[i], sizeof(v[i]), fields[i].value);
+        kv[n++] = fields[i].key;
+        kv[n++] = v[i];
+    }
+    cg__log_fields(CG_LOG_INFO, event, kv, n / 2);
+}
+
+static void log_stats(cg__gate *g, const char *event, bool per_listener)
 {
     cg__lsum t;
     cg__stats_sum_all(g->stats, &t);
-    char v[12][24];
-    uint64_t rej = t.rejected[0] + t.rejected[1] + t.rejected[2];
-    u64s(v[0], 24, t.accepted);
-    u64s(v[1], 24, rej);
-    u64s(v[2], 24, t.rejected[CG__REJ_RULE]);
-    u64s(v[3], 24, t.rejected[CG__REJ_DEFAULT]);
-    u64s(v[4], 24, t.rejected[CG__REJ_LIMIT]);
-    u64s(v[5], 24, t.accepted >= t.closed ? t.accepted - t.closed : 0);
-    u64s(v[6], 24, t.closed);
-    u64s(v[7], 24, t.backend_errors);
-    u64s(v[8], 24, t.bytes_in);
-    u64s(v[9], 24, t.bytes_out);
-    u64s(v[10], 24, g->gen->number);
-    u64s(v[11], 24, atomic_load(&g->stats->reloads));
-    cg__log_event(CG_LOG_INFO, event, "accepted", v[0], "rejected", v[1], "rejected_rule", v[2],
-                  "rejected_default", v[3], "rejected_limit", v[4], "active", v[5], "closed", v[6],
-                  "backend_errors", v[7], "bytes_in", v[8], "bytes_out", v[9], "generation",
-                  v[10], "reloads", v[11], NULL);
-}
-
-static void log_listener_stats(cg__gate *g)
-{
-    for (size_t i = 0; i < g->nlisteners; i++) {
-        cg__lsum t;
+    log_counters(g, event, NULL, &t);
+    for (size_t i = 0; per_listener && i < g->nlisteners; i++) {
         cg__stats_sum_listener(g->stats, i, &t);
-        char v[10][24];
-        u64s(v[0], 24, t.accepted);
-        u64s(v[1], 24, t.rejected[0] + t.rejected[1] + t.rejected[2]);
-        u64s(v[2], 24, t.rejected[CG__REJ_RULE]);
-        u64s(v[3], 24, t.rejected[CG__REJ_DEFAULT]);
-        u64s(v[4], 24, t.rejected[CG__REJ_LIMIT]);
-        u64s(v[5], 24, t.accepted >= t.closed ? t.accepted - t.closed : 0);
-        u64s(v[6], 24, t.closed);
-        u64s(v[7], 24, t.backend_errors);
-        u64s(v[8], 24, t.bytes_in);
-        u64s(v[9], 24, t.bytes_out);
-        cg__log_event(CG_LOG_INFO, "listener_stats", "listener", g->listeners[i].name, "accepted",
-                      v[0], "rejected", v[1], "rejected_rule", v[2], "rejected_default", v[3],
-                      "rejected_limit", v[4], "active", v[5], "closed", v[6], "backend_errors",
-                      v[7], "bytes_in", v[8], "bytes_out", v[9], NULL);
+        log_counters(g, "listener_stats", g->listeners[i].name, &t);
     }
 }
 
@@ -641,7 +648,7 @@ static void finish(cg__gate *g)
     cg__log_limiter_flush(&g->limiter, now_ms(g));
     cg__pool_stop(g->pool);
     g->pool = NULL;
-    log_stats(g, "stop");
+    log_stats(g, "stop", false);
     uv_close((uv_handle_t *)&g->sig_hup, on_closed_noop);
     uv_close((uv_handle_t *)&g->sig_term, on_closed_noop);
     uv_close((uv_handle_t *)&g->sig_int, on_closed_noop);
@@ -701,8 +708,7 @@ static void on_signal(uv_signal_t *s, int signum)
             start_reload(g);
         break;
     case SIGUSR1:
-        log_stats(g, "stats");
-        log_listener_stats(g);
+        log_stats(g, "stats", true);
         break;
     default:
         begin_stop(g, signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -876,8 +882,7 @@ int cg__gate_run(const char *path, cg_config *cfg)
         u64s(n, sizeof(n), g->nlisteners);
         u64s(m, sizeof(m), g->max_active);
         cg__log_event(CG_LOG_INFO, "start", "version", CG_VERSION_STRING, "config", path,
-                      "generation", "1", "workers", w, "listeners", n, "max_connections", m,
-                      NULL);
+                      "generation", "1", "workers", w, "listeners", n, "max_connections", m, NULL);
     }
     g->started_ms = now_ms(g);
     uv_run(&g->loop, UV_RUN_DEFAULT);

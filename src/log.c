@@ -86,11 +86,21 @@ static void put_json_string(line *l, const char *v)
     for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
         char esc[7];
         switch (*p) {
-        case '"': put(l, "\\\"", 2); break;
-        case '\\': put(l, "\\\\", 2); break;
-        case '\n': put(l, "\\n", 2); break;
-        case '\r': put(l, "\\r", 2); break;
-        case '\t': put(l, "\\t", 2); break;
+        case '"':
+            put(l, "\\\"", 2);
+            break;
+        case '\\':
+            put(l, "\\\\", 2);
+            break;
+        case '\n':
+            put(l, "\\n", 2);
+            break;
+        case '\r':
+            put(l, "\\r", 2);
+            break;
+        case '\t':
+            put(l, "\\t", 2);
+            break;
         default:
             if (*p < 0x20 || *p == 0x7f) {
                 snprintf(esc, sizeof(esc), "\\u%04x", *p);
@@ -117,7 +127,7 @@ static void format_ts(char *buf, size_t n)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ts.tv_nsec / 1000000));
 }
 
-void cg__log_event(cg_log_level level, const char *event, ...)
+void cg__log_fields(cg_log_level level, const char *event, const char *const *kv, size_t npairs)
 {
     if (!cg__log_enabled(level))
         return;
@@ -144,15 +154,9 @@ void cg__log_event(cg_log_level level, const char *event, ...)
         put_text_value(&l, event);
     }
 
-    va_list ap;
-    va_start(ap, event);
-    for (;;) {
-        const char *key = va_arg(ap, const char *);
-        if (key == NULL)
-            break;
-        const char *value = va_arg(ap, const char *);
-        if (value == NULL)
-            value = "";
+    for (size_t i = 0; i < npairs; i++) {
+        const char *key = kv[2 * i];
+        const char *value = kv[2 * i + 1] != NULL ? kv[2 * i + 1] : "";
         if (json) {
             put(&l, ",", 1);
             put_json_string(&l, key);
@@ -165,7 +169,6 @@ void cg__log_event(cg_log_level level, const char *event, ...)
             put_text_value(&l, value);
         }
     }
-    va_end(ap);
     if (json) {
         /* Keep the object closed even when the line was truncated. */
         if (l.len > sizeof(l.buf) - 3)
@@ -174,6 +177,22 @@ void cg__log_event(cg_log_level level, const char *event, ...)
     }
     l.buf[l.len++] = '\n';
     (void)!write_stderr(l.buf, l.len);
+}
+
+void cg__log_event(cg_log_level level, const char *event, ...)
+{
+    if (!cg__log_enabled(level))
+        return;
+    const char *kv[2 * CG_LOG_MAX_FIELDS];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, event);
+    for (const char *key; n < CG_LOG_MAX_FIELDS && (key = va_arg(ap, const char *)) != NULL; n++) {
+        kv[2 * n] = key;
+        kv[2 * n + 1] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+    cg__log_fields(level, event, kv, n);
 }
 
 void cg__log_limiter_init(cg__log_limiter *l, uint32_t rate)

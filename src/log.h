@@ -27,18 +27,26 @@ void cg__log_setup(cg_log_level level, cg_log_format format);
 /* cg__log_enabled: whether lines at `level` are written. */
 bool cg__log_enabled(cg_log_level level);
 
+/* Most key/value pairs in one line. */
+#define CG_LOG_MAX_FIELDS 32
+
+/* cg__log_fields: write one line for `event` with npairs key/value string
+ * pairs from kv (key0, value0, key1, value1, ...). NULL values are written
+ * as empty. Any thread. */
+void cg__log_fields(cg_log_level level, const char *event, const char *const *kv, size_t npairs);
+
 /* cg__log_event: write one line for `event` with the given key/value string
  * pairs, terminated by a NULL key: cg__log_event(CG_LOG_INFO, "start",
  * "listener", "web", "bind", "0.0.0.0:8080", NULL). Values may be NULL
- * (written as empty). Any thread. */
+ * (written as empty); pairs past CG_LOG_MAX_FIELDS are dropped. Any thread. */
 void cg__log_event(cg_log_level level, const char *event, ...);
 
 /* Reject-line limiter, used from the control thread only. */
 typedef struct cg__log_limiter {
     uint64_t window_start_ms;
     uint32_t in_window;
-    uint32_t rate;        /* lines per second before suppression */
-    uint64_t suppressed;  /* lines held back in the current window */
+    uint32_t rate;       /* lines per second before suppression */
+    uint64_t suppressed; /* lines held back in the current window */
 } cg__log_limiter;
 
 void cg__log_limiter_init(cg__log_limiter *l, uint32_t rate);

@@ -6,10 +6,14 @@
 const char *cg__reject_reason_name(cg__reject_reason r)
 {
     switch (r) {
-    case CG__REJ_RULE: return "rule";
-    case CG__REJ_DEFAULT: return "default";
-    case CG__REJ_LIMIT: return "limit";
-    default: return "unknown";
+    case CG__REJ_RULE:
+        return "rule";
+    case CG__REJ_DEFAULT:
+        return "default";
+    case CG__REJ_LIMIT:
+        return "limit";
+    default:
+        return "unknown";
     }
 }
 

@@ -253,8 +253,7 @@ static bool push(worker *w, const handoff *h)
  * listener) the socket is reset and the reference dropped, but
  * *env->active_total is left alone: the caller that added it takes it back.
  * Control thread. */
-int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen,
-                    unsigned *chosen)
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen, unsigned *chosen)
 {
     if (listener >= p->env.nlisteners) {
         cg_socket_close_reset(fd);

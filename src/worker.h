@@ -42,8 +42,7 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out);
  * and the reference dropped). On success the chosen worker's index goes to
  * *chosen when chosen is not NULL. Returns 0, or CG_ERANGE when every queue
  * is full. Control thread. */
-int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen,
-                    unsigned *chosen);
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen, unsigned *chosen);
 
 /* cg__pool_stop: close every connection still open (client and backend),
  * stop the loops, join the threads and free the pool. Accepts NULL. Control

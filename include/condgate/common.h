@@ -18,21 +18,21 @@
 /* Error codes. Values are stable and platform independent. */
 enum cg_error {
     CG_OK = 0,
-    CG_EINVAL = -1,      /* malformed input (a message says where) */
-    CG_ENOMEM = -2,      /* allocation failed */
-    CG_ERANGE = -3,      /* a bounded limit was exceeded */
-    CG_EIO = -4,         /* a file could not be read */
-    CG_ENOENT = -5,      /* no such file, rule set or listener */
-    CG_EEXIST = -6,      /* duplicate name */
-    CG_EAGAIN = -7,      /* nothing to do now; try again later */
-    CG_EMFILE = -8,      /* out of descriptors (process or system) */
+    CG_EINVAL = -1,       /* malformed input (a message says where) */
+    CG_ENOMEM = -2,       /* allocation failed */
+    CG_ERANGE = -3,       /* a bounded limit was exceeded */
+    CG_EIO = -4,          /* a file could not be read */
+    CG_ENOENT = -5,       /* no such file, rule set or listener */
+    CG_EEXIST = -6,       /* duplicate name */
+    CG_EAGAIN = -7,       /* nothing to do now; try again later */
+    CG_EMFILE = -8,       /* out of descriptors (process or system) */
     CG_ECONNABORTED = -9, /* the caller went away before it was accepted */
-    CG_EADDRINUSE = -10, /* bind: address in use */
-    CG_EACCES = -11,     /* permission denied */
-    CG_ENOTSUP = -12,    /* not supported on this platform */
-    CG_ESYS = -13,       /* another operating-system error */
-    CG_EREJECTED = -14,  /* conditional accept: the caller was rejected */
-    CG_EDEFERRED = -15,  /* conditional accept: the caller was deferred */
+    CG_EADDRINUSE = -10,  /* bind: address in use */
+    CG_EACCES = -11,      /* permission denied */
+    CG_ENOTSUP = -12,     /* not supported on this platform */
+    CG_ESYS = -13,        /* another operating-system error */
+    CG_EREJECTED = -14,   /* conditional accept: the caller was rejected */
+    CG_EDEFERRED = -15,   /* conditional accept: the caller was deferred */
 };
 
 /* cg_strerror: a short English description of a CG_E* code (never NULL,

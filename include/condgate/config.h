@@ -25,11 +25,11 @@
 #endif
 
 /* Bounds of the inputs. */
-#define CG_CONFIG_MAX_INI_BYTES (1u << 20)     /* 1 MiB INI file */
-#define CG_CONFIG_MAX_JSON_BYTES (64u << 20)   /* 64 MiB JSON rule file */
-#define CG_CONFIG_MAX_LIST_BYTES (512u << 20)  /* 512 MiB plain list file */
-#define CG_CONFIG_MAX_JSON_DEPTH 16            /* nesting of a JSON rule file */
-#define CG_CONFIG_MAX_LIST_LINE 1024           /* bytes of one list-file line */
+#define CG_CONFIG_MAX_INI_BYTES (1u << 20)    /* 1 MiB INI file */
+#define CG_CONFIG_MAX_JSON_BYTES (64u << 20)  /* 64 MiB JSON rule file */
+#define CG_CONFIG_MAX_LIST_BYTES (512u << 20) /* 512 MiB plain list file */
+#define CG_CONFIG_MAX_JSON_DEPTH 16           /* nesting of a JSON rule file */
+#define CG_CONFIG_MAX_LIST_LINE 1024          /* bytes of one list-file line */
 #define CG_CONFIG_MAX_LISTENERS 256
 #define CG_CONFIG_MAX_RULESETS 256
 #define CG_CONFIG_MAX_BACKENDS 64 /* per listener */
@@ -68,38 +68,38 @@ const char *cg_log_level_name(cg_log_level l);
 const char *cg_log_format_name(cg_log_format f);
 
 typedef struct cg_listener_conf {
-    char *name;          /* from [listener:NAME] */
-    uint32_t line;       /* line of the section header */
+    char *name;    /* from [listener:NAME] */
+    uint32_t line; /* line of the section header */
     cg_endpoint bind;
-    bool echo;           /* backend = echo: built-in echo service */
+    bool echo;             /* backend = echo: built-in echo service */
     cg_endpoint *backends; /* round robin; NULL/0 when echo */
     size_t nbackends;
-    size_t ruleset;      /* index into cg_config.rulesets */
+    size_t ruleset;              /* index into cg_config.rulesets */
     uint32_t connect_timeout_ms; /* default 3000 */
     uint32_t idle_timeout_ms;    /* default 300000 */
 } cg_listener_conf;
 
 typedef struct cg_admin_conf {
-    bool enabled;        /* listen = off disables */
-    cg_endpoint listen;  /* default 127.0.0.1:9090 */
-    cg_ruleset *allow;   /* frozen, never NULL (also when listen = off); named
-                            "admin"; default loopback only (127.0.0.0/8, ::1) */
-    char *token;         /* NULL when not set */
+    bool enabled;       /* listen = off disables */
+    cg_endpoint listen; /* default 127.0.0.1:9090 */
+    cg_ruleset *allow;  /* frozen, never NULL (also when listen = off); named
+                           "admin"; default loopback only (127.0.0.0/8, ::1) */
+    char *token;        /* NULL when not set */
 } cg_admin_conf;
 
 typedef struct cg_config {
-    char *path;          /* the INI file as given */
-    unsigned workers;    /* 1..64; default: number of CPUs */
-    unsigned max_connections; /* default 10000 */
+    char *path;                /* the INI file as given */
+    unsigned workers;          /* 1..64; default: number of CPUs */
+    unsigned max_connections;  /* default 10000 */
     uint32_t drain_timeout_ms; /* default 5000 */
     cg_log_level log_level;    /* default info */
     cg_log_format log_format;  /* default text */
     cg_admin_conf admin;
-    cg_ruleset **rulesets;     /* frozen; [0] is "default" when [rules] exists */
+    cg_ruleset **rulesets; /* frozen; [0] is "default" when [rules] exists */
     size_t nrulesets;
     cg_listener_conf *listeners;
     size_t nlisteners;
-    char **warnings;           /* "FILE:LINE: warning: message" lines for -t and logs */
+    char **warnings; /* "FILE:LINE: warning: message" lines for -t and logs */
     size_t nwarnings;
 } cg_config;
 

@@ -87,8 +87,8 @@ typedef struct cg_ruleset cg_ruleset;
 
 /* Bounds (all enforced, CG_ERANGE past them). */
 #define CG_RULESET_MAX_ENTRIES (16u * 1024u * 1024u) /* per set, v4 + v6 */
-#define CG_LABEL_MAX 128                            /* bytes of one label */
-#define CG_SOURCE_MAX 4096                          /* bytes of a source path */
+#define CG_LABEL_MAX 128                             /* bytes of one label */
+#define CG_SOURCE_MAX 4096                           /* bytes of a source path */
 
 /* Where an entry came from, for explain and warnings. */
 typedef struct cg_source {
@@ -111,8 +111,8 @@ void cg_ruleset_set_default(cg_ruleset *rs, cg_action default_action);
 /* cg_ruleset_add: add one entry to an unfrozen set. label may be NULL. The
  * set copies src->file and label. Returns 0, CG_ERANGE (too many entries,
  * label too long), CG_EINVAL (frozen set) or CG_ENOMEM. One thread. */
-int cg_ruleset_add(cg_ruleset *rs, const cg_cidr *cidr, cg_action action,
-                   const cg_source *src, const char *label);
+int cg_ruleset_add(cg_ruleset *rs, const cg_cidr *cidr, cg_action action, const cg_source *src,
+                   const char *label);
 
 /* cg_ruleset_add_text: parse `len` bytes of text (a CIDR as for
  * cg_cidr_parse, or "all" for 0.0.0.0/0 and ::/0) and add it. On CG_EINVAL
@@ -167,12 +167,12 @@ int cg_ruleset_rule(const cg_ruleset *rs, cg_rule_id id, cg_rule_info *out);
 
 /* Counts of a frozen set (unique prefixes after merging duplicates). */
 typedef struct cg_ruleset_stats {
-    size_t v4;        /* IPv4 entries */
-    size_t v6;        /* IPv6 entries */
-    size_t added;     /* entries added before merging */
+    size_t v4;         /* IPv4 entries */
+    size_t v6;         /* IPv6 entries */
+    size_t added;      /* entries added before merging */
     size_t duplicates; /* same prefix and action seen again */
-    size_t conflicts; /* prefixes both allowed and denied (deny kept) */
-    size_t bytes;     /* memory held by the frozen structure */
+    size_t conflicts;  /* prefixes both allowed and denied (deny kept) */
+    size_t bytes;      /* memory held by the frozen structure */
 } cg_ruleset_stats;
 
 /* cg_ruleset_get_stats: counts of a frozen set. Any thread. */

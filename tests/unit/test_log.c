@@ -37,8 +37,8 @@ static char *capture(void (*fn)(void *), void *arg)
 static void emit_reject(void *arg)
 {
     (void)arg;
-    cg__log_event(CG_LOG_INFO, "reject", "listener", "web", "peer", "198.51.100.7:40112",
-                  "reason", "rule", "rule", "198.51.100.0/24", "source", "rules.json:7", "note",
+    cg__log_event(CG_LOG_INFO, "reject", "listener", "web", "peer", "198.51.100.7:40112", "reason",
+                  "rule", "rule", "198.51.100.0/24", "source", "rules.json:7", "note",
                   "two words \"quoted\"", NULL);
 }
 
@@ -133,8 +133,8 @@ static void stats_sum(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(text_format),     cmocka_unit_test(json_format),
-        cmocka_unit_test(level_filter),    cmocka_unit_test(limiter_summarises),
+        cmocka_unit_test(text_format),  cmocka_unit_test(json_format),
+        cmocka_unit_test(level_filter), cmocka_unit_test(limiter_summarises),
         cmocka_unit_test(stats_sum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -995,7 +995,8 @@ static void test_submit_bad_listener(void **state)
     assert_int_equal(connect(c, (struct sockaddr *)&fx->laddr, sizeof(fx->laddr)), 0);
     int s = accept(fx->lfd, NULL, NULL);
     assert_true(s >= 0);
-    assert_int_equal(cg__pool_submit(fx->pool, s, NLISTENERS, cg__gen_ref(fx->gen), NULL), CG_EINVAL);
+    assert_int_equal(cg__pool_submit(fx->pool, s, NLISTENERS, cg__gen_ref(fx->gen), NULL),
+                     CG_EINVAL);
     char got[8];
     long n = read_to_end(c, got, sizeof(got), 2000);
     assert_true(n == -ECONNRESET || n == 0);
