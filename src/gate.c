@@ -28,6 +28,7 @@
 #include "condgate/accept.h"
 #include "condgate/rules.h"
 #include "log.h"
+#include "signals.h"
 #include "worker.h"
 
 #if !defined(_WIN32)
@@ -105,7 +106,7 @@ struct cg__gate {
     uint64_t emfile_logged_ms;
     uint64_t emfile_shed;
 
-    uv_signal_t sig_hup, sig_term, sig_int, sig_usr1;
+    cg__signals *signals;
     uv_async_t wake; /* reload requests from other threads */
     uv_timer_t drain_timer;
     uint64_t drain_deadline;
@@ -327,6 +328,7 @@ static uint64_t raise_fd_limit(void)
     }
     return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
 }
+
 #endif
 
 /* Effective max_connections: each relayed connection needs two descriptors. */
@@ -649,10 +651,8 @@ static void finish(cg__gate *g)
     cg__pool_stop(g->pool);
     g->pool = NULL;
     log_stats(g, "stop", false);
-    uv_close((uv_handle_t *)&g->sig_hup, on_closed_noop);
-    uv_close((uv_handle_t *)&g->sig_term, on_closed_noop);
-    uv_close((uv_handle_t *)&g->sig_int, on_closed_noop);
-    uv_close((uv_handle_t *)&g->sig_usr1, on_closed_noop);
+    cg__signals_stop(g->signals);
+    g->signals = NULL;
     uv_close((uv_handle_t *)&g->wake, on_closed_noop);
     uv_close((uv_handle_t *)&g->drain_timer, on_closed_noop);
     uv_close((uv_handle_t *)&g->limiter_timer, on_closed_noop);
@@ -699,9 +699,9 @@ static void begin_stop(cg__gate *g, const char *why)
     uv_timer_start(&g->drain_timer, on_drain_timer, 0, DRAIN_CHECK_MS);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void on_signal(int signum, void *arg)
 {
-    cg__gate *g = s->data;
+    cg__gate *g = arg;
     switch (signum) {
     case SIGHUP:
         if (!g->stopping)
@@ -728,6 +728,8 @@ static void gate_free(cg__gate *g)
         close_listener(&g->listeners[i]);
         free(g->listeners[i].name);
     }
+    cg__signals_stop(g->signals);
+    g->signals = NULL;
     /* Let every closed handle's callback run before the loop goes away. */
     uv_run(&g->loop, UV_RUN_DEFAULT);
     uv_loop_close(&g->loop);
@@ -821,6 +823,13 @@ int cg__gate_run(const char *path, cg_config *cfg)
     signal(SIGPIPE, SIG_IGN);
     g->fd_limit = raise_fd_limit();
 #endif
+    /* Before any thread starts: workers and the thread pool inherit the
+     * blocked signal mask, so only this thread's loop takes signals. */
+    if (cg__signals_start(&g->loop, on_signal, g, &g->signals) != 0) {
+        cg__log_event(CG_LOG_ERROR, "error", "message", "cannot watch signals", NULL);
+        g->exit_code = 1;
+        goto out;
+    }
     g->workers = g->gen->cfg->workers;
     g->max_active = effective_max(g, g->gen->cfg->max_connections, true);
 
@@ -845,21 +854,12 @@ int cg__gate_run(const char *path, cg_config *cfg)
         goto out;
     }
 
-    uv_signal_init(&g->loop, &g->sig_hup);
-    uv_signal_init(&g->loop, &g->sig_term);
-    uv_signal_init(&g->loop, &g->sig_int);
-    uv_signal_init(&g->loop, &g->sig_usr1);
     uv_async_init(&g->loop, &g->wake, on_wake);
     uv_timer_init(&g->loop, &g->drain_timer);
     uv_timer_init(&g->loop, &g->limiter_timer);
     g->limiter_timer.data = g;
     uv_timer_start(&g->limiter_timer, on_limiter_timer, 1000, 1000);
-    g->sig_hup.data = g->sig_term.data = g->sig_int.data = g->sig_usr1.data = g;
     g->wake.data = g->drain_timer.data = g;
-    uv_signal_start(&g->sig_hup, on_signal, SIGHUP);
-    uv_signal_start(&g->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&g->sig_int, on_signal, SIGINT);
-    uv_signal_start(&g->sig_usr1, on_signal, SIGUSR1);
 
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(g->gen, i);
