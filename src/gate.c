@@ -117,6 +117,7 @@ struct cg__gate {
     bool reload_again;      /* a SIGHUP came in while one was running */
     uv_mutex_t reload_lock; /* guards the waiter lists */
     reload_waiter *waiting; /* for the next reload to start */
+    bool reload_closed;     /* stopping: no more requests (under reload_lock) */
     reload_waiter *current; /* for the running one */
     cg_config *loaded;
     int load_rc;
@@ -124,7 +125,7 @@ struct cg__gate {
 
     bool stopping;
     int exit_code;
-    uint64_t started_ms;
+    uint64_t started_ns; /* uv_hrtime() at start, for uptime from any thread */
 };
 
 static void on_readable(uv_poll_t *h, int status, int events);
@@ -561,11 +562,17 @@ int cg__gate_reload_wait(cg__gate *g, uint64_t *generation, char *err, size_t er
         return CG_ENOMEM;
     }
     uv_mutex_lock(&g->reload_lock);
+    if (g->reload_closed) {
+        uv_mutex_unlock(&g->reload_lock);
+        uv_cond_destroy(&w.cond);
+        snprintf(err, errlen, "the gate is stopping");
+        return CG_EAGAIN;
+    }
     w.next = g->waiting;
     g->waiting = &w;
-    uv_mutex_unlock(&g->reload_lock);
+    /* Under the lock: finish() closes the async handle only after setting
+     * reload_closed under the same lock. */
     uv_async_send(&g->wake);
-    uv_mutex_lock(&g->reload_lock);
     while (!w.done)
         uv_cond_wait(&w.cond, &g->reload_lock);
     uv_mutex_unlock(&g->reload_lock);
@@ -588,6 +595,16 @@ cg__gen *cg__gate_acquire(cg__gate *g)
 cg__stats *cg__gate_stats(cg__gate *g)
 {
     return g->stats;
+}
+
+uint64_t cg__gate_uptime_ms(const cg__gate *g)
+{
+    return (uv_hrtime() - g->started_ns) / 1000000;
+}
+
+unsigned cg__gate_workers(const cg__gate *g)
+{
+    return g->workers;
 }
 
 /* ------------------------------------------------------------------------
@@ -647,6 +664,12 @@ static void log_stats(cg__gate *g, const char *event, bool per_listener)
 
 static void finish(cg__gate *g)
 {
+    uv_mutex_lock(&g->reload_lock);
+    g->reload_closed = true;
+    reload_waiter *waiting = g->waiting;
+    g->waiting = NULL;
+    uv_mutex_unlock(&g->reload_lock);
+    finish_waiters(g, waiting, CG_EAGAIN, g->gen->number, "the gate is stopping");
     cg__log_limiter_flush(&g->limiter, now_ms(g));
     cg__pool_stop(g->pool);
     g->pool = NULL;
@@ -782,6 +805,7 @@ int cg__gate_run(const char *path, cg_config *cfg)
         cg__log_event(CG_LOG_ERROR, "error", "message", "out of memory at start", NULL);
         return 1;
     }
+    g->started_ns = uv_hrtime();
     uv_mutex_init(&g->gen_lock);
     uv_mutex_init(&g->reload_lock);
     cg__log_setup(cfg->log_level, cfg->log_format);
@@ -884,7 +908,6 @@ int cg__gate_run(const char *path, cg_config *cfg)
         cg__log_event(CG_LOG_INFO, "start", "version", CG_VERSION_STRING, "config", path,
                       "generation", "1", "workers", w, "listeners", n, "max_connections", m, NULL);
     }
-    g->started_ms = now_ms(g);
     uv_run(&g->loop, UV_RUN_DEFAULT);
     g->exit_code = 0;
 out:

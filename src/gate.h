@@ -39,4 +39,10 @@ cg__gen *cg__gate_acquire(cg__gate *g);
  * runs). Any thread. */
 cg__stats *cg__gate_stats(cg__gate *g);
 
+/* cg__gate_uptime_ms: milliseconds since the gate started. Any thread. */
+uint64_t cg__gate_uptime_ms(const cg__gate *g);
+
+/* cg__gate_workers: number of worker threads (fixed until restart). */
+unsigned cg__gate_workers(const cg__gate *g);
+
 #endif /* CG_GATE_H */
