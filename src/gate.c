@@ -25,6 +25,7 @@
 
 #include <uv.h>
 
+#include "admin.h"
 #include "condgate/accept.h"
 #include "condgate/rules.h"
 #include "log.h"
@@ -122,6 +123,10 @@ struct cg__gate {
     cg_config *loaded;
     int load_rc;
     char load_err[512];
+
+    /* The admin port as started; listen and on/off changes need a restart. */
+    cg__admin *admin;
+    cg_endpoint admin_listen;
 
     bool stopping;
     int exit_code;
@@ -447,6 +452,21 @@ static void finish_waiters(cg__gate *g, reload_waiter *list, int rc, uint64_t ge
 
 static void start_reload(cg__gate *g);
 
+/* The admin port keeps the address it was started on: say so when a reload
+ * asks for another one (its allow list and token apply at once). */
+static void note_admin_change(cg__gate *g, const cg_admin_conf *na)
+{
+    bool running = g->admin != NULL;
+    if (running == na->enabled &&
+        (!running || (na->listen.addrlen == g->admin_listen.addrlen &&
+                      memcmp(&na->listen.addr, &g->admin_listen.addr, na->listen.addrlen) == 0)))
+        return;
+    char msg[192];
+    snprintf(msg, sizeof(msg), "a change of [admin] listen needs a restart; the admin port %s%s",
+             running ? "stays on " : "stays off", running ? g->admin_listen.text : "");
+    cg__log_event(CG_LOG_WARN, "reload_note", "message", msg, NULL);
+}
+
 static void reload_done(uv_work_t *w, int status)
 {
     cg__gate *g = w->data;
@@ -476,6 +496,7 @@ static void reload_done(uv_work_t *w, int status)
                 cg__log_event(CG_LOG_WARN, "reload_note", "message",
                               "a change of workers needs a restart; keeping the running count",
                               NULL);
+            note_admin_change(g, &ng->cfg->admin);
             uv_mutex_lock(&g->gen_lock);
             cg__gen *old = g->gen;
             g->gen = ng;
@@ -662,6 +683,13 @@ static void log_stats(cg__gate *g, const char *event, bool per_listener)
     }
 }
 
+static void close_control_handles(cg__gate *g)
+{
+    uv_close((uv_handle_t *)&g->wake, on_closed_noop);
+    uv_close((uv_handle_t *)&g->drain_timer, on_closed_noop);
+    uv_close((uv_handle_t *)&g->limiter_timer, on_closed_noop);
+}
+
 static void finish(cg__gate *g)
 {
     uv_mutex_lock(&g->reload_lock);
@@ -676,9 +704,7 @@ static void finish(cg__gate *g)
     log_stats(g, "stop", false);
     cg__signals_stop(g->signals);
     g->signals = NULL;
-    uv_close((uv_handle_t *)&g->wake, on_closed_noop);
-    uv_close((uv_handle_t *)&g->drain_timer, on_closed_noop);
-    uv_close((uv_handle_t *)&g->limiter_timer, on_closed_noop);
+    close_control_handles(g);
 }
 
 /* Write the "suppressed N reject lines" summary of a window that ended
@@ -747,6 +773,9 @@ static void gate_free(cg__gate *g)
 {
     if (g == NULL)
         return;
+    /* Normally stopped already, once reloads were refused (see cg__gate_run). */
+    cg__admin_stop(g->admin);
+    g->admin = NULL;
     for (size_t i = 0; g->listeners != NULL && i < g->nlisteners; i++) {
         close_listener(&g->listeners[i]);
         free(g->listeners[i].name);
@@ -900,6 +929,20 @@ int cg__gate_run(const char *path, cg_config *cfg)
                       cg_ruleset_name(g->gen->cfg->rulesets[lc->ruleset]), "backend", backends,
                       NULL);
     }
+    /* After the wake-up handle exists: POST /reload sends on it. */
+    if (g->gen->cfg->admin.enabled) {
+        char msg[600];
+        rc = cg__admin_start(g, &g->gen->cfg->admin, &g->admin, err, sizeof(err));
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg), "admin: %s", err);
+            cg__log_event(CG_LOG_ERROR, "error", "message", msg, NULL);
+            close_control_handles(g);
+            g->exit_code = 1;
+            goto out;
+        }
+        g->admin_listen = g->gen->cfg->admin.listen;
+        cg__log_event(CG_LOG_INFO, "admin", "listen", g->admin_listen.text, NULL);
+    }
     {
         char w[24], n[24], m[24];
         u64s(w, sizeof(w), g->gen->cfg->workers);
@@ -909,6 +952,11 @@ int cg__gate_run(const char *path, cg_config *cfg)
                       "generation", "1", "workers", w, "listeners", n, "max_connections", m, NULL);
     }
     uv_run(&g->loop, UV_RUN_DEFAULT);
+    /* finish() has refused new reload requests and failed the waiting ones,
+     * and the loop ran until a reload in progress completed: no admin
+     * handler is left waiting in cg__gate_reload_wait, so this returns. */
+    cg__admin_stop(g->admin);
+    g->admin = NULL;
     g->exit_code = 0;
 out:
     cg__pool_stop(g->pool);

@@ -8,11 +8,41 @@
 - Server: a backend in threads with pluggable per-connection handlers;
   Blackhole: a port whose handshakes never complete; closed_port().
 
+Admin port (SPEC §6). By default every config gets "[admin] listen = off".
+To test the admin port:
+
+    gate.write(ini, admin=True, admin_allow=None, token=None)
+        appends "[admin] listen = 127.0.0.1:$admin" (a free port, stable
+        across rewrites like every $name), plus "allow = ..." when
+        admin_allow is given (a string or a list of CIDRs; None: the key is
+        left out, i.e. the default loopback-only) and "token = ..." when
+        token is given. A template with its own [admin] section wins over
+        all of this and is used verbatim (write "listen = 127.0.0.1:$admin"
+        in it to get a free port).
+    gate.start()            the admin port is expected to be serving once
+                            event=start is logged.
+    gate.admin_url          "http://127.0.0.1:PORT" (None when off),
+                            from the rendered [admin] listen value;
+    gate.admin_host, gate.admin_port, gate.admin_token (as rendered).
+    gate.http(method, path, headers=None, src=None, timeout=5, body=None,
+              auth=True) -> (status, headers, body bytes)
+        one request on a fresh connection (http.client) from source
+        address `src` (e.g. "127.0.0.2"; None: the kernel's choice).
+        `headers` of the answer is a dict with case-insensitive lookups
+        (h["content-type"] == h["Content-Type"]). When the config has a
+        token and `auth` is true, "Authorization: Bearer TOKEN" is sent
+        unless `headers` has its own Authorization.
+    gate.json(path, method="GET", expect=200, **kw) -> parsed JSON body
+        asserts the status is `expect` (an int or a tuple of ints); kw go
+        to http().
+
 Every wait has a timeout; nothing synchronises by sleeping.
 """
 
 import errno
 import hashlib
+import http.client
+import json as _json
 import os
 import re
 import select
@@ -150,6 +180,37 @@ class Hit:
         return "Hit(%d, %r)" % (self.index, self.line)
 
 
+class HeaderDict(dict):
+    """Response headers: keys as sent, lookups case-insensitive. A header
+    sent several times is joined with ", "."""
+
+    def __init__(self, pairs=()):
+        super().__init__()
+        for k, v in pairs:
+            old = self.get(k)
+            self[k] = v if old is None else old + ", " + v
+
+    def _key(self, key):
+        if not isinstance(key, str):
+            return key
+        for k in dict.keys(self):
+            if k.lower() == key.lower():
+                return k
+        return key
+
+    def __getitem__(self, key):
+        return dict.__getitem__(self, self._key(key))
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, self._key(key), value)
+
+    def __contains__(self, key):
+        return dict.__contains__(self, self._key(key))
+
+    def get(self, key, default=None):
+        return dict.get(self, self._key(key), default)
+
+
 class _PortMap(dict):
     """$name placeholders in a config template: a fresh port per new name."""
 
@@ -175,7 +236,8 @@ class Gate:
     replaced by a TCP port allocated for that name (stable across rewrites,
     so reload configs can reuse the same ports); `files` are written next to
     it verbatim (dedented). "[admin] listen = off" is appended unless the
-    template has an [admin] section.
+    template has an [admin] section; with admin=True an enabled [admin]
+    section is appended instead (see the module docstring).
     """
 
     def __init__(self, binary, workdir, name="gate"):
@@ -187,6 +249,8 @@ class Gate:
         self.template = None
         self.files = {}
         self.ini_text = ""
+        self._admin_off = True
+        self._admin = (False, None, None)
         self.proc = None
         self.cmd = None
         self.lines = []       # stderr lines of the current run
@@ -199,9 +263,11 @@ class Gate:
 
     # -- configuration ----------------------------------------------------
 
-    def write(self, ini, files=None, admin_off=True):
+    def write(self, ini, files=None, admin_off=True, admin=False, admin_allow=None,
+              token=None):
         self.template = textwrap.dedent(ini).lstrip("\n")
         self._admin_off = admin_off
+        self._admin = (admin, admin_allow, token)
         if files:
             for fname, content in files.items():
                 self.files[fname] = content
@@ -209,7 +275,21 @@ class Gate:
         return self.ini_path
 
     def _render(self):
-        text = string.Template(self.template).substitute(self.ports)
+        template = self.template
+        admin, admin_allow, token = self._admin
+        has_admin = re.search(r"^\s*\[admin\]", template, re.M)
+        if admin and not has_admin:
+            extra = "\n[admin]\nlisten = 127.0.0.1:$admin\n"
+            if admin_allow is not None:
+                if not isinstance(admin_allow, str):
+                    admin_allow = ", ".join(admin_allow)
+                extra += "allow = %s\n" % admin_allow
+            if token is not None:
+                extra += "token = %s\n" % token
+            if not template.endswith("\n"):
+                template += "\n"
+            template += extra
+        text = string.Template(template).substitute(self.ports)
         if self._admin_off and not re.search(r"^\s*\[admin\]", text, re.M):
             if not text.endswith("\n"):
                 text += "\n"
@@ -228,6 +308,94 @@ class Gate:
 
     def port(self, name):
         return self.ports[name]
+
+    # -- admin port -------------------------------------------------------
+
+    def _admin_key(self, key):
+        """Value of `key` in the rendered [admin] section (None if absent)."""
+        section = None
+        value = None
+        for raw in self.ini_text.splitlines():
+            line = raw.strip()
+            if not line or line[0] in ";#":
+                continue
+            m = re.match(r"\[([^\]]*)\]", line)
+            if m:
+                section = m.group(1).strip()
+                continue
+            if section != "admin" or "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+            if k.strip() == key:
+                value = re.split(r"\s;", v, 1)[0].strip()
+        return value
+
+    @property
+    def admin_endpoint(self):
+        """(host, port) of the admin port as rendered, or None when off.
+        A missing listen key means the default 127.0.0.1:9090."""
+        listen = self._admin_key("listen")
+        if listen is None:
+            listen = "127.0.0.1:9090"
+        if listen == "off":
+            return None
+        host, port = listen.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    @property
+    def admin_host(self):
+        ep = self.admin_endpoint
+        return ep and ep[0]
+
+    @property
+    def admin_port(self):
+        ep = self.admin_endpoint
+        return ep and ep[1]
+
+    @property
+    def admin_url(self):
+        ep = self.admin_endpoint
+        if ep is None:
+            return None
+        host = "[%s]" % ep[0] if ":" in ep[0] else ep[0]
+        return "http://%s:%d" % (host, ep[1])
+
+    @property
+    def admin_token(self):
+        return self._admin_key("token")
+
+    def http(self, method, path, headers=None, src=None, timeout=5, body=None, auth=True):
+        """One request to the admin port on a fresh connection:
+        (status, headers (case-insensitive dict), body bytes)."""
+        ep = self.admin_endpoint
+        assert ep is not None, "the admin port is off in this configuration"
+        hdrs = dict(headers or {})
+        token = self.admin_token
+        if auth and token and not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = "Bearer %s" % token
+        if isinstance(body, str):
+            body = body.encode()
+        conn = http.client.HTTPConnection(ep[0], ep[1], timeout=timeout,
+                                          source_address=(src, 0) if src else None)
+        try:
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, HeaderDict(resp.getheaders()), data
+        finally:
+            conn.close()
+
+    def json(self, path, method="GET", expect=200, **kw):
+        """http() and parse the body as JSON, asserting the status."""
+        status, headers, body = self.http(method, path, **kw)
+        want = expect if isinstance(expect, tuple) else (expect,)
+        assert status in want, "%s %s: status %d, wanted %s; body %r" % (
+            method, path, status, "/".join(map(str, want)), body[:500])
+        try:
+            return _json.loads(body)
+        except ValueError as e:
+            raise AssertionError("%s %s: body is not JSON (%s): %r"
+                                 % (method, path, e, body[:500]))
 
     def line_of(self, needle, fname=None, nth=1):
         """1-based line number of the nth line containing `needle` in the
