@@ -398,7 +398,8 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     put_u64(&oom, root, "generation", gen->number);
     put_u64(&oom, root, "reloads", atomic_load(&st->reloads));
     put_u64(&oom, root, "reload_failures", atomic_load(&st->reload_failures));
-    put_u64(&oom, root, "max_connections", gen->cfg->max_connections);
+    put_u64(&oom, root, "max_connections", cg__gate_max_connections(a->gate));
+    put_u64(&oom, root, "max_connections_configured", gen->cfg->max_connections);
     cJSON *conns = put_obj(&oom, root, "connections");
     put_u64(&oom, conns, "active", active_of(&t));
     put_u64(&oom, conns, "accepted", t.accepted);

@@ -98,7 +98,7 @@ struct cg__gate {
     cg__pool *pool;
     _Atomic uint64_t active_total;
     _Atomic uint32_t *rr;
-    uint64_t max_active; /* effective max_connections */
+    _Atomic uint64_t max_active; /* effective max_connections; read by the admin port */
     uint64_t fd_limit;
     unsigned workers;
 
@@ -163,7 +163,8 @@ static cg_verdict condition(const struct sockaddr *caller, socklen_t caller_len,
         l->reason = l->rule == CG_RULE_NONE ? CG__REJ_DEFAULT : CG__REJ_RULE;
         return CG_REJECT;
     }
-    if (atomic_load_explicit(&g->active_total, memory_order_relaxed) >= g->max_active) {
+    if (atomic_load_explicit(&g->active_total, memory_order_relaxed) >=
+        atomic_load_explicit(&g->max_active, memory_order_relaxed)) {
         l->reason = CG__REJ_LIMIT;
         return CG_REJECT;
     }
@@ -505,7 +506,7 @@ static void reload_done(uv_work_t *w, int status)
             g->next_generation++;
             number = ng->number;
             cg__log_setup(ng->cfg->log_level, ng->cfg->log_format);
-            g->max_active = effective_max(g, ng->cfg->max_connections, true);
+            atomic_store(&g->max_active, effective_max(g, ng->cfg->max_connections, true));
         }
     }
     free(lmap);
@@ -621,6 +622,11 @@ cg__stats *cg__gate_stats(cg__gate *g)
 uint64_t cg__gate_uptime_ms(const cg__gate *g)
 {
     return (uv_hrtime() - g->started_ns) / 1000000;
+}
+
+uint64_t cg__gate_max_connections(cg__gate *g)
+{
+    return atomic_load_explicit(&g->max_active, memory_order_relaxed);
 }
 
 unsigned cg__gate_workers(const cg__gate *g)
@@ -884,7 +890,7 @@ int cg__gate_run(const char *path, cg_config *cfg)
         goto out;
     }
     g->workers = g->gen->cfg->workers;
-    g->max_active = effective_max(g, g->gen->cfg->max_connections, true);
+    atomic_store(&g->max_active, effective_max(g, g->gen->cfg->max_connections, true));
 
     if (start_listeners(g, err, sizeof(err)) != 0) {
         cg__log_event(CG_LOG_ERROR, "error", "message", err, NULL);
@@ -947,7 +953,7 @@ int cg__gate_run(const char *path, cg_config *cfg)
         char w[24], n[24], m[24];
         u64s(w, sizeof(w), g->gen->cfg->workers);
         u64s(n, sizeof(n), g->nlisteners);
-        u64s(m, sizeof(m), g->max_active);
+        u64s(m, sizeof(m), atomic_load(&g->max_active));
         cg__log_event(CG_LOG_INFO, "start", "version", CG_VERSION_STRING, "config", path,
                       "generation", "1", "workers", w, "listeners", n, "max_connections", m, NULL);
     }

@@ -42,6 +42,10 @@ cg__stats *cg__gate_stats(cg__gate *g);
 /* cg__gate_uptime_ms: milliseconds since the gate started. Any thread. */
 uint64_t cg__gate_uptime_ms(const cg__gate *g);
 
+/* cg__gate_max_connections: the effective max_connections (the configured
+ * value, lowered to fit the descriptor limit). Any thread. */
+uint64_t cg__gate_max_connections(cg__gate *g);
+
 /* cg__gate_workers: number of worker threads (fixed until restart). */
 unsigned cg__gate_workers(const cg__gate *g);
 
