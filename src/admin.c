@@ -24,17 +24,17 @@
 #include <strings.h>
 #include <time.h>
 
-#include <netinet/in.h>
-#include <unistd.h>
-
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
+#include <uv.h>
 
 #include "condgate/accept.h"
 #include "condgate/rules.h"
 #include "gen.h"
 #include "log.h"
+#include "net.h"
 #include "stats.h"
+#include "sys.h"
 
 /* GET / serves src/admin_page.html, turned into admin_page.h in the build
  * tree. Without it (a tree where the page is not there yet) a placeholder
@@ -718,9 +718,7 @@ static bool authorized(cg__admin *a, struct MHD_Connection *c)
 
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return uv_hrtime() / 1000000;
 }
 
 /* MHD's accept policy: judge the caller by [admin] allow of the current
@@ -939,12 +937,11 @@ void cg__admin_stop(cg__admin *a)
         uint64_t deadline = mono_ms() + STOP_GRACE_MS;
         while (atomic_load_explicit(&a->inflight, memory_order_acquire) > 0 &&
                mono_ms() < deadline) {
-            struct timespec pause = {0, 5 * 1000 * 1000};
-            nanosleep(&pause, NULL);
+            uv_sleep(5);
         }
         MHD_stop_daemon(a->daemon);
         if (ls != MHD_INVALID_SOCKET)
-            close(ls);
+            cg__sys_close_socket(ls);
     }
     /* MHD's threads are gone: the limiter is ours now. */
     cg__log_limiter_flush(&a->limiter, mono_ms());

@@ -16,7 +16,13 @@
 #include "condgate/rules.h"
 
 #if defined(__GNUC__) || defined(__clang__)
+#if defined(__MINGW32__)
+/* mingw's "printf" archetype is msvcrt's; the build uses mingw's C99 stdio
+ * (__USE_MINGW_ANSI_STDIO), whose formats are GNU's. */
+#define CG__PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#else
 #define CG__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#endif
 #else
 #define CG__PRINTF(fmt, args)
 #endif

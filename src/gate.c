@@ -14,9 +14,7 @@
  */
 #include "gate.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,13 +28,8 @@
 #include "condgate/rules.h"
 #include "log.h"
 #include "signals.h"
+#include "sys.h"
 #include "worker.h"
-
-#if !defined(_WIN32)
-#include <netinet/in.h>
-#include <sys/resource.h>
-#include <unistd.h>
-#endif
 
 /* Callers taken per readiness event before other listeners get a turn. */
 #define ACCEPT_BATCH 256
@@ -282,61 +275,15 @@ static void on_readable(uv_poll_t *h, int status, int events)
  * Listeners
  */
 
-#if !defined(_WIN32)
 static int open_listener(listener *l, char *err, size_t errlen)
 {
-    const struct sockaddr *sa = (const struct sockaddr *)&l->bind.addr;
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (sa->sa_family == AF_INET6) {
-        /* [::] is dual-stack: IPv4 callers arrive as mapped addresses and
-         * are judged by their IPv4 rules. A specific v6 address stays v6. */
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? zero : one;
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
-    }
-    if (bind(fd, sa, l->bind.addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        goto fail;
-    }
-    l->fd = fd;
-    return 0;
-fail:
-    snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", l->name, l->bind.text,
-             strerror(errno));
-    return CG_ESYS;
+    char why[256];
+    int rc = cg__sys_listen((const struct sockaddr *)&l->bind.addr, l->bind.addrlen, &l->fd, why,
+                            sizeof(why));
+    if (rc != 0)
+        snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", l->name, l->bind.text, why);
+    return rc;
 }
-
-static void close_socket(cg_socket_t fd)
-{
-    close(fd);
-}
-
-/* Raise the soft descriptor limit to the hard one and return it. */
-static uint64_t raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 1024;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rlim_t want = rl.rlim_max;
-        if (want == RLIM_INFINITY || want > (1u << 20))
-            want = 1u << 20;
-        if (want > rl.rlim_cur) {
-            rl.rlim_cur = want;
-            setrlimit(RLIMIT_NOFILE, &rl);
-            getrlimit(RLIMIT_NOFILE, &rl);
-        }
-    }
-    return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : (uint64_t)rl.rlim_cur;
-}
-
-#endif
 
 /* Effective max_connections: each relayed connection needs two descriptors. */
 static uint64_t effective_max(cg__gate *g, unsigned configured, bool log)
@@ -381,7 +328,7 @@ static void close_listener(listener *l)
     cg_acceptor_free(l->acceptor);
     l->acceptor = NULL;
     if (l->fd != CG_INVALID_SOCKET)
-        close_socket(l->fd);
+        cg__sys_close_socket(l->fd);
     l->fd = CG_INVALID_SOCKET;
 }
 
@@ -754,19 +701,19 @@ static void begin_stop(cg__gate *g, const char *why)
     uv_timer_start(&g->drain_timer, on_drain_timer, 0, DRAIN_CHECK_MS);
 }
 
-static void on_signal(int signum, void *arg)
+static void on_signal(cg__sigevent ev, const char *name, void *arg)
 {
     cg__gate *g = arg;
-    switch (signum) {
-    case SIGHUP:
+    switch (ev) {
+    case CG__SIG_RELOAD:
         if (!g->stopping)
             start_reload(g);
         break;
-    case SIGUSR1:
+    case CG__SIG_STATS:
         log_stats(g, "stats", true);
         break;
-    default:
-        begin_stop(g, signum == SIGINT ? "SIGINT" : "SIGTERM");
+    case CG__SIG_STOP:
+        begin_stop(g, name);
         break;
     }
 }
@@ -829,7 +776,7 @@ static int start_listeners(cg__gate *g, char *err, size_t errlen)
     return 0;
 }
 
-int cg__gate_run(const char *path, cg_config *cfg)
+static int gate_run(const char *path, cg_config *cfg)
 {
     char err[512] = "";
     cg__gate *g = calloc(1, sizeof(*g));
@@ -878,10 +825,7 @@ int cg__gate_run(const char *path, cg_config *cfg)
     free(lmap);
     lmap = NULL;
 
-#if !defined(_WIN32)
-    signal(SIGPIPE, SIG_IGN);
-    g->fd_limit = raise_fd_limit();
-#endif
+    g->fd_limit = cg__sys_raise_fd_limit();
     /* Before any thread starts: workers and the thread pool inherit the
      * blocked signal mask, so only this thread's loop takes signals. */
     if (cg__signals_start(&g->loop, on_signal, g, &g->signals) != 0) {
@@ -978,4 +922,17 @@ nomem:
     cg__log_event(CG_LOG_ERROR, "error", "message", "out of memory at start", NULL);
     gate_free(g);
     return 1;
+}
+
+int cg__gate_run(const char *path, cg_config *cfg)
+{
+    /* Sockets exist only between these two (WSAStartup on Windows). */
+    if (cg__sys_init() != 0) {
+        cg_config_free(cfg);
+        cg__log_event(CG_LOG_ERROR, "error", "message", "cannot initialise the socket layer", NULL);
+        return 1;
+    }
+    int code = gate_run(path, cfg);
+    cg__sys_cleanup();
+    return code;
 }

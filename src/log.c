@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <uv.h>
+
 #if defined(_WIN32)
 #include <io.h>
 #define write_stderr(buf, n) _write(2, (buf), (unsigned)(n))
@@ -115,16 +117,18 @@ static void put_json_string(line *l, const char *v)
 
 static void format_ts(char *buf, size_t n)
 {
-    struct timespec ts;
+    /* libuv's clock: the Windows C runtime has no timespec_get. */
+    uv_timeval64_t tv;
     struct tm tm;
-    timespec_get(&ts, TIME_UTC);
+    uv_gettimeofday(&tv);
+    time_t sec = (time_t)tv.tv_sec;
 #if defined(_WIN32)
-    gmtime_s(&tm, &ts.tv_sec);
+    gmtime_s(&tm, &sec);
 #else
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&sec, &tm);
 #endif
     snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ts.tv_nsec / 1000000));
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
 }
 
 void cg__log_fields(cg_log_level level, const char *event, const char *const *kv, size_t npairs)

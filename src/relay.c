@@ -215,11 +215,30 @@ static void fail(cg__relay *c, uv_stream_t *side, int err)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     cg__relay *c = h->data;
-    /* libuv on POSIX calls alloc and then read before the next alloc on
-     * this loop, and on_read never keeps the buffer, so one buffer serves
-     * every connection. (libuv on Windows may hold a buffer across an
-     * overlapped read: a Windows build needs per-connection buffers here.) */
-    *buf = uv_buf_init(c->ctx->rbuf, CG_RELAY_BUF_SIZE);
+    (void)suggested;
+    /* libuv on POSIX calls alloc and then read before the next alloc on this
+     * loop, so one shared buffer serves every connection. libuv on Windows
+     * may lend a buffer to an overlapped read and keep it until the read
+     * completes, while other connections read: then the shared buffer is
+     * out, and this connection gets one of its own, freed by on_read. */
+    if (!c->ctx->rbuf_lent) {
+        c->ctx->rbuf_lent = true;
+        *buf = uv_buf_init(c->ctx->rbuf, CG_RELAY_BUF_SIZE);
+        return;
+    }
+    char *own = malloc(CG_RELAY_BUF_SIZE);
+    /* A null buffer makes libuv report UV_ENOBUFS to on_read. */
+    *buf = uv_buf_init(own, own != NULL ? CG_RELAY_BUF_SIZE : 0);
+}
+
+/* Give back a buffer on_alloc lent: the shared one is marked free, one of
+ * the connection's own is freed. */
+static void release_buf(cg__relay_ctx *ctx, const uv_buf_t *buf)
+{
+    if (buf->base == ctx->rbuf)
+        ctx->rbuf_lent = false;
+    else
+        free(buf->base);
 }
 
 static void start_reading(cg__relay *c, uv_stream_t *s)
@@ -324,6 +343,7 @@ static void forward(cg__relay *c, flow *f, const char *data, size_t n)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     cg__relay *c = s->data;
+    cg__relay_ctx *ctx = c->ctx;
     bool from_client = s == (uv_stream_t *)&c->client;
     flow *f = from_client ? &c->up : &c->down;
 
@@ -342,6 +362,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else if (nread < 0) {
         fail(c, s, (int)nread);
     }
+    /* forward() copied whatever it could not write at once. */
+    release_buf(ctx, buf);
 }
 
 static void start_relaying(cg__relay *c)

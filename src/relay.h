@@ -27,6 +27,7 @@ typedef struct cg__relay_ctx {
     const cg__pool_env *env;
     size_t slot;     /* this worker's stats slot: 1 + worker index */
     char *rbuf;      /* CG_RELAY_BUF_SIZE bytes, lent to one read at a time */
+    bool rbuf_lent;  /* rbuf is out to a read that has not completed */
     cg__relay *live; /* connections not yet freed (intrusive list) */
     size_t nlive;
 } cg__relay_ctx;

@@ -1,10 +1,15 @@
 /* signals.h — the gate's process signals delivered to its control loop.
  *
- * SIGHUP (reload), SIGTERM and SIGINT (drain and stop) and SIGUSR1 (log the
- * counters) arrive as ordinary callbacks on the control thread's loop. On
- * Linux they are blocked in every thread and read from a signalfd, so no
- * asynchronous handler ever runs and no thread but the control thread can
- * take them; elsewhere libuv's signal watchers do the job.
+ * What the operator asks for arrives as an ordinary callback on the control
+ * thread's loop, named by what it means rather than by signal number, since
+ * the platforms differ:
+ *
+ *   POSIX    SIGHUP reload, SIGTERM/SIGINT stop, SIGUSR1 stats
+ *            (unix/signals.c: on Linux blocked in every thread and read from
+ *            a signalfd, so no asynchronous handler ever runs; elsewhere
+ *            libuv's signal watchers)
+ *   Windows  Ctrl+C and Ctrl+Break stop (win/signals.c); there is no reload
+ *            or stats signal: POST /reload and GET /stats do those jobs.
  */
 #ifndef CG_SIGNALS_H
 #define CG_SIGNALS_H
@@ -13,8 +18,16 @@
 
 typedef struct cg__signals cg__signals;
 
-/* Called on the loop's thread for each signal taken. */
-typedef void (*cg__signal_cb)(int signum, void *arg);
+/* What a signal asks the gate to do. */
+typedef enum cg__sigevent {
+    CG__SIG_RELOAD, /* re-read the configuration */
+    CG__SIG_STOP,   /* stop accepting, drain, exit */
+    CG__SIG_STATS,  /* log the counters */
+} cg__sigevent;
+
+/* Called on the loop's thread for each signal taken; name is the signal's
+ * name for logs ("SIGTERM", "CTRL_BREAK"), static storage. */
+typedef void (*cg__signal_cb)(cg__sigevent ev, const char *name, void *arg);
 
 /* cg__signals_start: start taking the gate's signals on `loop`. Call it on
  * the control thread before starting any other thread, so that threads

@@ -1,7 +1,31 @@
 /* stats.c — allocation and summing of the per-thread counter slots. */
 #include "stats.h"
 
+#include <stdint.h>
 #include <stdlib.h>
+
+/* Cache line size the counters are laid out for. */
+#define LINE 64
+
+/* Memory starting on a cache line. C11's aligned_alloc is missing from the
+ * Windows C runtime (and _aligned_malloc needs its own free), so allocate a
+ * little more and keep malloc's pointer just before the aligned block.
+ * Free with line_free. */
+static void *line_alloc(size_t bytes)
+{
+    unsigned char *raw = malloc(bytes + LINE + sizeof(void *));
+    if (raw == NULL)
+        return NULL;
+    uintptr_t p = ((uintptr_t)raw + sizeof(void *) + LINE - 1) & ~(uintptr_t)(LINE - 1);
+    ((void **)p)[-1] = raw;
+    return (void *)p;
+}
+
+static void line_free(void *p)
+{
+    if (p != NULL)
+        free(((void **)p)[-1]);
+}
 
 const char *cg__reject_reason_name(cg__reject_reason r)
 {
@@ -24,7 +48,7 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
         return NULL;
     s->nlisteners = nlisteners;
     s->nslots = 1 + nworkers;
-    s->slots = aligned_alloc(64, ((s->nslots * sizeof(cg__slot) + 63) / 64) * 64);
+    s->slots = line_alloc(s->nslots * sizeof(cg__slot));
     if (s->slots == NULL)
         goto fail;
     for (size_t i = 0; i < s->nslots; i++) {
@@ -33,7 +57,7 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
         /* calloc gives zeroed atomics on every platform we build for. Round
          * each array up to whole cache lines so two slots never share one. */
         size_t bytes = nlisteners ? nlisteners * sizeof(cg__lstats) : 1;
-        s->slots[i].listeners = aligned_alloc(64, ((bytes + 63) / 64) * 64);
+        s->slots[i].listeners = line_alloc(bytes);
         if (s->slots[i].listeners == NULL) {
             s->nslots = i;
             goto fail;
@@ -63,8 +87,8 @@ void cg__stats_free(cg__stats *s)
         return;
     if (s->slots != NULL) {
         for (size_t i = 0; i < s->nslots; i++)
-            free(s->slots[i].listeners);
-        free(s->slots);
+            line_free(s->slots[i].listeners);
+        line_free(s->slots);
     }
     free(s);
 }

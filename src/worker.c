@@ -15,12 +15,9 @@
 
 #include <uv.h>
 
-#if !defined(_WIN32)
-#include <signal.h>
-#endif
-
 #include "condgate/common.h"
 #include "relay.h"
+#include "sys.h"
 
 typedef struct handoff {
     cg_socket_t fd;
@@ -125,14 +122,7 @@ static void worker_main(void *arg)
 {
     worker *w = arg;
 
-#if !defined(_WIN32)
-    /* A write to a reset peer must fail with EPIPE, not kill the process,
-     * whatever the embedding program did with SIGPIPE. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-#endif
+    cg__sys_thread_init();
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 

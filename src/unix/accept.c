@@ -5,7 +5,8 @@
  * the caller, a rejected one is closed with a reset, a deferred one waits in
  * a small FIFO and is offered again later. A spare descriptor lets the
  * acceptor shed a caller when the process runs out of descriptors, instead
- * of leaving it in the backlog where poll() keeps reporting it.
+ * of leaving it in the backlog where poll() keeps reporting it. The
+ * platform-independent helpers are in ../accept.c.
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* accept4 */
@@ -17,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -340,32 +340,6 @@ static int check_listener(int fd, union inaddr *local, socklen_t *local_len)
     return 0;
 }
 
-/* cg_verdict_name: "accept", "reject", "defer", or "unknown" for a value
- * outside the enum. Static storage; any thread. */
-const char *cg_verdict_name(cg_verdict v)
-{
-    switch (v) {
-    case CG_ACCEPT:
-        return "accept";
-    case CG_REJECT:
-        return "reject";
-    case CG_DEFER:
-        return "defer";
-    }
-    return "unknown";
-}
-
-/* cg_accept_opts_default: fill *o (not NULL) with the documented defaults.
- * Any thread. */
-void cg_accept_opts_default(cg_accept_opts *o)
-{
-    o->max_deferred = 64;
-    o->max_defers = 8;
-    o->defer_retry_ms = 50;
-    o->defer_timeout_ms = 2000;
-    o->keep_reserve_fd = true;
-}
-
 /* cg_acceptor_new: see accept.h. Validates the listener, learns whether its
  * local address is fixed, allocates the deferral ring and opens the spare
  * descriptor. Returns 0 and *out (free with cg_acceptor_free), or CG_EINVAL,
@@ -511,50 +485,4 @@ void cg_socket_close_reset(cg_socket_t fd)
     /* Linux and the BSDs release fd even when close fails; never retry. */
     (void)close(fd);
     errno = e;
-}
-
-/* cg_sockaddr_format: see accept.h. A scoped IPv6 address keeps its zone as
- * a number ("[fe80::1%2]:80"), NULL is "-", another family "(family N)". The
- * text is cut short, still terminated, when buf is too small. Returns buf.
- * Any thread. */
-char *cg_sockaddr_format(const struct sockaddr *sa, char *buf, size_t buflen)
-{
-    char host[INET6_ADDRSTRLEN];
-    union inaddr u;
-
-    if (!buf || buflen == 0)
-        return buf;
-    if (!sa) {
-        snprintf(buf, buflen, "-");
-        return buf;
-    }
-    switch (sa->sa_family) {
-    case AF_INET:
-        memcpy(&u.in, sa, sizeof u.in);
-        if (!inet_ntop(AF_INET, &u.in.sin_addr, host, sizeof host))
-            break;
-        snprintf(buf, buflen, "%s:%u", host, (unsigned)ntohs(u.in.sin_port));
-        return buf;
-    case AF_INET6:
-        memcpy(&u.in6, sa, sizeof u.in6);
-        if (IN6_IS_ADDR_V4MAPPED(&u.in6.sin6_addr)) {
-            if (!inet_ntop(AF_INET, &u.in6.sin6_addr.s6_addr[12], host, sizeof host))
-                break;
-            snprintf(buf, buflen, "%s:%u", host, (unsigned)ntohs(u.in6.sin6_port));
-            return buf;
-        }
-        if (!inet_ntop(AF_INET6, &u.in6.sin6_addr, host, sizeof host))
-            break;
-        if (u.in6.sin6_scope_id != 0)
-            snprintf(buf, buflen, "[%s%%%lu]:%u", host, (unsigned long)u.in6.sin6_scope_id,
-                     (unsigned)ntohs(u.in6.sin6_port));
-        else
-            snprintf(buf, buflen, "[%s]:%u", host, (unsigned)ntohs(u.in6.sin6_port));
-        return buf;
-    default:
-        snprintf(buf, buflen, "(family %d)", (int)sa->sa_family);
-        return buf;
-    }
-    snprintf(buf, buflen, "?");
-    return buf;
 }

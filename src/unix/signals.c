@@ -22,6 +22,25 @@
 static const int taken[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1};
 #define NTAKEN (sizeof(taken) / sizeof(taken[0]))
 
+/* Pass signal signum on as what it means. */
+static void deliver(cg__signal_cb cb, int signum, void *arg)
+{
+    switch (signum) {
+    case SIGHUP:
+        cb(CG__SIG_RELOAD, "SIGHUP", arg);
+        break;
+    case SIGUSR1:
+        cb(CG__SIG_STATS, "SIGUSR1", arg);
+        break;
+    case SIGINT:
+        cb(CG__SIG_STOP, "SIGINT", arg);
+        break;
+    default:
+        cb(CG__SIG_STOP, "SIGTERM", arg);
+        break;
+    }
+}
+
 struct cg__signals {
     cg__signal_cb cb;
     void *arg;
@@ -58,7 +77,7 @@ static void on_signalfd(uv_poll_t *h, int status, int events)
         if (n < (ssize_t)sizeof(si[0]))
             return; /* EAGAIN: all taken */
         for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++)
-            s->cb((int)si[i].ssi_signo, s->arg);
+            deliver(s->cb, (int)si[i].ssi_signo, s->arg);
     }
 }
 
@@ -109,7 +128,7 @@ void cg__signals_stop(cg__signals *s)
 static void on_signal(uv_signal_t *h, int signum)
 {
     cg__signals *s = h->data;
-    s->cb(signum, s->arg);
+    deliver(s->cb, signum, s->arg);
 }
 
 int cg__signals_start(uv_loop_t *loop, cg__signal_cb cb, void *arg, cg__signals **out)

@@ -12,9 +12,13 @@ separate_arguments(argv UNIX_COMMAND "${ARGS}")
 if(NOT WORKDIR)
   set(WORKDIR ".")
 endif()
-execute_process(COMMAND "${CONDGATE}" ${argv}
+# EMULATOR: how a cross-built binary runs here (empty for a native build).
+execute_process(COMMAND ${EMULATOR} "${CONDGATE}" ${argv}
                 WORKING_DIRECTORY "${WORKDIR}"
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+# A Windows binary writes text-mode "\r\n"; compare lines, not line ends.
+string(REPLACE "\r\n" "\n" out "${out}")
+string(REPLACE "\r\n" "\n" err "${err}")
 set(report "condgate ${ARGS}\n--- exit: ${rc}\n--- stdout:\n${out}--- stderr:\n${err}")
 if(NOT rc STREQUAL "${EXPECT_RC}")
   message(FATAL_ERROR "expected exit ${EXPECT_RC}\n${report}")

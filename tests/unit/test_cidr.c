@@ -37,10 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include "net.h" /* the platform's socket headers (src/unix, src/win) */
 
 #include "condgate/rules.h"
 
@@ -330,7 +327,7 @@ static void key_of_v6(const char *text, cg_cidr *out, int expect_rc)
 static void test_addr_from_sockaddr(void **state)
 {
     struct sockaddr_in sin;
-    struct sockaddr_un sun;
+    struct sockaddr_storage sun; /* an AF_UNIX caller */
     struct sockaddr_storage ss;
     char buf[CG_CIDR_STRLEN];
     cg_cidr c;
@@ -374,7 +371,7 @@ static void test_addr_from_sockaddr(void **state)
 
     /* other families */
     memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
+    sun.ss_family = AF_UNIX;
     assert_int_equal(cg_addr_from_sockaddr((struct sockaddr *)&sun, &c), CG_EINVAL);
     memset(&ss, 0, sizeof ss);
     ss.ss_family = AF_UNSPEC;

@@ -13,15 +13,13 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <uv.h>
+
+#include "net.h" /* the platform's socket headers (src/unix, src/win) */
 
 #include "condgate/rules.h"
 
@@ -324,7 +322,7 @@ static void test_mapped_caller_judged_as_v4(void **state)
     cg_ruleset *rs = new_set(CG_DENY);
     cg_rule_id id, id2;
     cg_rule_info info;
-    struct sockaddr_un sun;
+    struct sockaddr_storage sun; /* an AF_UNIX caller */
     char buf[CG_CIDR_STRLEN];
 
     (void)state;
@@ -353,7 +351,7 @@ static void test_mapped_caller_judged_as_v4(void **state)
 
     /* another family: the default, nothing counted */
     memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
+    sun.ss_family = AF_UNIX;
     id = 0;
     assert_int_equal(cg_ruleset_judge(rs, (struct sockaddr *)&sun, &id), CG_DENY);
     assert_int_equal(id, CG_RULE_NONE);
@@ -1136,14 +1134,13 @@ struct judge_job {
     unsigned offset;
 };
 
-static void *judge_thread(void *arg)
+static void judge_thread(void *arg)
 {
     const struct judge_job *job = arg;
     for (unsigned i = 0; i < PER_THREAD; i++) {
         const struct caller *c = &job->callers[(i + job->offset) % CALLERS];
         cg_ruleset_judge(job->rs, (const struct sockaddr *)&c->ss, NULL);
     }
-    return NULL;
 }
 
 /* Four threads judge at once; every hit is counted exactly once. */
@@ -1153,7 +1150,7 @@ static void test_concurrent_judge(void **state)
     struct caller *callers = calloc(CALLERS, sizeof *callers);
     uint64_t *want;
     struct judge_job jobs[THREADS];
-    pthread_t th[THREADS];
+    uv_thread_t th[THREADS]; /* libuv's threads: the same on POSIX and Windows */
     cg_ruleset_stats st;
     uint64_t total_hits = 0, want_total = 0;
     size_t nrules;
@@ -1206,9 +1203,9 @@ static void test_concurrent_judge(void **state)
         }
     }
     for (unsigned t = 0; t < THREADS; t++)
-        assert_int_equal(pthread_create(&th[t], NULL, judge_thread, &jobs[t]), 0);
+        assert_int_equal(uv_thread_create(&th[t], judge_thread, &jobs[t]), 0);
     for (unsigned t = 0; t < THREADS; t++)
-        assert_int_equal(pthread_join(th[t], NULL), 0);
+        assert_int_equal(uv_thread_join(&th[t]), 0);
 
     for (cg_rule_id id = 0; id < nrules; id++) {
         uint64_t h = hits_of(rs, id);

@@ -1,0 +1,48 @@
+/* sys.h — the few operating-system services the gate needs that differ
+ * between POSIX (src/unix/sys.c) and Windows (src/win/sys.c): process set-up,
+ * listening sockets, closing a socket, the descriptor limit.
+ *
+ * Errors come back as negative CG_E* codes, with the system's own text in a
+ * caller-supplied buffer where a person will read it.
+ */
+#ifndef CG_SYS_H
+#define CG_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "condgate/accept.h"
+
+/* cg__sys_init: once per process, before any socket or thread: POSIX ignores
+ * SIGPIPE (a write to a reset peer fails with EPIPE instead of killing the
+ * process); Windows starts Winsock (WSAStartup 2.2). Returns 0 or CG_ESYS.
+ * Pair every success with cg__sys_cleanup. Main thread. */
+int cg__sys_init(void);
+
+/* cg__sys_cleanup: undo cg__sys_init (WSACleanup on Windows). Main thread,
+ * after every socket is closed. */
+void cg__sys_cleanup(void);
+
+/* cg__sys_thread_init: per-thread set-up for a thread that does socket I/O
+ * (POSIX blocks SIGPIPE in it). Call at the top of the thread. */
+void cg__sys_thread_init(void);
+
+/* cg__sys_listen: a non-blocking, non-inheritable TCP socket bound to sa and
+ * listening. IPv6 [::] is dual-stack, a specific IPv6 address v6-only. On
+ * Windows the socket asks for conditional accept (SO_CONDITIONAL_ACCEPT)
+ * before listen, so that the condition callback runs before the handshake
+ * completes. Returns 0 and *out (close with cg__sys_close_socket), or a
+ * CG_E* code with the system's message in why. Any thread. */
+int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out, char *why,
+                   size_t whylen);
+
+/* cg__sys_close_socket: close a socket gracefully. Ignores
+ * CG_INVALID_SOCKET. The thread that owns fd. */
+void cg__sys_close_socket(cg_socket_t fd);
+
+/* cg__sys_raise_fd_limit: raise the process's descriptor limit as far as
+ * it may go and return the limit in force (on Windows, which has no such
+ * limit for sockets, a fixed large figure). Main thread, at start. */
+uint64_t cg__sys_raise_fd_limit(void);
+
+#endif /* CG_SYS_H */
