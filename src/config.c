@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -88,6 +89,8 @@ const char *cg__errno_text(int e)
         return "permission denied";
     case EISDIR:
         return "is a directory";
+    case ENODEV:
+        return "not a regular file (a device, FIFO or socket)";
     case ENOTDIR:
         return "a part of the path is not a directory";
     case ENAMETOOLONG:
@@ -117,10 +120,24 @@ int cg__read_file(const char *path, size_t max, char **data, size_t *len, int *s
     char *buf = NULL;
 
     *sys_errno = 0;
+    /* Only regular files: a FIFO would block the loader (and a reload with
+     * it) for ever, and /dev/zero would be read up to the size bound. */
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) {
+        *sys_errno = S_ISDIR(pre.st_mode) ? EISDIR : ENODEV;
+        return CG_EIO;
+    }
     errno = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
+        struct stat st;
         *sys_errno = errno;
+        /* Windows' fopen refuses a directory with EACCES; say what POSIX
+         * says (there fopen succeeds and the read fails with EISDIR). */
+        if (errno == EACCES && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            *sys_errno = EISDIR;
+            return CG_EIO;
+        }
         return errno == ENOENT ? CG_ENOENT : errno == EACCES ? CG_EACCES : CG_EIO;
     }
     for (;;) {

@@ -101,6 +101,9 @@ static int scan(const char *path, const char *text, size_t len, line_map *m, cg_
             for (i++; i < len && text[i] != '"'; i++) {
                 if (text[i] == '\n')
                     line++; /* not valid JSON; cJSON will say so */
+                if (text[i] == '\0') /* cJSON keeps it, and C strings stop there */
+                    return cg__fail(d, CG_EINVAL, path, line,
+                                    "NUL byte in the file; is this a text file?");
                 if (text[i] == '\\' && i + 1 < len) {
                     i++;
                     if (text[i] == 'u' && len - i > 4 && memcmp(text + i + 1, "0000", 4) == 0)

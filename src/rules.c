@@ -338,6 +338,8 @@ int cg_cidr_parse(const char *s, size_t len, cg_cidr *out, char *err, size_t err
     for (size_t i = 0; i < len; i++) {
         if (is_space(s[i]))
             return fail_quoted(err, errlen, "whitespace in address", s, len);
+        if (s[i] == '\0') /* inet_pton would stop there and ignore the rest */
+            return fail_quoted(err, errlen, "NUL byte in address", s, len);
         if (s[i] == '/' && slash == len)
             slash = i;
     }

@@ -222,3 +222,29 @@ def test_bind_failure_exits_1(gate):
         assert port_is_free(gate.port("ok"))
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_rule_file_must_be_a_regular_file(gate, kind):
+    """A FIFO named as a list file would block the loader (and a reload)
+    for ever; a device such as /dev/zero would be read up to the size bound.
+    Both are refused at once with the INI line that names them."""
+    if kind == "fifo":
+        path = os.path.join(gate.dir, "blocklist.fifo")
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    gate.write("""
+        [rules]
+        default = deny
+        deny_file = %s
+
+        [listener:web]
+        bind = 127.0.0.1:$web
+        backend = echo
+        """ % path)
+    rc, out, err = gate.run(["-c", gate.ini_path, "-t"], timeout=10)
+    assert rc == 2, err
+    line = gate.line_of("deny_file = ")
+    assert re.search(r"condgate\.ini:%d: deny_file: cannot read .*not a regular file" % line,
+                     err), err

@@ -8,6 +8,7 @@
  *
  *   empty address                                     (no text at all)
  *   whitespace in address 'TEXT'                      (TEXT = whole input)
+ *   NUL byte in address 'TEXT'                        (TEXT = whole input)
  *   missing address in 'TEXT'                         ("/8", "/")
  *   invalid address 'ADDR'                            (ADDR = text before '/')
  *   leading zero in address 'ADDR'                    ("010.1.2.3")
@@ -238,7 +239,10 @@ static void test_parse_exact_length(void **state)
     assert_string_equal(cg_cidr_format(&c, buf, sizeof buf), "2001:db8::1/128");
     /* An embedded NUL is not the end of the text. */
     assert_int_equal(cg_cidr_parse("10.0.0.0\0/8", 11, &c, err, sizeof err), CG_EINVAL);
-    assert_string_equal(err, "invalid address '10.0.0.0\\x00'");
+    assert_string_equal(err, "NUL byte in address '10.0.0.0\\x00/8'");
+    /* inet_pton stops at a NUL: the rest must not be ignored (found by fuzz_cidr). */
+    assert_int_equal(cg_cidr_parse("::1\0junk", 8, &c, err, sizeof err), CG_EINVAL);
+    assert_string_equal(err, "NUL byte in address '::1\\x00junk'");
 }
 
 /* err may be absent or small; the message is truncated, never overrun. */
