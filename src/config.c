@@ -130,14 +130,7 @@ int cg__read_file(const char *path, size_t max, char **data, size_t *len, int *s
     errno = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        struct stat st;
         *sys_errno = errno;
-        /* Windows' fopen refuses a directory with EACCES; say what POSIX
-         * says (there fopen succeeds and the read fails with EISDIR). */
-        if (errno == EACCES && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-            *sys_errno = EISDIR;
-            return CG_EIO;
-        }
         return errno == ENOENT ? CG_ENOENT : errno == EACCES ? CG_EACCES : CG_EIO;
     }
     for (;;) {

@@ -6,31 +6,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "log.h"
 #include "stats.h"
+#include "testsys.h"
 
-/* Run fn with stderr redirected to a pipe; return what it wrote. */
+/* Run fn with stderr (descriptor 2) captured; return what it wrote. */
 static char *capture(void (*fn)(void *), void *arg)
 {
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    int saved = dup(2);
-    assert_true(saved >= 0);
-    assert_true(dup2(p[1], 2) >= 0);
-    close(p[1]);
-    fn(arg);
-    dup2(saved, 2);
-    close(saved);
     static char buf[1 << 16];
-    ssize_t n, off = 0;
-    while ((n = read(p[0], buf + off, sizeof(buf) - 1 - (size_t)off)) > 0)
-        off += n;
-    close(p[0]);
-    buf[off] = '\0';
+    ts_capture c;
+    ts_capture_begin(&c);
+    assert_non_null(c.f);
+    fn(arg);
+    char *text = ts_capture_end(&c);
+    assert_non_null(text);
+    snprintf(buf, sizeof(buf), "%s", text);
+    free(text);
     return buf;
 }
 
@@ -132,6 +126,7 @@ static void stats_sum(void **state)
 
 int main(void)
 {
+    ts_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(text_format),  cmocka_unit_test(json_format),
         cmocka_unit_test(level_filter), cmocka_unit_test(limiter_summarises),

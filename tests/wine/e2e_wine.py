@@ -10,13 +10,20 @@ written here, and checks, over loopback only:
   * a dual-stack [::] listener judges IPv4 callers by their IPv4 address;
   * POST /reload: a good reload bumps the generation and takes effect, a
     bad one is refused with 422 and changes nothing;
-  * stop: Ctrl+C (SIGINT to the Wine process) drains and exits 0.
+  * stop: Ctrl+C (SIGINT to the Wine process) drains and exits 0;
+  * same rules, same verdicts: condgate.exe and the Linux condgate
+    (build/default/condgate, built with the default preset if missing) load
+    the same INI [rules] text, JSON file and list file, and admit or reject
+    the same 127.0.0.x callers (rule and default verdicts, longest prefix
+    across the three files), and /rules/explain answers alike on both.
 
-  e2e_wine.py --condgate build/windows/condgate.exe --workdir DIR -- EMULATOR...
+  e2e_wine.py --condgate build/windows/condgate.exe --workdir DIR
+              [--source-dir DIR] [--linux-condgate PATH] -- EMULATOR...
 Exit status 0 when every check passed; the failing check and condgate's
 log otherwise.
 """
 import argparse
+import errno
 import json
 import os
 import signal
@@ -151,10 +158,224 @@ rules = default
 """)
 
 
+# ---------------------------------------------------------------------------
+# Same rule files, same verdicts: Linux condgate against condgate.exe.
+
+# The [rules] text both binaries load, byte for byte; the JSON and list
+# files sit beside the two INI files' directories and are shared.
+CMP_RULES = """[rules]
+default = deny
+allow = 127.0.0.0/24
+deny = 127.0.0.64/26
+allow = 127.0.0.80/28
+include = ../cmp.json
+deny_file = ../cmp.list
+
+[rules:open]
+default = allow
+deny = 127.0.0.0/25
+allow = 127.0.0.32/27, ::1
+"""
+
+CMP_JSON = """{
+  "allow": ["127.0.0.100"],
+  "deny": ["2001:db8::/32"],
+  "rules": [
+    {"action": "deny", "cidr": "127.0.0.90", "label": "inside-the-/28"},
+    {"action": "allow", "cidr": "127.0.0.204/30", "label": "hole-in-list"}
+  ]
+}
+"""
+
+CMP_LIST = """# deny list for the comparison
+127.0.0.9
+127.0.0.200/29   ; 200-207, but 204-207 are allowed by the JSON /30
+"""
+
+# (listener, source, expected verdict): rule and default verdicts in both
+# sets, and the longest prefix winning across the INI, JSON and list files.
+CMP_CASES = [
+    ("strict", "127.0.0.5", "allow"),    # INI allow /24
+    ("strict", "127.0.0.9", "deny"),     # list /32 inside the /24
+    ("strict", "127.0.0.70", "deny"),    # INI deny /26
+    ("strict", "127.0.0.85", "allow"),   # INI allow /28 inside the /26
+    ("strict", "127.0.0.90", "deny"),    # JSON /32 inside the /28
+    ("strict", "127.0.0.100", "allow"),  # JSON /32 inside the /26
+    ("strict", "127.0.0.201", "deny"),   # list /29
+    ("strict", "127.0.0.205", "allow"),  # JSON /30 inside the list /29
+    ("strict", "127.0.1.5", "deny"),     # nothing matches: default deny
+    ("open", "127.0.0.5", "deny"),       # deny /25
+    ("open", "127.0.0.40", "allow"),     # allow /27 inside the /25
+    ("open", "127.0.0.200", "allow"),    # nothing matches: default allow
+    ("open", "127.0.1.5", "allow"),      # default allow
+]
+
+# /rules/explain on both admin ports: every case above, a few addresses no
+# caller used, IPv6 ones, and the two sets by name.
+CMP_EXPLAIN = sorted({src for _, src, _ in CMP_CASES}) + [
+    "127.0.0.64", "127.0.0.127", "127.0.0.128", "127.0.0.255", "127.0.0.207",
+    "10.1.2.3", "::1", "2001:db8::1", "2001:db9::1", "::ffff:127.0.0.90"]
+
+
+def cmp_write(workdir, name, ports):
+    d = os.path.join(workdir, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "condgate.ini"), "w", newline="\n") as f:
+        f.write(f"""[gateway]
+workers = 2
+drain_timeout_ms = 500
+
+[admin]
+listen = 127.0.0.1:{ports['admin']}
+
+{CMP_RULES}
+[listener:strict]
+bind = 127.0.0.1:{ports['strict']}
+backend = echo
+rules = default
+
+[listener:open]
+bind = 127.0.0.1:{ports['open']}
+backend = echo
+rules = open
+""")
+    return d
+
+
+def probe(src, port):
+    """allow: the echo came back; deny: refused or reset, not one byte."""
+    try:
+        with connect_from(src, port) as s:
+            s.sendall(b"probe")
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                out += chunk
+    except (ConnectionResetError, ConnectionRefusedError, BrokenPipeError):
+        return "deny"
+    except OSError as e:
+        # shutdown() of a socket the peer has already reset: ENOTCONN (an
+        # orderly close would leave it half-open, and shutdown would work).
+        if e.errno == errno.ENOTCONN:
+            return "deny"
+        raise
+    if out == b"probe":
+        return "allow"
+    raise AssertionError(f"caller {src} on port {port}: got {out!r}, neither echo nor reset")
+
+
+def wait_up(proc, port, what):
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited early with {proc.returncode}")
+        try:
+            if http(port, "/healthz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come up")
+        time.sleep(0.3)
+
+
+def linux_condgate(args):
+    """The Linux binary: --linux-condgate, else build/default/condgate of
+    the source tree, configured with the default preset when missing and
+    brought up to date (an incremental build of that one target), so that
+    it is never compared stale."""
+    if args.linux_condgate:
+        return os.path.abspath(args.linux_condgate)
+    src = os.path.abspath(args.source_dir)
+    exe = os.path.join(src, "build", "default", "condgate")
+    cmds = [["cmake", "--build", "--preset", "default", "--target", "condgate", "-j2"]]
+    if not os.path.exists(os.path.join(src, "build", "default", "CMakeCache.txt")):
+        print("configuring the Linux build (cmake --preset default)", flush=True)
+        cmds.insert(0, ["cmake", "--preset", "default"])
+    for cmd in cmds:
+        r = subprocess.run(cmd, cwd=src, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed:\n{r.stdout.decode()[-3000:]}")
+    return exe
+
+
+def compare_with_linux(args, check):
+    """Start both binaries on the same rule files and compare verdicts."""
+    base = os.path.join(args.workdir, "cmp")
+    os.makedirs(base, exist_ok=True)
+    with open(os.path.join(base, "cmp.json"), "w", newline="\n") as f:
+        f.write(CMP_JSON)
+    with open(os.path.join(base, "cmp.list"), "w", newline="\n") as f:
+        f.write(CMP_LIST)
+    sides = {
+        "linux": {"cmd": [linux_condgate(args)]},
+        "windows": {"cmd": args.emulator + [args.condgate]},
+    }
+    procs = []
+    try:
+        for name, side in sides.items():
+            side["ports"] = {k: free_port() for k in ("admin", "strict", "open")}
+            d = cmp_write(base, name, side["ports"])
+            side["log"] = open(os.path.join(d, "condgate.log"), "w+b")
+            side["proc"] = subprocess.Popen(side["cmd"] + ["-c", "condgate.ini"], cwd=d,
+                                            stdout=side["log"], stderr=subprocess.STDOUT)
+            procs.append(side["proc"])
+        for name, side in sides.items():
+            wait_up(side["proc"], side["ports"]["admin"], f"{name} condgate")
+
+        got = {name: [] for name in sides}
+        for listener, src, want in CMP_CASES:
+            for name, side in sides.items():
+                got[name].append(probe(src, side["ports"][listener]))
+        table = [(l, s, w, got["linux"][i], got["windows"][i])
+                 for i, (l, s, w) in enumerate(CMP_CASES)]
+        detail = "\n".join(f"  {l:6} {s:12} want {w:5} linux {a:5} windows {b}"
+                           for l, s, w, a, b in table)
+        check(f"same verdicts for {len(CMP_CASES)} callers",
+              got["linux"] == got["windows"], "\n" + detail)
+        check("verdicts as the rules say", all(w == a for _, _, w, a, _ in table), "\n" + detail)
+
+        time.sleep(0.3)  # hits are counted as callers are judged; settle
+        diffs = []
+        for addr in CMP_EXPLAIN:
+            for rs in ("", "&set=open"):
+                q = f"/rules/explain?addr={urllib.request.quote(addr)}{rs}"
+                ans = {name: http(side["ports"]["admin"], q) for name, side in sides.items()}
+                a, b = ans["linux"], ans["windows"]
+                if a[0] != 200 or b[0] != 200 or json.loads(a[1]) != json.loads(b[1]):
+                    diffs.append(f"{q}\n  linux   {a[0]} {a[1].strip()}\n"
+                                 f"  windows {b[0]} {b[1].strip()}")
+        check(f"/rules/explain alike for {2 * len(CMP_EXPLAIN)} questions", not diffs,
+              "\n" + "\n".join(diffs))
+    except Exception:
+        for name, side in sides.items():
+            if "log" in side:
+                side["log"].flush()
+                side["log"].seek(0)
+                print(f"--- {name} condgate log ---")
+                print(side["log"].read().decode(errors="replace")[-3000:])
+        raise
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for side in sides.values():
+            if "log" in side:
+                side["log"].close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--condgate", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--source-dir", default=os.path.join(os.path.dirname(__file__), "..", ".."),
+                    help="the source tree whose build/default/condgate is compared")
+    ap.add_argument("--linux-condgate", help="Linux condgate to compare with (default: "
+                    "SOURCE_DIR/build/default/condgate, built if missing)")
     ap.add_argument("emulator", nargs="*")
     args = ap.parse_args()
 
@@ -259,6 +480,8 @@ def main():
         log.seek(0)
         text = log.read().decode(errors="replace")
         check("reject logged", "event=reject" in text and "reason=rule" in text)
+
+        compare_with_linux(args, check)
         print(f"all {len(passed)} checks passed in {time.monotonic() - t0:.1f} s")
         return 0
     except Exception as e:  # report, with the daemon's own account
