@@ -1,0 +1,1379 @@
+#!/usr/bin/python3
+"""condgate side by side with HAProxy and nginx (issue 6).
+
+One run starts the backends (cgload serve), then, scenario by scenario and
+round by round, condgate, HAProxy (tcp mode, `tcp-request connection
+reject`) and nginx's stream module (`allow`/`deny`) on the same rules, the
+same backends and the same thread count, drives each with cgload in turn
+(direct to the backend first, as the ceiling), and prints one table of
+medians and ratios condgate / peer. See tests/bench/README.md ("compare.py").
+
+Python 3 standard library only. Linux only (cgload is epoll, /proc is read
+for memory and CPU). Every child runs in its own process group and is killed
+on exit, error or Ctrl+C.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+SCENARIOS = ("conn", "reject", "bulk", "idle", "bigrules")
+CONTENDERS = ("direct", "condgate", "haproxy", "nginx")
+PROXIES = ("condgate", "haproxy", "nginx")
+PEERS = ("haproxy", "nginx")
+
+# The rules, identical for the three proxies (10 entries in the small set):
+#   allow 127.0.0.0/8, deny 127.66.0.0/16, deny 8 random prefixes outside
+#   127.0.0.0/8, everything else denied by default.
+ALLOW_NET = "127.0.0.0/8"
+DENY_NET = "127.66.0.0/16"
+SMALL_RANDOM = 8
+ALLOWED_SRC = "127.0.10.1-127.0.10.16"  # allowed by the explicit allow rule
+DENIED_SRC = "127.66.0.1-127.66.0.8"  # denied by the explicit deny rule
+PROBE_SRC = "127.0.10.100"  # readiness probes (allowed)
+NGINX_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+APT_HINT = "install them with: sudo apt-get install -y haproxy nginx libnginx-mod-stream"
+
+REQ_SIZE = 64  # request bytes; the reply backends answer with as many
+NBACKENDS = 4  # backend ports per backend set (TIME_WAIT cap per port pair)
+
+
+class BenchError(Exception):
+    """A failure with a message meant for the user."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# /proc helpers
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as f:
+        s = f.read()
+    return s[s.rindex(")") + 2:].split()
+
+
+def group_pids(pgid):
+    """Live processes whose process group is pgid (a proxy and its workers)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = _stat_fields(d)
+        except (OSError, ValueError):
+            continue
+        if int(st[2]) == pgid and st[0] not in ("Z", "X"):
+            pids.append(int(d))
+    return pids
+
+
+def rss_kib(pids):
+    """Sum of the resident set (Rss of smaps_rollup, else VmRSS) in KiB."""
+    total = 0
+    for pid in pids:
+        val = None
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        val = int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        if val is None:
+            try:
+                with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            val = int(line.split()[1])
+                            break
+            except OSError:
+                pass
+        total += val or 0
+    return total
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of the processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            st = _stat_fields(pid)
+            total += int(st[11]) + int(st[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def cpu_times():
+    """The machine's CPU time by kind (the first line of /proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"), v))
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Child processes
+
+class Procs:
+    """Every child in its own process group; stop_all() kills them all."""
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.live = []
+        self.seq = 0
+
+    def spawn(self, name, argv, stdout=None, cwd=None):
+        self.seq += 1
+        logpath = self.logdir / f"{self.seq:04d}-{name}.log"
+        with open(logpath, "ab") as logf:
+            logf.write(("$ " + " ".join(str(a) for a in argv) + "\n").encode())
+            logf.flush()
+            p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                                 stdout=logf if stdout is None else stdout, stderr=logf,
+                                 cwd=cwd, start_new_session=True)
+        p.cg_name = name
+        p.cg_log = logpath
+        self.live.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, grace=10.0):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        # whatever is left of its group (workers outliving their master)
+        for pid in group_pids(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for f in (p.stdout,):
+            if f:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in reversed(list(self.live)):
+            self.stop(p, grace=3.0)
+
+
+def log_tail(p, n=12):
+    try:
+        lines = Path(p.cg_log).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + ln for ln in lines[-n:])
+
+
+# ---------------------------------------------------------------------------
+# Sockets
+
+def port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Ports:
+    def __init__(self, base):
+        self.next = base
+
+    def take(self):
+        while self.next < 65535:
+            p = self.next
+            self.next += 1
+            if port_free(p):
+                return p
+        raise BenchError("no free TCP port left above --port-base")
+
+
+def probe(port, deadline, proc, exchange=True):
+    """Wait until 127.0.0.1:port accepts (and, with exchange, answers a
+    64-byte request with data: the proxy relays). Polls every 2 ms."""
+    payload = b"p" * REQ_SIZE
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"{proc.cg_name} exited with status {proc.returncode} before "
+                             f"serving port {port}; its log ({proc.cg_log}):\n{log_tail(proc)}")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"port {port} not ready in time"
+                             + (f"; log of {proc.cg_name}:\n{log_tail(proc)}" if proc else ""))
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(min(left, 30.0))
+                s.bind((PROBE_SRC, 0))
+                s.connect(("127.0.0.1", port))
+                if not exchange:
+                    return
+                s.sendall(payload)
+                if s.recv(REQ_SIZE):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------------------
+# The rule lists
+
+def fmt_prefix(net, plen):
+    a = f"{net >> 24}.{(net >> 16) & 255}.{(net >> 8) & 255}.{net & 255}"
+    return a if plen == 32 else f"{a}/{plen}"
+
+
+# Prefix lengths of the random deny entries: mostly hosts and /24s, like
+# reputation and country lists, some shorter networks.
+_PLENS = [32] * 40 + [24] * 25 + [16] * 3 + [20] * 5 + [22] * 6 + [23] * 6 + \
+         [28] * 5 + [29] * 5 + [30] * 5
+
+
+def random_prefixes(n, seed):
+    """n distinct random IPv4 prefixes (/16-/32) in unicast space outside
+    0.0.0.0/8 and 127.0.0.0/8 (so no allowed source is covered),
+    deterministic for a seed."""
+    rng = random.Random(seed)
+    seen = set()
+    out = []
+    while len(out) < n:
+        a = rng.getrandbits(32)
+        if a >> 24 in (0, 127) or a >> 24 >= 224:
+            continue
+        plen = rng.choice(_PLENS)
+        net = a & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        key = net << 6 | plen
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((net, plen))
+    return out
+
+
+def write_lists(tmp, nbig, seed, with_big):
+    """allow.lst, deny-small.lst (10 entries with the allow) and, if asked,
+    deny-big.lst (nbig deny entries). The small list is the head of the big
+    one."""
+    lists = {"allow": tmp / "allow.lst", "small": tmp / "deny-small.lst"}
+    lists["allow"].write_text(f"# generated by compare.py\n{ALLOW_NET}\n")
+    count = max(SMALL_RANDOM, nbig - 1) if with_big else SMALL_RANDOM
+    t0 = time.monotonic()
+    pref = random_prefixes(count, seed)
+    small = [DENY_NET] + [fmt_prefix(*p) for p in pref[:SMALL_RANDOM]]
+    lists["small"].write_text("\n".join(small) + "\n")
+    lists["small_entries"] = small
+    if with_big:
+        lists["big"] = tmp / "deny-big.lst"
+        with open(lists["big"], "w", encoding="ascii") as f:
+            f.write(DENY_NET + "\n")
+            f.write("\n".join(fmt_prefix(*p) for p in pref[:nbig - 1]))
+            f.write("\n")
+        log(f"  generated {nbig:,} deny entries (seed {seed}) in {time.monotonic() - t0:.1f} s")
+    return lists
+
+
+# ---------------------------------------------------------------------------
+# The contenders
+
+class Proxy:
+    name = "?"
+
+    def __init__(self, bench):
+        self.b = bench
+        self.conn_port = bench.ports.take()
+        self.echo_port = bench.ports.take()
+
+    def config(self, variant):
+        raise NotImplementedError
+
+    def argv(self, cfg):
+        raise NotImplementedError
+
+    def check_argv(self, cfg):
+        raise NotImplementedError
+
+
+class Condgate(Proxy):
+    name = "condgate"
+
+    def config(self, variant):
+        b = self.b
+        path = b.tmp / f"condgate-{variant}.ini"
+        rb = ", ".join(f"127.0.0.1:{p}" for p in b.reply_ports)
+        eb = ", ".join(f"127.0.0.1:{p}" for p in b.echo_ports)
+        path.write_text(f"""; generated by tests/bench/compare.py
+[gateway]
+workers = {b.args.condgate_workers}
+max_connections = {b.conn_limit}
+drain_timeout_ms = 1000
+; reject lines are info: warn logs nothing per connection
+log_level = warn
+
+[admin]
+listen = off
+
+[rules]
+default = deny
+allow_file = {b.lists['allow']}
+deny_file = {b.lists[variant]}
+
+[listener:conn]
+bind = 127.0.0.1:{self.conn_port}
+backend = {rb}
+connect_timeout_ms = 3000
+idle_timeout_ms = 300000
+
+[listener:echo]
+bind = 127.0.0.1:{self.echo_port}
+backend = {eb}
+connect_timeout_ms = 3000
+idle_timeout_ms = 300000
+""")
+        return path
+
+    def argv(self, cfg):
+        return [self.b.condgate, "-c", cfg]
+
+    def check_argv(self, cfg):
+        return [self.b.condgate, "-t", "-c", cfg]
+
+
+class HAProxy(Proxy):
+    name = "haproxy"
+
+    def config(self, variant):
+        b = self.b
+        path = b.tmp / f"haproxy-{variant}.cfg"
+        rules = (f"    tcp-request connection reject if {{ src -f {b.lists[variant]} }}\n"
+                 f"    tcp-request connection reject unless {{ src -f {b.lists['allow']} }}\n")
+        rs = "".join(f"    server r{i} 127.0.0.1:{p}\n" for i, p in enumerate(b.reply_ports, 1))
+        es = "".join(f"    server e{i} 127.0.0.1:{p}\n" for i, p in enumerate(b.echo_ports, 1))
+        path.write_text(f"""# generated by tests/bench/compare.py
+global
+    nbthread {b.args.threads}
+    maxconn {b.conn_limit}
+    # no "log" line: nothing is logged
+
+defaults
+    mode tcp
+    maxconn {b.conn_limit}
+    timeout connect 3s
+    timeout client 300s
+    timeout server 300s
+
+frontend conn
+    bind 127.0.0.1:{self.conn_port}
+{rules}    default_backend reply
+
+frontend echo
+    bind 127.0.0.1:{self.echo_port}
+{rules}    default_backend echo
+
+backend reply
+    balance roundrobin
+{rs}
+backend echo
+    balance roundrobin
+{es}""")
+        return path
+
+    def argv(self, cfg):
+        return [self.b.haproxy, "-f", cfg, "-db"]
+
+    def check_argv(self, cfg):
+        return [self.b.haproxy, "-c", "-q", "-f", cfg]
+
+
+class Nginx(Proxy):
+    name = "nginx"
+
+    def config(self, variant):
+        if variant != "small":
+            raise BenchError("nginx runs only with the 10-entry rules")
+        b = self.b
+        path = b.tmp / "nginx.conf"
+        acl = "".join(f"        deny {e};\n" for e in b.lists["small_entries"])
+        acl += f"        allow {ALLOW_NET};\n        deny all;\n"
+        rs = "".join(f"        server 127.0.0.1:{p};\n" for p in b.reply_ports)
+        es = "".join(f"        server 127.0.0.1:{p};\n" for p in b.echo_ports)
+        path.write_text(f"""# generated by tests/bench/compare.py
+load_module {b.nginx_module};
+worker_processes {b.args.threads};
+worker_rlimit_nofile {b.nofile};
+# crit: nginx logs every denied caller at "error" ("access forbidden by rule")
+error_log {b.tmp}/nginx-error.log crit;
+
+events {{
+    worker_connections {2 * b.conn_limit};
+}}
+
+stream {{
+    # no access_log: the stream module logs nothing per session by default
+    upstream reply {{
+{rs}    }}
+    upstream echo {{
+{es}    }}
+    server {{
+        listen 127.0.0.1:{self.conn_port};
+{acl}        proxy_pass reply;
+        proxy_connect_timeout 3s;
+        proxy_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{self.echo_port};
+{acl}        proxy_pass echo;
+        proxy_connect_timeout 3s;
+        proxy_timeout 300s;
+    }}
+}}
+""")
+        return path
+
+    def _base(self, cfg):
+        return [self.b.nginx, "-p", f"{self.b.tmp}/", "-e", f"{self.b.tmp}/nginx-error.log",
+                "-c", cfg]
+
+    def argv(self, cfg):
+        return self._base(cfg) + ["-g", f"daemon off; pid {self.b.tmp}/nginx.pid;"]
+
+    def check_argv(self, cfg):
+        return self._base(cfg) + ["-q", "-t", "-g", f"daemon off; pid {self.b.tmp}/nginx.pid;"]
+
+
+class Running:
+    def __init__(self, proc, ready_s):
+        self.proc = proc
+        self.ready_s = ready_s
+
+    def pids(self):
+        return group_pids(self.proc.pid)
+
+
+# ---------------------------------------------------------------------------
+# Statistics and formatting
+
+def med(vals):
+    return statistics.median(vals) if vals else None
+
+
+def fmt_num(v, kind):
+    if v is None:
+        return "-"
+    if kind in ("f1", "f2", "f3") and round(v, int(kind[1])) == 0:
+        v = 0.0  # no "-0.0"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "f1":
+        return f"{v:,.1f}"
+    if kind == "f2":
+        return f"{v:.2f}"
+    if kind == "f3":
+        return f"{v:.3f}"
+    return str(v)
+
+
+# figure key, label, better (high/low), format, scenario
+FIGURES = [
+    ("conn_rate", "allowed conn/s (32 in flight)", "high", "int", "conn"),
+    ("conn_p50", "  exchange latency p50 us", "low", "int", "conn"),
+    ("conn_p99", "  exchange latency p99 us", "low", "int", "conn"),
+    ("conn_cpu", "  proxy CPU % (of 1 core)", "low", "int", "conn"),
+    ("conn_cpu_us", "  proxy CPU us per exchange", "low", "f1", "conn"),
+    ("reject_rate", "rejected callers/s (denied src)", "high", "int", "reject"),
+    ("reject_cpu_us", "  proxy CPU us per reject", "low", "f1", "reject"),
+    ("bulk_tx", "bulk MB/s client->backend", "high", "int", "bulk"),
+    ("bulk_rx", "bulk MB/s backend->client", "high", "int", "bulk"),
+    ("bulk_cpu", "  proxy CPU % (of 1 core)", "low", "int", "bulk"),
+    ("idle_bytes", "bytes per idle conn (RSS)", "low", "int", "idle"),
+    ("big_ready", "1M list: start->serving s", "low", "f2", "bigrules"),
+    ("big_check", "1M list: -t / -c check s", "low", "f2", "bigrules"),
+    ("big_rss", "1M list: RSS MiB", "low", "f1", "bigrules"),
+    ("big_growth", "1M list: RSS over 10-entry MiB", "low", "f1", "bigrules"),
+    ("small_rate", "conn/s, 10 entries", "high", "int", "bigrules"),
+    ("big_rate", "conn/s, 1M entries", "high", "int", "bigrules"),
+    ("big_conn_ratio", "conn/s 1M / 10 entries", "high", "f3", "bigrules"),
+    ("big_cpu_ratio", "  CPU per exchange 1M / 10", "low", "f3", "bigrules"),
+]
+FIG = {f[0]: f for f in FIGURES}
+
+# figure, peer (None: condgate's own value), comparison, bound, what
+TARGETS = [
+    ("conn_rate", "haproxy", ">=", 1.10, "allowed conn/s >= 1.10 x HAProxy"),
+    ("conn_rate", "nginx", ">=", 1.10, "allowed conn/s >= 1.10 x nginx"),
+    ("reject_rate", "haproxy", ">=", 1.25, "rejected callers/s >= 1.25 x HAProxy"),
+    ("bulk_tx", "haproxy", ">=", 1.0, "bulk MB/s client->backend >= HAProxy"),
+    ("bulk_rx", "haproxy", ">=", 1.0, "bulk MB/s backend->client >= HAProxy"),
+    ("idle_bytes", "haproxy", "<=", 1.0, "bytes per idle connection <= HAProxy"),
+    ("big_conn_ratio", None, ">=", 0.97, "conn/s with 1M entries within 3 % of 10 entries"),
+    ("big_ready", "haproxy", "<=", 1 / 3, "1M list load time <= 1/3 of HAProxy"),
+    ("big_rss", "haproxy", "<=", 1 / 3, "1M list RSS <= 1/3 of HAProxy"),
+    ("conn_p99", "haproxy", "<=", 1.0, "p99 latency of an allowed exchange <= HAProxy"),
+]
+
+
+# ---------------------------------------------------------------------------
+# The benchmark
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.samples = []  # every measurement, raw cgload output included
+        self.values = {}  # figure -> contender -> {round: value}
+        self.notes = []
+        self.cpu_start = cpu_times()
+        self.procs = None
+        self.tmp = None
+
+    # -- setup ---------------------------------------------------------------
+
+    def find_tools(self):
+        a = self.args
+        want = set(a.contenders)
+        self.haproxy = shutil.which(a.haproxy) if "haproxy" in want else None
+        self.nginx = shutil.which(a.nginx) if "nginx" in want else None
+        self.nginx_module = a.nginx_module
+        missing = []
+        if "haproxy" in want and not self.haproxy:
+            missing.append(f"haproxy ('{a.haproxy}' not found; Debian package haproxy)")
+        if "nginx" in want:
+            if not self.nginx:
+                missing.append(f"nginx ('{a.nginx}' not found; Debian package nginx)")
+            if not Path(self.nginx_module).is_file():
+                missing.append(f"nginx stream module ({self.nginx_module} missing; Debian "
+                               f"package libnginx-mod-stream)")
+        if missing:
+            raise BenchError("missing: " + "; ".join(missing) + "\n  " + APT_HINT +
+                             "\n  (or leave them out with --contenders direct,condgate)")
+
+    def build(self):
+        a = self.args
+        bdir = Path(a.build_dir).resolve() if a.build_dir else REPO / "build" / "bench"
+        self.condgate = bdir / "condgate"
+        self.cgload_bin = bdir / "tests" / "cgload"
+        have = self.condgate.is_file() and self.cgload_bin.is_file()
+        if a.no_build:
+            if not have:
+                raise BenchError(f"{self.condgate} or {self.cgload_bin} missing and --no-build "
+                                 f"given; build with: cmake -S . -B {bdir} "
+                                 "-DCMAKE_BUILD_TYPE=Release -DCG_BUILD_TESTS=ON && cmake "
+                                 f"--build {bdir} --target condgate cgload")
+        else:
+            if shutil.which("cmake") is None:
+                raise BenchError("cmake not found (sudo apt-get install -y cmake build-essential)")
+            if not (bdir / "CMakeCache.txt").is_file():
+                log(f"configuring {bdir} (Release)")
+                self.run_build(["cmake", "-S", str(REPO), "-B", str(bdir),
+                                "-DCMAKE_BUILD_TYPE=Release", "-DCG_BUILD_TESTS=ON"])
+            log(f"building condgate and cgload in {bdir}")
+            try:
+                self.run_build(["cmake", "--build", str(bdir), "--target", "condgate",
+                                "cgload", "-j", str(os.cpu_count() or 2)])
+            except BenchError as e:
+                if have:
+                    raise BenchError(f"{e}\n(--no-build runs the binaries already in {bdir})")
+                raise
+        cache = bdir / "CMakeCache.txt"
+        btype = "?"
+        if cache.is_file():
+            for line in cache.read_text(errors="replace").splitlines():
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    btype = line.split("=", 1)[1] or "(none)"
+        if btype not in ("Release", "RelWithDebInfo"):
+            log(f"warning: {bdir} is a {btype} build; use an optimised one (Release)")
+        self.build_type = btype
+        for exe in (self.condgate, self.cgload_bin):
+            if not os.access(exe, os.X_OK):
+                raise BenchError(f"{exe} is not an executable")
+
+    @staticmethod
+    def run_build(argv):
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            tail = "\n".join(r.stdout.splitlines()[-25:])
+            raise BenchError(f"build failed: {' '.join(argv)}\n{tail}")
+
+    def versions(self):
+        v = {"condgate": self._first_line([self.condgate, "-V"])}
+        if self.haproxy:  # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://..."
+            w = self._first_line([self.haproxy, "-v"]).split()
+            v["haproxy"] = f"HAProxy {w[2]}" if len(w) > 2 else " ".join(w)
+        if self.nginx:  # "nginx version: nginx/1.22.1"
+            v["nginx"] = self._first_line([self.nginx, "-v"]).split(":")[-1].strip() \
+                .replace("/", " ")
+        v["kernel"] = platform.release()
+        v["cpus"] = os.cpu_count()
+        return v
+
+    @staticmethod
+    def _first_line(argv):
+        try:
+            r = subprocess.run([str(x) for x in argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=10)
+            return (r.stdout.strip().splitlines() or ["?"])[0]
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    def setup(self):
+        a = self.args
+        self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if self.nofile == resource.RLIM_INFINITY:
+            self.nofile = 1 << 20
+        # One limit for all three: two descriptors per relayed connection
+        # (client + backend) and a reserve must fit the hard limit (HAProxy
+        # refuses to start otherwise; condgate lowers its own limit).
+        self.conn_limit = max(100, min(10000, (self.nofile - 40) // 2))
+        fit = self.conn_limit - 80
+        self.idle_asked = a.idle_conns
+        a.idle_conns = min(a.idle_conns, fit)
+        self.tmp = Path(tempfile.mkdtemp(prefix="cgcompare."))
+        (self.tmp / "logs").mkdir()
+        self.procs = Procs(self.tmp / "logs")
+        self.ports = Ports(a.port_base)
+        self.lists = write_lists(self.tmp, a.rules, a.seed, "bigrules" in a.only)
+        # backends: NBACKENDS reply ports (serve --reply 64) for conn/reject,
+        # NBACKENDS echo ports for bulk/idle; the same for every contender
+        self.reply_ports = [self.ports.take() for _ in range(NBACKENDS)]
+        self.echo_ports = [self.ports.take() for _ in range(NBACKENDS)]
+        self.proxies = {}
+        for cls in (Condgate, HAProxy, Nginx):
+            if cls.name in a.contenders:
+                self.proxies[cls.name] = cls(self)
+        backends = []
+        for p in self.reply_ports:
+            backends.append((p, self.procs.spawn(
+                f"serve-reply-{p}", [self.cgload_bin, "serve", "--reply", str(REQ_SIZE),
+                                     "--size", str(REQ_SIZE), "-t", str(a.backend_threads),
+                                     f"127.0.0.1:{p}"])))
+        for p in self.echo_ports:
+            backends.append((p, self.procs.spawn(
+                f"serve-echo-{p}", [self.cgload_bin, "serve", "-t", str(a.backend_threads),
+                                    f"127.0.0.1:{p}"])))
+        for p, proc in backends:
+            probe(p, time.monotonic() + 10, proc)
+        # the configurations must be valid before anything is measured
+        for name, px in self.proxies.items():
+            for variant in (("small", "big") if "bigrules" in a.only and name != "nginx"
+                            else ("small",)):
+                cfg = px.config(variant)
+                if variant == "small":
+                    r = subprocess.run([str(x) for x in px.check_argv(cfg)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, timeout=60)
+                    if r.returncode != 0:
+                        raise BenchError(f"{name} refuses its configuration {cfg}:\n{r.stdout}")
+
+    # -- recording -----------------------------------------------------------
+
+    def record(self, figure, contender, rnd, value):
+        if value is None:
+            return
+        self.values.setdefault(figure, {}).setdefault(contender, {})[rnd] = value
+
+    def sample(self, **kw):
+        self.samples.append(kw)
+
+    # -- running pieces -------------------------------------------------------
+
+    def start(self, name, variant="small"):
+        px = self.proxies[name]
+        cfg = px.config(variant)
+        t0 = time.monotonic()
+        p = self.procs.spawn(f"{name}-{variant}", px.argv(cfg))
+        probe(px.conn_port, t0 + 120, p)
+        ready = time.monotonic() - t0
+        probe(px.echo_port, time.monotonic() + 30, p)
+        return Running(p, ready)
+
+    def stop(self, run):
+        self.procs.stop(run.proc)
+
+    def cgload(self, mode, port, opts, timeout, name=None):
+        argv = [self.cgload_bin, mode, *[str(o) for o in opts], "--json", f"127.0.0.1:{port}"]
+        p = self.procs.spawn(name or f"cgload-{mode}", argv, stdout=subprocess.PIPE)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(p)
+            raise BenchError(f"cgload {mode} on port {port} did not finish in {timeout:.0f} s")
+        self.procs.stop(p)
+        return self.parse_cgload(p, out)
+
+    @staticmethod
+    def parse_cgload(p, out):
+        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        if p.returncode not in (0, 3):
+            raise BenchError(f"cgload failed (status {p.returncode}); log {p.cg_log}:\n"
+                             f"{log_tail(p)}")
+        for line in reversed(text.splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+        raise BenchError(f"cgload printed no JSON; log {p.cg_log}:\n{log_tail(p)}")
+
+    def conn_opts(self, duration):
+        a = self.args
+        return ["-c", a.concurrency, "-d", f"{duration:g}", "--size", REQ_SIZE, "--resp", 0,
+                "--src", ALLOWED_SRC, "-t", a.client_threads, "--timeout", 5000]
+
+    def warmup(self, port, mode="conn"):
+        w = min(1.0, self.args.duration / 4)
+        if mode == "conn":
+            self.cgload("conn", port, self.conn_opts(w), w + 30, name="warmup")
+        else:
+            self.cgload("reject", port, ["-c", self.args.concurrency, "-d", f"{w:g}",
+                                         "--src", DENIED_SRC], w + 30, name="warmup")
+
+    def measure_conn(self, port, pgid_pids):
+        d = self.args.duration
+        self.warmup(port)
+        pids = pgid_pids() if pgid_pids else []
+        c0, t0 = cpu_seconds(pids), time.monotonic()
+        j = self.cgload("conn", port, self.conn_opts(d), d + 60)
+        cpu = cpu_us = None
+        if pgid_pids:
+            used = cpu_seconds(pids) - c0
+            cpu = 100.0 * used / (time.monotonic() - t0)
+            cpu_us = 1e6 * used / j["completed"] if j["completed"] else None
+        lat = j.get("latency_us", {})
+        errs = j["errors"]["total"]
+        res = {"rate": j["rate_per_s"], "p50": lat.get("p50"), "p99": lat.get("p99"),
+               "cpu_pct": cpu, "cpu_us_per_exchange": cpu_us, "errors": errs, "cgload": j}
+        if errs:
+            share = errs / max(1, errs + j["completed"])
+            res["warning"] = f"{errs} errors ({100 * share:.2f} %)"
+            self.notes.append(f"{port}: {errs} failed exchanges ({100 * share:.2f} %), "
+                              f"see the samples")
+        return res
+
+    # -- scenarios ------------------------------------------------------------
+
+    def order(self, contenders):
+        return [c for c in CONTENDERS if c in self.args.contenders and c in contenders]
+
+    def scen_conn(self, rnd):
+        for c in self.order(CONTENDERS):
+            if c == "direct":
+                res = self.measure_conn(self.reply_ports[0], None)
+            else:
+                run = self.start(c)
+                try:
+                    res = self.measure_conn(self.proxies[c].conn_port, run.pids)
+                finally:
+                    self.stop(run)
+            self.record("conn_rate", c, rnd, res["rate"])
+            self.record("conn_p50", c, rnd, res["p50"])
+            self.record("conn_p99", c, rnd, res["p99"])
+            self.record("conn_cpu", c, rnd, res["cpu_pct"])
+            self.record("conn_cpu_us", c, rnd, res["cpu_us_per_exchange"])
+            self.sample(scenario="conn", round=rnd, contender=c, **res)
+            self.progress("conn", rnd, c, f"{res['rate']:,.0f}/s  p50 {res['p50']:,.0f} us  "
+                          f"p99 {res['p99']:,.0f} us"
+                          + (f"  cpu {res['cpu_pct']:.0f} %" if res["cpu_pct"] is not None
+                             else "") + (f"  ({res['warning']})" if "warning" in res else ""))
+
+    def scen_reject(self, rnd):
+        a = self.args
+        for c in self.order(PROXIES):
+            run = self.start(c)
+            try:
+                self.warmup(self.proxies[c].conn_port, "reject")
+                pids = run.pids()
+                c0, t0 = cpu_seconds(pids), time.monotonic()
+                j = self.cgload("reject", self.proxies[c].conn_port,
+                                ["-c", a.concurrency, "-d", f"{a.duration:g}", "--src",
+                                 DENIED_SRC, "-t", a.client_threads, "--timeout", 5000],
+                                a.duration + 60)
+                used = cpu_seconds(pids) - c0
+                cpu = 100.0 * used / (time.monotonic() - t0)
+            finally:
+                self.stop(run)
+            cpu_us = 1e6 * used / j["completed"] if j["completed"] else None
+            admitted = j["errors"].get("admitted", 0)
+            self.record("reject_rate", c, rnd, j["rate_per_s"])
+            self.record("reject_cpu_us", c, rnd, cpu_us)
+            self.sample(scenario="reject", round=rnd, contender=c, rate=j["rate_per_s"],
+                        cpu_pct=cpu, cpu_us_per_reject=cpu_us, rejected=j.get("rejected"),
+                        cgload=j)
+            how = ", ".join(f"{k} {v:,}" for k, v in j.get("rejected", {}).items()
+                            if k != "total" and v)
+            self.progress("reject", rnd, c, f"{j['rate_per_s']:,.0f}/s  ({how})  cpu {cpu:.0f} %"
+                          + (f"  ADMITTED {admitted}" if admitted else ""))
+            if admitted:
+                self.notes.append(f"reject: {c} admitted {admitted} callers from the denied "
+                                  f"range in round {rnd}")
+
+    def scen_bulk(self, rnd):
+        a = self.args
+        for c in self.order(CONTENDERS):
+            port = self.echo_ports[0] if c == "direct" else self.proxies[c].echo_port
+            run = None if c == "direct" else self.start(c)
+            cpu = None
+            try:
+                pids = run.pids() if run else []
+                c0, t0 = cpu_seconds(pids), time.monotonic()
+                j = self.cgload("bulk", port, ["--bytes", a.bulk_bytes, "--timeout", 10000],
+                                60 + a.bulk_bytes / 20e6)
+                if run:
+                    cpu = 100.0 * (cpu_seconds(pids) - c0) / (time.monotonic() - t0)
+            finally:
+                if run:
+                    self.stop(run)
+            bad = j["errors"]["total"] or j["completed"] != 1
+            if not bad:
+                self.record("bulk_tx", c, rnd, j["sent_MBps"])
+                self.record("bulk_rx", c, rnd, j["received_MBps"])
+                self.record("bulk_cpu", c, rnd, cpu)
+            self.sample(scenario="bulk", round=rnd, contender=c, sent_MBps=j["sent_MBps"],
+                        received_MBps=j["received_MBps"], cpu_pct=cpu, valid=not bad, cgload=j)
+            self.progress("bulk", rnd, c, f"{j['sent_MBps']:,.0f} MB/s out, "
+                          f"{j['received_MBps']:,.0f} MB/s back"
+                          + (f"  cpu {cpu:.0f} %" if cpu is not None else "")
+                          + ("  (FAILED: errors or not completed; not counted)" if bad else ""))
+
+    def wait_rss_stable(self, run, limit_s=3.0):
+        """RSS once two reads 200 ms apart agree within 64 KiB."""
+        end = time.monotonic() + limit_s
+        last = rss_kib(run.pids())
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            cur = rss_kib(run.pids())
+            if abs(cur - last) <= 64:
+                return cur
+            last = cur
+        return last
+
+    def scen_idle(self, rnd):
+        a = self.args
+        n = a.idle_conns
+        for c in self.order(PROXIES):
+            px = self.proxies[c]
+            run = self.start(c)
+            hold = None
+            try:
+                # warm-up: a few exchanges on the echo listener, so lazily
+                # made per-thread state is in the baseline
+                self.cgload("conn", px.echo_port, ["-n", 256, "-c", 32, "--src", ALLOWED_SRC],
+                            60, name="warmup")
+                before = self.wait_rss_stable(run)
+                hold = self.procs.spawn(
+                    "cgload-hold", [self.cgload_bin, "hold", "-n", n, "-c", 64, "--src", ALLOWED_SRC,
+                                    "--timeout", 30000, "--json", f"127.0.0.1:{px.echo_port}"],
+                    stdout=subprocess.PIPE)
+                buf, held = self.read_held(hold, 60 + n / 200)
+                after = self.wait_rss_stable(run)
+                os.killpg(hold.pid, signal.SIGINT)
+                try:
+                    rest, _ = hold.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    raise BenchError("cgload hold did not stop on SIGINT")
+                j = self.parse_cgload(hold, buf + rest)
+            finally:
+                if hold:
+                    self.procs.stop(hold)
+                self.stop(run)
+            per = (after - before) * 1024 / held if held else None
+            self.record("idle_bytes", c, rnd, per)
+            self.sample(scenario="idle", round=rnd, contender=c, requested=n, held=held,
+                        rss_before_kib=before, rss_after_kib=after, bytes_per_conn=per, cgload=j)
+            self.progress("idle", rnd, c, f"held {held:,} of {n:,}: RSS {before / 1024:.1f} -> "
+                          f"{after / 1024:.1f} MiB = {per:,.0f} B per connection"
+                          if per is not None else f"held {held} of {n}: no figure")
+            if held != n:
+                self.notes.append(f"idle: {c} held {held:,} of {n:,} connections in round {rnd}")
+
+    @staticmethod
+    def read_held(p, timeout):
+        """Read cgload hold's stdout up to its 'held N' line."""
+        fd = p.stdout.fileno()
+        buf = b""
+        end = time.monotonic() + timeout
+        while b"\n" not in buf or not any(ln.startswith(b"held ") for ln in buf.splitlines()):
+            left = end - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"cgload hold printed no 'held N' in {timeout:.0f} s; "
+                                 f"log {p.cg_log}:\n{log_tail(p)}")
+            r, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise BenchError(f"cgload hold ended early; log {p.cg_log}:\n{log_tail(p)}")
+                buf += chunk
+        for ln in buf.splitlines():
+            if ln.startswith(b"held "):
+                return buf, int(ln.split()[1])
+        raise AssertionError("unreachable")
+
+    def scen_bigrules(self, rnd):
+        order = ("big", "small") if rnd % 2 else ("small", "big")
+        for c in self.order(("condgate", "haproxy")):
+            px = self.proxies[c]
+            # the configuration check (condgate -t, haproxy -c) of the 1M list
+            cfg = px.config("big")
+            t0 = time.monotonic()
+            r = subprocess.run([str(x) for x in px.check_argv(cfg)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, timeout=600)
+            check_s = time.monotonic() - t0
+            if r.returncode != 0:
+                raise BenchError(f"{c} refuses the 1M-entry configuration:\n{r.stderr[-2000:]}")
+            self.record("big_check", c, rnd, check_s)
+            got = {}
+            for variant in order:
+                run = self.start(c, variant)
+                try:
+                    rss = self.wait_rss_stable(run, 2.0)
+                    res = self.measure_conn(px.conn_port, run.pids)
+                finally:
+                    self.stop(run)
+                got[variant] = (run.ready_s, rss, res)
+                self.sample(scenario="bigrules", round=rnd, contender=c, variant=variant,
+                            entries=self.args.rules if variant == "big" else 10,
+                            ready_s=run.ready_s, rss_kib=rss, check_s=check_s
+                            if variant == "big" else None, **res)
+                self.progress("bigrules", rnd, c,
+                              f"{self.big_label() if variant == 'big' else '10'} entries: "
+                              f"start->serving "
+                              f"{run.ready_s:.2f} s, RSS {rss / 1024:.1f} MiB, "
+                              f"{res['rate']:,.0f} conn/s" + (f", check {check_s:.2f} s"
+                                                              if variant == "big" else ""))
+            big_ready, big_rss = got["big"][0], got["big"][1]
+            small_rss = got["small"][1]
+            self.record("big_ready", c, rnd, big_ready)
+            self.record("big_rss", c, rnd, big_rss / 1024)
+            self.record("big_growth", c, rnd, (big_rss - small_rss) / 1024)
+            self.record("small_rate", c, rnd, got["small"][2]["rate"])
+            self.record("big_rate", c, rnd, got["big"][2]["rate"])
+            self.record("big_conn_ratio", c, rnd, got["big"][2]["rate"] / got["small"][2]["rate"])
+            cb, cs = got["big"][2]["cpu_us_per_exchange"], got["small"][2]["cpu_us_per_exchange"]
+            if cb and cs:
+                self.record("big_cpu_ratio", c, rnd, cb / cs)
+
+    def big_label(self):
+        n = self.args.rules
+        return f"{n / 1e6:g}M" if n >= 100000 else f"{n:,}"
+
+    def progress(self, scen, rnd, c, text):
+        log(f"  [{scen} {rnd}/{self.args.rounds}] {c:<8} {text}")
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self):
+        a = self.args
+        for scen in SCENARIOS:
+            if scen not in a.only:
+                continue
+            log(f"{scen}:")
+            fn = getattr(self, f"scen_{scen}")
+            for rnd in range(1, a.rounds + 1):
+                fn(rnd)
+
+    # -- the report -----------------------------------------------------------
+
+    def stats(self, figure, contender):
+        d = self.values.get(figure, {}).get(contender)
+        if not d:
+            return None
+        v = list(d.values())
+        return {"median": med(v), "min": min(v), "max": max(v), "n": len(v)}
+
+    def ratio(self, figure, peer):
+        cg = self.values.get(figure, {}).get("condgate", {})
+        pr = self.values.get(figure, {}).get(peer, {})
+        rs = [cg[r] / pr[r] for r in cg if r in pr and pr[r]]
+        if not rs:
+            return None
+        return {"median": med(rs), "min": min(rs), "max": max(rs), "n": len(rs)}
+
+    def judge(self):
+        out = []
+        for fig, peer, op, bound, what in TARGETS:
+            if FIG[fig][4] not in self.args.only:
+                continue
+            if fig.startswith("big_"):
+                what = what.replace("1M", self.big_label())
+            if peer is None:
+                s = self.stats(fig, "condgate")
+                label = "condgate"
+            else:
+                if peer not in self.args.contenders or "condgate" not in self.args.contenders:
+                    continue
+                s = self.ratio(fig, peer)
+                label = f"condgate/{peer}"
+            if s is None:
+                out.append({"figure": fig, "peer": peer, "target": what, "status": "n/a"})
+                continue
+            v = s["median"]
+            ok = v >= bound if op == ">=" else v <= bound
+            out.append({"figure": fig, "peer": peer, "target": what, "op": op, "bound": bound,
+                        "value": v, "min": s["min"], "max": s["max"], "what": label,
+                        "status": "PASS" if ok else "MISS"})
+        return out
+
+    def table(self, verdicts):
+        a = self.args
+        cols = [c for c in CONTENDERS if c in a.contenders]
+        peers = [p for p in PEERS if p in a.contenders and "condgate" in a.contenders]
+        status = {(v["figure"], v["peer"]): v["status"] for v in verdicts}
+        head = ["figure", "better"] + cols + [f"cg/{p}" for p in peers]
+        rows = []
+        for fig, label, better, kind, scen in FIGURES:
+            if scen not in a.only:
+                continue
+            if fig == "idle_bytes":
+                label = f"bytes per idle conn ({a.idle_conns:,} held)"
+            if fig.startswith("big_"):
+                label = label.replace("1M", self.big_label())
+            med_row = [label, better]
+            rng_row = ["", ""]
+            for c in cols:
+                s = self.stats(fig, c)
+                med_row.append(fmt_num(s["median"], kind) if s else "-")
+                rng_row.append(f"{fmt_num(s['min'], kind)}-{fmt_num(s['max'], kind)}"
+                               if s and s["n"] > 1 else "")
+            for p in peers:
+                if fig in ("big_conn_ratio", "big_cpu_ratio"):
+                    med_row.append("")
+                    rng_row.append("")
+                    continue
+                s = self.ratio(fig, p)
+                mark = status.get((fig, p))
+                med_row.append((f"{s['median']:.2f}" + (f" {mark}" if mark else "")) if s else "-")
+                rng_row.append(f"{s['min']:.2f}-{s['max']:.2f}" if s and s["n"] > 1 else "")
+            if fig == "big_conn_ratio" and status.get((fig, None)):
+                med_row[cols.index("condgate") + 2] += " " + status[(fig, None)]
+            rows.append(med_row)
+            if any(rng_row[2:]):
+                rows.append(rng_row)
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+        lines = []
+
+        def fmt(r):
+            cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
+            cells += [r[i].rjust(widths[i]) for i in range(2, len(r))]
+            return "  ".join(cells).rstrip()
+        lines.append(fmt(head))
+        lines.append("  ".join("-" * w for w in widths))
+        for r in rows:
+            lines.append(fmt(r))
+        return "\n".join(lines)
+
+    def report(self, t_start, load_start):
+        a = self.args
+        verdicts = self.judge()
+        print()
+        rounds = f"{a.rounds} round" + ("s" if a.rounds > 1 else "")
+        print(f"condgate vs HAProxy vs nginx: {rounds}, {a.duration:g} s per conn/reject "
+              f"measurement, {a.threads} threads each; medians, second line min-max over rounds")
+        print("  " + "; ".join(self.vers[k] for k in ("condgate", "haproxy", "nginx")
+                               if k in self.vers)
+              + f"; condgate build {self.build_type}; Linux {self.vers['kernel']}, "
+              f"{self.vers['cpus']} CPUs")
+        print()
+        print(self.table(verdicts))
+        print()
+        print("cg/peer = median over rounds of the per-round ratio condgate / peer; for figures "
+              "where lower is better (latency, CPU, memory, time) a ratio below 1 favours condgate.")
+        if verdicts:
+            print()
+            print("targets (median of per-round ratios, this run):")
+            for v in verdicts:
+                if v["status"] == "n/a":
+                    print(f"  n/a   {v['target']}: no samples")
+                    continue
+                print(f"  {v['status']}  {v['target']}: {v['what']} = {v['value']:.3f} "
+                      f"(rounds {v['min']:.3f}-{v['max']:.3f}; wanted {v['op']} {v['bound']:.3f})")
+        notes = list(self.notes)
+        if "bigrules" in a.only and "nginx" in a.contenders:
+            notes.append("bigrules: nginx skipped - its allow/deny rules are a list checked in "
+                         "order on every connection, so a million of them is no deployment "
+                         "anyone would run")
+        if "idle" in a.only:
+            asked = (f" ({self.idle_asked:,} asked: a relayed connection takes 2 descriptors "
+                     f"and the hard limit is {self.nofile:,})"
+                     if self.idle_asked > a.idle_conns else "")
+            notes.append(f"idle: {a.idle_conns:,} connections held{asked}; RSS of all "
+                         "processes of a proxy, user memory only (kernel socket buffers not "
+                         "counted)")
+        th = []
+        if "condgate" in a.contenders:
+            th.append(f"condgate workers = {a.condgate_workers} plus its control thread, which "
+                      "accepts and judges every caller")
+        if "haproxy" in a.contenders:
+            th.append(f"haproxy nbthread {a.threads}")
+        if "nginx" in a.contenders:
+            th.append(f"nginx worker_processes {a.threads} plus an idle master")
+        if th:
+            notes.append("threads: " + "; ".join(th))
+        la_end = loadavg()
+        notes.append(f"load average at start {load_start}, at end {la_end}; cgload, the "
+                     "backends and the proxy share the machine's CPUs")
+        ct0, ct1 = self.cpu_start, cpu_times()
+        if ct0 and ct1:
+            d = {k: ct1[k] - ct0[k] for k in ct0}
+            tot = sum(d.values()) or 1
+            share = {k: 100.0 * v / tot for k, v in d.items()}
+            notes.append("machine CPU time during the run: " + ", ".join(
+                f"{k} {share[k]:.0f} %" for k in ("user", "system", "softirq", "idle", "nice",
+                                                   "steal"))
+                + ("; nice = other programs running at a lower priority (not this benchmark)"
+                   if share["nice"] >= 5 else "")
+                + ("; steal = CPU taken by the hypervisor" if share["steal"] >= 2 else ""))
+        notes.append(f"took {time.monotonic() - t_start:.1f} s; logs and configurations in "
+                     f"{self.tmp}" + (" (kept)" if a.keep_tmp else " (removed)"))
+        print()
+        for n in notes:
+            print(f"note: {n}")
+        if a.json:
+            doc = {"meta": {"args": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                                     for k, v in vars(a).items()},
+                            "versions": self.vers, "build_type": self.build_type,
+                            "nofile_hard": self.nofile, "conn_limit": self.conn_limit,
+                            "ports": {"reply_backends": self.reply_ports,
+                                      "echo_backends": self.echo_ports,
+                                      **{n: [p.conn_port, p.echo_port]
+                                         for n, p in self.proxies.items()}},
+                            "loadavg_start": load_start, "loadavg_end": la_end,
+                            "notes": notes},
+                   "summary": {fig: {c: self.stats(fig, c) for c in CONTENDERS
+                                     if self.stats(fig, c)} for fig in self.values},
+                   "ratios": {fig: {p: self.ratio(fig, p) for p in PEERS if self.ratio(fig, p)}
+                              for fig in self.values},
+                   "targets": verdicts,
+                   "cpu_times": {"start": self.cpu_start, "end": ct1},
+                   "samples": self.samples}
+            with open(a.json, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+            print(f"note: raw samples written to {a.json}")
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+def size_arg(s):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    s = s.strip().upper()
+    try:
+        if s and s[-1] in mult:
+            v = int(float(s[:-1]) * mult[s[-1]])
+        else:
+            v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 1G, 256M, 1048576)")
+    if v <= 0:
+        raise argparse.ArgumentTypeError("size must be positive")
+    return v
+
+
+def list_arg(choices):
+    def parse(s):
+        items = [x.strip() for x in s.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown: {', '.join(bad) or '(empty)'}; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="compare.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="condgate side by side with HAProxy and nginx (stream): the same rules, "
+                    "backends and thread count, measured in turn, medians and ratios.",
+        epilog="""scenarios (each round runs direct, condgate, haproxy, nginx in this order,
+each proxy freshly started):
+  conn      new allowed connections/s: connect, 64-byte request, 64-byte reply,
+            the backend closes (cgload serve --reply 64, conn --resp 0);
+            32 in flight; p50/p99 latency; direct = the ceiling
+  reject    rejected callers/s from a source denied by an explicit rule
+  bulk      one connection, --bulk-bytes each way through an echo backend
+  idle      RSS growth per idle relayed connection (--idle-conns held)
+  bigrules  condgate and haproxy with --rules deny entries: start->serving
+            time, -t/-c time, RSS, conn/s with them vs with 10 entries
+
+needs haproxy, nginx and libnginx-mod-stream (Debian packages), cmake and a C
+compiler for the build. Example:
+  tests/bench/compare.py                   # full run, about 7 minutes
+  tests/bench/compare.py --quick           # smoke run, about 1 minute
+  tests/bench/compare.py --only conn,reject --rounds 3 --json /tmp/cmp.json""")
+    ap.add_argument("--build-dir", help="build directory with condgate and tests/cgload "
+                    "(default build/bench, configured Release and built if needed)")
+    ap.add_argument("--no-build", action="store_true",
+                    help="do not run cmake; use the binaries as they are")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="condgate workers, haproxy nbthread, nginx worker_processes (2)")
+    ap.add_argument("--condgate-workers", type=int,
+                    help="condgate workers if not --threads (it also runs a control thread "
+                         "that accepts and judges)")
+    ap.add_argument("--rounds", type=int, help="rounds per scenario (5; --quick 2)")
+    ap.add_argument("--duration", type=float,
+                    help="seconds per conn/reject measurement (4; --quick 1.5)")
+    ap.add_argument("--bulk-bytes", type=size_arg, help="bytes each way in bulk (1G; --quick 128M)")
+    ap.add_argument("--idle-conns", type=int,
+                    help="connections held in idle (10000, less if the descriptor limit "
+                         "cannot fit 2 per connection; --quick 2000)")
+    ap.add_argument("--rules", type=int,
+                    help="deny entries in bigrules (1000000; --quick 200000)")
+    ap.add_argument("--seed", type=int, default=6, help="seed of the random deny entries (6)")
+    ap.add_argument("--only", type=list_arg(SCENARIOS), default=list(SCENARIOS),
+                    help="scenarios to run, comma-separated (" + ",".join(SCENARIOS) + ")")
+    ap.add_argument("--contenders", type=list_arg(CONTENDERS), default=list(CONTENDERS),
+                    help="who runs, comma-separated (" + ",".join(CONTENDERS) + ")")
+    ap.add_argument("--quick", action="store_true",
+                    help="fast smoke run: 2 rounds, 1.5 s, 128M bulk, 2000 idle, 200k rules")
+    ap.add_argument("--concurrency", type=int, default=32,
+                    help="exchanges in flight in conn/reject (32)")
+    ap.add_argument("--client-threads", type=int, default=1, help="cgload threads (1)")
+    ap.add_argument("--backend-threads", type=int, default=1,
+                    help="threads of each cgload serve backend (1)")
+    ap.add_argument("--port-base", type=int, default=21000,
+                    help="first port tried for backends and listeners (21000)")
+    ap.add_argument("--json", metavar="FILE", help="write every raw sample and the summary")
+    ap.add_argument("--keep-tmp", action="store_true",
+                    help="keep the temporary directory (configurations, logs)")
+    ap.add_argument("--haproxy", default="haproxy", help="haproxy binary (haproxy)")
+    ap.add_argument("--nginx", default="nginx", help="nginx binary (nginx)")
+    ap.add_argument("--nginx-module", default=NGINX_MODULE,
+                    help=f"the stream module to load ({NGINX_MODULE})")
+    a = ap.parse_args(argv)
+    quick = {"rounds": 2, "duration": 1.5, "bulk_bytes": 128 << 20, "idle_conns": 2000,
+             "rules": 200000}
+    full = {"rounds": 5, "duration": 4.0, "bulk_bytes": 1 << 30, "idle_conns": 10000,
+            "rules": 1000000}
+    for k, v in (quick if a.quick else full).items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.condgate_workers is None:
+        a.condgate_workers = a.threads
+    if not 1 <= a.threads <= 64 or not 1 <= a.condgate_workers <= 64:
+        ap.error("--threads and --condgate-workers must be 1..64")
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if a.duration <= 0:
+        ap.error("--duration must be positive")
+    if a.idle_conns < 1:
+        ap.error("--idle-conns must be positive")
+    if a.rules < SMALL_RANDOM + 2:
+        ap.error(f"--rules must be at least {SMALL_RANDOM + 2}")
+    if not 1024 <= a.port_base <= 65000:
+        ap.error("--port-base must be 1024..65000")
+    if a.concurrency < 1 or a.client_threads < 1 or a.backend_threads < 1:
+        ap.error("--concurrency, --client-threads and --backend-threads must be positive")
+    # keep the order of SCENARIOS / CONTENDERS
+    a.only = [s for s in SCENARIOS if s in a.only]
+    a.contenders = [c for c in CONTENDERS if c in a.contenders]
+    return a
+
+
+def main(argv):
+    args = parse_args(argv)
+    if not sys.platform.startswith("linux"):
+        print("compare.py: Linux only (cgload uses epoll; memory and CPU come from /proc)",
+              file=sys.stderr)
+        return 2
+
+    def on_signal(sig, _frame):
+        raise SystemExit(128 + sig)
+    # Ctrl+C or kill -INT must always clean up, even when started in the
+    # background (where the shell leaves SIGINT ignored); SIGHUP only when
+    # not ignored (nohup).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, on_signal)
+
+    b = Bench(args)
+    ok = False
+    rc = 1
+    t_start = time.monotonic()
+    try:
+        b.find_tools()
+        b.build()
+        b.vers = b.versions()
+        la = loadavg()
+        if la and la[0] > 0.5 * (os.cpu_count() or 1):
+            log(f"warning: load average {la[0]:.2f} at start: other work is running, expect "
+                "noisy figures")
+        b.setup()
+        log(f"temporary directory {b.tmp}")
+        b.run()
+        ok = True
+    except BenchError as e:
+        print(f"compare.py: {e}", file=sys.stderr)
+        rc = 1
+    except KeyboardInterrupt:
+        print("compare.py: interrupted, stopping every child", file=sys.stderr)
+        rc = 130
+    except SystemExit as e:
+        print("compare.py: stopped by a signal, stopping every child", file=sys.stderr)
+        rc = e.code if isinstance(e.code, int) else 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if b.procs:
+            b.procs.stop_all()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if ok:
+        b.report(t_start, la)
+    if b.tmp and b.tmp.exists():
+        if ok and not args.keep_tmp:
+            shutil.rmtree(b.tmp, ignore_errors=True)
+        else:
+            print(f"compare.py: configurations and logs kept in {b.tmp}", file=sys.stderr)
+    return 0 if ok else rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
