@@ -30,6 +30,7 @@
 
 #include "condgate/accept.h"
 #include "condgate/rules.h"
+#include "ct.h"
 #include "gen.h"
 #include "log.h"
 #include "net.h"
@@ -103,9 +104,12 @@ typedef struct route {
 } route;
 
 /* Per request, from the call with the headers to completion. */
+/* Per request, from its request line (on_uri) to completion. */
 typedef struct request {
     const route *route;
-    size_t body; /* bytes of body seen (and dropped) */
+    size_t body;   /* bytes of body seen (and dropped) */
+    bool headers;  /* on_request has had the headers (and counted in inflight) */
+    bool path_nul; /* the path as sent holds %00 */
 } request;
 
 /* ------------------------------------------------------------------------
@@ -588,13 +592,44 @@ static const cg_ruleset *default_set(const cg_config *cfg)
     return cfg->nrulesets > 0 ? cfg->rulesets[0] : NULL;
 }
 
+/* The value of query argument `key` (NULL when absent). A value holding a
+ * NUL byte (%00) sets *nul: C strings would end there and answer for a
+ * different text than the one sent. */
+static const char *query_arg(struct MHD_Connection *c, const char *key, bool *nul)
+{
+    const char *v = NULL;
+    size_t n = 0;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) !=
+            MHD_YES ||
+        v == NULL)
+        return NULL;
+    if (memchr(v, '\0', n) != NULL)
+        *nul = true;
+    return v;
+}
+
+/* Whether s could name a rule set ([rules:NAME] allows 1 to
+ * CG_CONFIG_MAX_NAME letters, digits, '_', '-' or '.'). */
+static bool set_name_like(const char *s)
+{
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+              (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-' || s[n] == '.'))
+            return false;
+    return n >= 1 && n <= CG_CONFIG_MAX_NAME;
+}
+
 static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
 {
-    const char *addr = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "addr");
-    const char *set = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "set");
+    bool nul = false;
+    const char *addr = query_arg(c, "addr", &nul);
+    const char *set = query_arg(c, "set", &nul);
     char perr[256], msg[400];
     cg_cidr host;
 
+    if (nul)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte in the query", NULL, NULL);
     if (addr == NULL || addr[0] == '\0')
         return reply_error(c, MHD_HTTP_BAD_REQUEST, "missing addr: /rules/explain?addr=IP", NULL,
                            NULL);
@@ -617,7 +652,14 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
         rs = i >= 0 ? gen->cfg->rulesets[i] : NULL;
     }
     if (rs == NULL) {
-        snprintf(msg, sizeof(msg), "no rule set named '%.64s'", set != NULL ? set : "default");
+        /* The name goes back only when it could be one: anything else
+         * (bytes that are not UTF-8, quotes) has no place in the JSON. */
+        if (set == NULL || set_name_like(set))
+            snprintf(msg, sizeof(msg), "no rule set named '%s'", set != NULL ? set : "default");
+        else
+            snprintf(msg, sizeof(msg),
+                     "no rule set by that name (names are 1-%d letters, digits, '_', '-' or '.')",
+                     CG_CONFIG_MAX_NAME);
         cg__gen_unref(gen);
         return reply_error(c, MHD_HTTP_NOT_FOUND, msg, NULL, NULL);
     }
@@ -679,17 +721,6 @@ static const route routes[] = {
  * Callers, tokens, requests
  */
 
-/* Equal token? Every byte of the expected token is looked at whatever the
- * given one holds, so the time taken tells nothing about how much of it
- * matched; only the (fixed) length of the expected token shows. */
-static bool token_matches(const char *given, size_t glen, const char *want, size_t wlen)
-{
-    unsigned diff = glen != wlen;
-    for (size_t i = 0; i < wlen; i++)
-        diff |= (unsigned char)want[i] ^ (unsigned char)(i < glen ? given[i] : 0);
-    return diff == 0;
-}
-
 /* Whether the request carries "Authorization: Bearer TOKEN" when the
  * current generation has a token. */
 static bool authorized(cg__admin *a, struct MHD_Connection *c)
@@ -710,7 +741,8 @@ static bool authorized(cg__admin *a, struct MHD_Connection *c)
         size_t i = slen;
         while (i < vlen && v[i] == ' ')
             i++;
-        ok = token_matches(v + i, vlen - i, token, strlen(token));
+        /* Constant time in the token's contents and length (ct.c). */
+        ok = cg__ct_equal(v + i, vlen - i, token);
     }
     cg__gen_unref(gen);
     return ok;
@@ -765,6 +797,30 @@ static bool method_fits(const route *rt, const char *method)
            (strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
 }
 
+/* Counts Content-Length and Transfer-Encoding headers for framing_ok. */
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    unsigned *n = cls;
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        n[0]++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        n[1]++;
+    return MHD_YES;
+}
+
+/* The request says where its body ends in one way only: at most one
+ * Content-Length, and not both Content-Length and Transfer-Encoding (RFC
+ * 9112 6.3; libmicrohttpd 0.9.75 takes such requests as they come). */
+static bool framing_ok(struct MHD_Connection *c)
+{
+    unsigned n[2] = {0, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, n);
+    return n[0] <= 1 && !(n[0] == 1 && n[1] > 0);
+}
+
 /* The announced body is longer than MAX_BODY (or its length is garbage). */
 static bool body_too_long(struct MHD_Connection *c)
 {
@@ -780,7 +836,7 @@ static bool body_too_long(struct MHD_Connection *c)
 
 /* MHD's request handler: called with the headers, then once per piece of
  * body, then once more when the request is complete. Answers that need no
- * body (401, 404, 405, 413) go out with the headers; the endpoints run at
+ * body (400, 401, 404, 405, 413) go out with the headers; the endpoints run at
  * completion. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
@@ -789,7 +845,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     cg__admin *a = cls;
     request *r = *state;
 
-    if (r != NULL) {
+    if (r == NULL)
+        return reply_oom(c); /* on_uri could not allocate it */
+    if (r->headers) {
+        if (r->route == NULL)
+            return MHD_NO; /* answered with the headers */
         if (*upload_size != 0) {
             r->body += *upload_size;
             *upload_size = 0;
@@ -798,8 +858,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return r->route->fn(a, c);
     }
 
-    /* First call, with the headers: from here on_completed will run. */
+    /* First call, with the headers: counted until on_completed. */
+    r->headers = true;
     atomic_fetch_add_explicit(&a->inflight, 1, memory_order_relaxed);
+    /* The decoded path is a C string: "/reload%00.html" would be served as
+     * /reload. */
+    if (r->path_nul)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte (%00) in the path", NULL, NULL);
+    if (!framing_ok(c))
+        return reply_error(c, MHD_HTTP_BAD_REQUEST,
+                           "ambiguous body length: several Content-Length headers, or "
+                           "Content-Length with Transfer-Encoding",
+                           NULL, NULL);
     const route *rt = find_route(url);
     if (!(rt != NULL && rt->open && method_fits(rt, method)) && !authorized(a, c)) {
         atomic_fetch_add_explicit(&a->unauthorized, 1, memory_order_relaxed);
@@ -813,12 +883,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                            MHD_HTTP_HEADER_ALLOW, rt->allow);
     if (body_too_long(c))
         return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", NULL, NULL);
-    r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return reply_oom(c);
     r->route = rt;
-    *state = r;
     return MHD_YES;
+}
+
+/* MHD's URI callback: called with the request target as sent, before it is
+ * decoded; its result is the request's state (*state of on_request and
+ * on_completed). MHD calls on_completed for every request it was called
+ * for, also one that never reaches on_request (a header too large). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    request *r = calloc(1, sizeof(*r));
+    if (r != NULL && uri != NULL) {
+        size_t n = strcspn(uri, "?");
+        for (size_t i = 0; i + 2 < n && !r->path_nul; i++)
+            r->path_nul = uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0';
+    }
+    return r;
 }
 
 /* MHD: a request is over (answer sent, or the connection gone). */
@@ -826,9 +907,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
                          enum MHD_RequestTerminationCode toe)
 {
     cg__admin *a = cls;
-    free(*state);
+    request *r = *state;
+    if (r != NULL && r->headers)
+        atomic_fetch_sub_explicit(&a->inflight, 1, memory_order_release);
+    free(r);
     *state = NULL;
-    atomic_fetch_sub_explicit(&a->inflight, 1, memory_order_release);
 }
 
 /* MHD's messages: kept for the error line while starting, else debug lines
@@ -900,6 +983,7 @@ int cg__admin_start(cg__gate *g, const cg_admin_conf *conf, cg__admin **out, cha
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CG_ADMIN_TIMEOUT_S,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CG_ADMIN_MEMORY_LIMIT,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri, a,
                                  MHD_OPTION_THREAD_STACK_SIZE, THREAD_STACK,
                                  MHD_OPTION_LISTEN_BACKLOG_SIZE, LISTEN_BACKLOG,
                                  MHD_OPTION_END);

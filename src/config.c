@@ -42,10 +42,50 @@ int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char 
         vsnprintf(d->buf + n, d->len - (size_t)n, fmt, ap);
         va_end(ap);
     }
-    for (char *p = d->buf; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
+    char *end = d->buf + strlen(d->buf);
+    for (char *p = d->buf; p < end;) {
+        size_t seq = cg__utf8_seq((const unsigned char *)p, (size_t)(end - p));
+        if (seq == 0 || (unsigned char)*p < 0x20 || *p == 0x7f) {
+            *p++ = '?';
+            continue;
+        }
+        p += seq;
+    }
     return code;
+}
+
+/* cg__utf8_seq: see config_internal.h. Any thread. */
+size_t cg__utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
 }
 
 /* cg__quote: see config_internal.h. Any thread. */
@@ -61,7 +101,10 @@ const char *cg__quote(char *buf, const char *s, size_t len)
             o += 3;
             break;
         }
-        if (c < 0x20 || c == 0x7f || c == '\\') {
+        /* Bytes past ASCII too: an excerpt shows what is in the file, and a
+         * byte order mark or a zero-width space would otherwise be
+         * invisible ("unknown key 'workers'"). */
+        if (c < 0x20 || c >= 0x7f || c == '\\') {
             buf[o++] = '\\';
             if (c == '\\') {
                 buf[o++] = '\\';
@@ -123,9 +166,15 @@ int cg__read_file(const char *path, size_t max, char **data, size_t *len, int *s
     /* Only regular files: a FIFO would block the loader (and a reload with
      * it) for ever, and /dev/zero would be read up to the size bound. */
     struct stat pre;
-    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) {
-        *sys_errno = S_ISDIR(pre.st_mode) ? EISDIR : ENODEV;
-        return CG_EIO;
+    if (stat(path, &pre) == 0) {
+        if (!S_ISREG(pre.st_mode)) {
+            *sys_errno = S_ISDIR(pre.st_mode) ? EISDIR : ENODEV;
+            return CG_EIO;
+        }
+        /* Too large already: refuse it without reading (and holding) `max`
+         * bytes first. The loop below still bounds a file that grows. */
+        if ((uint64_t)pre.st_size > (uint64_t)max)
+            return CG_ERANGE;
     }
     errno = 0;
     FILE *f = fopen(path, "rb");

@@ -137,6 +137,16 @@ static char *reader(char *str, int num, void *stream)
                                 "NUL byte in the line; is this a text file?"));
         return NULL;
     }
+    /* A carriage return that does not end the line: a file with classic
+     * Mac line ends reads as one line, and if that starts with ';' the whole
+     * configuration would silently be a comment. */
+    const char *cr = memchr(b, '\r', (size_t)(e - b));
+    if (cr && cr + 1 != e) {
+        stream_fail(s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
+                                "carriage return inside the line; save the file with LF or "
+                                "CRLF line ends"));
+        return NULL;
+    }
     if (s->line == 1 && e - b >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0)
         b += 3; /* UTF-8 byte order mark */
     bool indented = b < e && is_blank(*b);

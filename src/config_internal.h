@@ -36,7 +36,9 @@ typedef struct cg__diag {
 } cg__diag;
 
 /* cg__fail: record "FILE:LINE: message" unless an error is already recorded,
- * replacing control characters so the message stays one line. Returns `code`
+ * replacing control characters so the message stays one line, and bytes
+ * that are not well-formed UTF-8 so it can go into JSON (the /reload answer,
+ * json logs) as it is. Returns `code`
  * (or the code of the error already recorded) so callers can write
  * `return cg__fail(...)`. */
 int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char *fmt, ...)
@@ -46,8 +48,8 @@ int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char 
 #define CG__QUOTE_MAX 72
 
 /* cg__quote: a printable excerpt of `len` bytes of `s` for messages, with
- * control bytes escaped as \xHH and long input cut with "...". buf must hold
- * CG__QUOTE_MAX bytes. Returns buf. */
+ * control bytes and every byte past ASCII escaped as \xHH and long input
+ * cut with "...". buf must hold CG__QUOTE_MAX bytes. Returns buf. */
 const char *cg__quote(char *buf, const char *s, size_t len);
 
 /* cg__read_file: read a whole file into a new NUL-terminated buffer (free
@@ -55,6 +57,11 @@ const char *cg__quote(char *buf, const char *s, size_t len);
  * than `max` bytes) or CG_ENOMEM; *sys_errno holds the errno of a failed
  * system call, or 0. */
 int cg__read_file(const char *path, size_t max, char **data, size_t *len, int *sys_errno);
+
+/* cg__utf8_seq: the length (1 to 4) of the well-formed UTF-8 sequence at
+ * s[0..n), n > 0, or 0 when it is not one (a stray continuation byte, an
+ * overlong form, a surrogate, past U+10FFFF, or cut short). */
+size_t cg__utf8_seq(const unsigned char *s, size_t n);
 
 /* cg__errno_text: a short, platform-independent description of an errno
  * value for messages ("no such file or directory"). Static storage. */

@@ -257,6 +257,11 @@ static int rule(json_walk *w, const cJSON *obj, uint32_t line)
             if ((unsigned char)val[2][i] < 0x20 || val[2][i] == 0x7f)
                 return cg__fail(w->d, CG_EINVAL, w->path, lines[2],
                                 "\"label\" must not contain control characters");
+        /* Labels go into /rules and /rules/explain answers as JSON text. */
+        for (size_t i = 0, seq; i < n; i += seq)
+            if ((seq = cg__utf8_seq((const unsigned char *)val[2] + i, n - i)) == 0)
+                return cg__fail(w->d, CG_EINVAL, w->path, lines[2],
+                                "\"label\" is not valid UTF-8 (byte %zu)", i + 1);
     }
     return add_cidr(w, val[1], action, lines[1], val[2]);
 }

@@ -2,7 +2,8 @@
  * rule set.
  *
  * One address or CIDR per line; blank lines and text after '#' or ';' are
- * ignored; spaces, tabs and '\r' around an entry are trimmed. Lists of a
+ * ignored; spaces, tabs and '\r' around an entry are trimmed; a '\r' that
+ * does not end its line is an error. Lists of a
  * million lines are routine, so the file is scanned in place: no copy, no
  * allocation and no stdio per line.
  */
@@ -45,6 +46,14 @@ int cg__load_list(const char *path, const char *text, size_t len, cg_action acti
         if (e - b > CG_CONFIG_MAX_LIST_LINE)
             return cg__fail(d, CG_ERANGE, path, src.line, "line longer than %d bytes",
                             CG_CONFIG_MAX_LIST_LINE);
+        /* A carriage return that does not end the line: with classic Mac
+         * line ends the whole list is one line, and a list that starts
+         * with a comment would silently hold nothing. */
+        const char *cr = memchr(b, '\r', (size_t)(e - b));
+        if (cr && cr + 1 != e)
+            return cg__fail(d, CG_EINVAL, path, src.line,
+                            "carriage return inside the line; save the file with LF or CRLF "
+                            "line ends");
         for (const char *c = b; c < e; c++) {
             if (*c == '#' || *c == ';') {
                 e = c;

@@ -1075,3 +1075,250 @@ class Blackhole:
         for c in self.fillers:
             c.close()
         self.sock.close()
+
+
+# ---------------------------------------------------------------------------
+# Load generator (tests/bench/cgload) and /proc probes
+#
+# cgload is the epoll load generator of the benchmarks (tests/bench/README.md).
+# The exhaustion and reload-under-load tests drive thousands of callers with
+# it; find_cgload() locates it ($CGLOAD_BIN, which ctest sets, else
+# tests/cgload in the build tree of the condgate binary).
+
+
+def find_cgload(condgate_bin):
+    """Path of the cgload binary, or None. $CGLOAD_BIN wins; otherwise
+    tests/cgload beside the build tree's condgate (build/X/condgate ->
+    build/X/tests/cgload)."""
+    env = os.environ.get("CGLOAD_BIN")
+    if env:
+        return os.path.abspath(env)
+    cand = os.path.join(os.path.dirname(os.path.abspath(condgate_bin)), "tests", "cgload")
+    return cand if os.path.isfile(cand) else None
+
+
+class CgLoad:
+    """One cgload process: CgLoad(binary, "hold", "127.0.0.1:PORT", "-n", 100).
+    stdout/stderr are collected by reader threads; --json is always passed,
+    so result() parses the JSON summary line (the last line starting with
+    '{'). Kill what is left with kill() (the cgload fixture does)."""
+
+    def __init__(self, binary, mode, target, *args):
+        self.cmd = [binary, mode] + [str(a) for a in args] + ["--json", target]
+        self.out = []
+        self.err = []
+        self._cond = threading.Condition()
+        self._eof = 0
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.t_end = None
+        self._threads = [threading.Thread(target=self._reader, args=(s, sink), daemon=True)
+                         for s, sink in ((self.proc.stdout, self.out),
+                                         (self.proc.stderr, self.err))]
+        for t in self._threads:
+            t.start()
+
+    def _reader(self, stream, sink):
+        try:
+            for raw in iter(stream.readline, b""):
+                with self._cond:
+                    sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._eof += 1
+                self._cond.notify_all()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def describe(self):
+        with self._cond:
+            return "%s (exit %s)\n[stdout]\n%s\n[stderr]\n%s" % (
+                " ".join(self.cmd), self.proc.poll(), "\n".join(self.out[-5:]),
+                "\n".join(self.err[-10:]))
+
+    def wait_line(self, pattern, timeout):
+        """First stdout line matching pattern (a regex match object)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        i = 0
+        with self._cond:
+            while True:
+                while i < len(self.out):
+                    m = rx.search(self.out[i])
+                    if m:
+                        return m
+                    i += 1
+                remaining = deadline - time.monotonic()
+                if self._eof >= 2 or remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, 0.5))
+        pytest.fail("cgload printed no line matching %r within %.0fs: %s"
+                    % (pattern, timeout, self.describe()), pytrace=False)
+
+    def wait_held(self, timeout):
+        """hold mode: the N of its 'held N' line (every connection settled)."""
+        return int(self.wait_line(r"^held (\d+)$", timeout).group(1))
+
+    def result(self, timeout):
+        """Wait for the exit and return the parsed JSON summary."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail("cgload still running after %.0fs: %s" % (timeout, self.describe()),
+                        pytrace=False)
+        if self.t_end is None:
+            self.t_end = time.monotonic()
+        for t in self._threads:
+            t.join(5)
+        with self._cond:
+            lines = [l for l in self.out if l.startswith("{")]
+        if not lines:
+            pytest.fail("cgload printed no JSON summary: %s" % self.describe(), pytrace=False)
+        return _json.loads(lines[-1])
+
+    def stop(self, timeout=60.0, sig=_signal.SIGTERM):
+        """Signal it (hold mode lets its connections go) and return result()."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.result(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def run_cgload(binary, mode, target, *args, timeout=120.0):
+    """Run cgload to completion; returns its JSON summary with the wall
+    clock of the run added as "_t_start"/"_t_end" (time.monotonic())."""
+    c = CgLoad(binary, mode, target, *args)
+    res = c.result(timeout)
+    res["_t_start"], res["_t_end"] = c.t_start, c.t_end
+    return res
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    """Poll pred() until it returns a true value (returned) or fail after
+    `timeout` s saying `what`. A readiness check, not a sleep: the interval
+    only paces the polling."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.0fs waiting for %s" % (timeout, what), pytrace=False)
+        time.sleep(interval)
+
+
+def rss_bytes(pid):
+    """Resident set size of a process (VmRSS), in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def cpu_used(gate, seconds=1.0):
+    """CPU time (user + system, all threads) the gate uses over the next
+    `seconds` of wall clock, and the interval actually measured."""
+    c0, t0 = gate.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)  # the measurement window itself
+    return gate.cpu_seconds() - c0, time.monotonic() - t0
+
+
+def listen_queue(port):
+    """Callers waiting in the accept queue of the IPv4 listening socket on
+    `port` (rx_queue of its LISTEN line in /proc/net/tcp), or None."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            local, state, queues = parts[1], parts[3], parts[4]
+            if state == "0A" and int(local.split(":")[1], 16) == port:
+                return int(queues.split(":")[1], 16)
+    return None
+
+
+def half_open(port):
+    """Handshakes in progress towards IPv4 port `port` (SYN_RECV request
+    sockets in /proc/net/tcp): callers that may still reach the accept
+    queue, e.g. once it has room again."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[3] == "03" and int(parts[1].split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def sanitizer_of(binary):
+    """'address', 'thread' or None: which sanitizer a binary was built with
+    (the runtime's init symbol is referenced by every instrumented
+    executable)."""
+    with open(binary, "rb") as f:
+        data = f.read()
+    if b"__asan_init" in data:
+        return "address"
+    if b"__tsan_init" in data:
+        return "thread"
+    return None
+
+
+def admin_conn_inodes(port):
+    """Socket inodes of TCP connections (not the listener) on local port
+    `port`: the admin port's own short-lived request connections."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[3] != "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(parts[9])
+        except FileNotFoundError:
+            pass
+    return inodes
+
+
+def gate_fds(gate):
+    """Descriptors the gate has open, not counting connections to its admin
+    port: libmicrohttpd closes a request's socket on its own thread a moment
+    after the answer, so a /stats poll would otherwise show up as +1."""
+    if gate.admin_port is None:
+        return gate.fd_count()
+    skip = {"socket:[%s]" % i for i in admin_conn_inodes(gate.admin_port)}
+    d = "/proc/%d/fd" % gate.pid
+    n = 0
+    for name in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, name)) in skip:
+                continue
+        except FileNotFoundError:
+            continue
+        n += 1
+    return n
+
+
+def wait_fds(gate, want, timeout=30.0, what="descriptors"):
+    """Poll until the gate has exactly `want` descriptors open."""
+    last = [None]
+
+    def ok():
+        last[0] = gate_fds(gate)
+        return last[0] == want
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail("%s: the gate has %d descriptors open, wanted %d" % (what, last[0], want),
+                        pytrace=False)
+        time.sleep(0.05)

@@ -117,3 +117,31 @@ def blackhole():
 def ipv6():
     if not cgtest.HAVE_IPV6:
         pytest.skip("this machine has no IPv6 loopback (::1)")
+
+
+@pytest.fixture(scope="session")
+def cgload_bin(condgate_bin):
+    """The cgload load generator: $CGLOAD_BIN (ctest sets it), else
+    tests/cgload in condgate's build tree. Missing: the test FAILS."""
+    path = cgtest.find_cgload(condgate_bin)
+    if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        pytest.fail("cgload not found (CGLOAD_BIN=%r, nothing at tests/cgload beside %s): "
+                    "build it (cmake --build --preset default) or set CGLOAD_BIN"
+                    % (os.environ.get("CGLOAD_BIN"), condgate_bin), pytrace=False)
+    return path
+
+
+@pytest.fixture
+def cgload(cgload_bin):
+    """Factory: cgload(mode, target, *args) -> a started cgtest.CgLoad.
+    Teardown kills (by PID) whatever is still running."""
+    made = []
+
+    def factory(mode, target, *args):
+        c = cgtest.CgLoad(cgload_bin, mode, target, *args)
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.kill()

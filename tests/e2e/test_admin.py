@@ -722,6 +722,11 @@ def test_explain_verdicts_and_sources(gate):
     # an unknown set: 404 (the resource does not exist)
     status, _, body = explain(gate, "10.1.1.1", set_="nosuchset", expect=404)
     assert b"nosuchset" in body, body
+    # a name no set can have is not echoed: the answer is JSON, which must
+    # stay valid UTF-8 (fuzz_admin found the raw bytes of ?set= sent back)
+    status, _, body = explain(gate, raw_query="addr=10.1.1.1&set=x%FF%C3", expect=404)
+    err = json.loads(body.decode("utf-8"))["error"]
+    assert err.startswith("no rule set by that name"), err
     gate.stop()
 
 
@@ -912,6 +917,15 @@ def test_unknown_path_404_wrong_method_405(gate):
         assert other not in methods, "%s %s: Allow %r" % (method, path, h.get("Allow"))
     s = admin_stats(gate)
     assert s["generation"] == 1, "GET/PUT /reload reloaded: %r" % s
+    # %00 in the path: the decoded path would end there and name another
+    # endpoint ("/reload%00.html" served as /reload; fuzz_admin found it)
+    for method, path in (("POST", "/reload%00.html"), ("GET", "/healthz%00"),
+                         ("GET", "/stats%00/x?y=1")):
+        status, _, body = gate.http(method, path)
+        assert status == 400 and b"NUL byte" in body, "%s %s: %d %r" % (method, path, status,
+                                                                       body[:200])
+    s = admin_stats(gate)
+    assert s["generation"] == 1, "POST /reload%%00.html reloaded: %r" % s
     gate.stop()
 
 

@@ -4,6 +4,9 @@
  * sleep. The only pure waits are for deferral deadlines, which are the thing
  * under test.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* unshare(2), for the private network namespace */
+#endif
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -23,7 +26,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__linux__)
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#endif
+
 #include "condgate/accept.h"
+#include "condgate/rules.h"
 #include "accept_script.h"
 
 #define WAIT_MS 5000 /* longest wait for something that should happen */
@@ -214,6 +225,17 @@ static void test_sockaddr_format(void **state)
     /* IPv4-compatible is not mapped: it stays IPv6. */
     make_addr(AF_INET6, "::", 1, &ss);
     assert_string_equal(cg_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf), "[::]:1");
+    /* Neither are IPv4-compatible, 6to4 and NAT64 callers: they are logged
+     * as the IPv6 hosts they are, never as 127.0.0.2. */
+    make_addr(AF_INET6, "::127.0.0.2", 5000, &ss);
+    assert_string_equal(cg_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf),
+                        "[::127.0.0.2]:5000");
+    make_addr(AF_INET6, "2002:7f00:2::", 5000, &ss);
+    assert_string_equal(cg_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf),
+                        "[2002:7f00:2::]:5000");
+    make_addr(AF_INET6, "64:ff9b::7f00:2", 5000, &ss);
+    assert_string_equal(cg_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf),
+                        "[64:ff9b::7f00:2]:5000");
 
     assert_string_equal(cg_sockaddr_format(NULL, buf, sizeof buf), "-");
     memset(&ss, 0, sizeof ss);
@@ -898,6 +920,170 @@ static void test_emfile_no_reserve(void **state)
     close(lfd);
 }
 
+/* ------------------------------------------------------------------------
+ * IPv6 spellings of IPv4 through a real dual-stack listener
+ */
+
+#if defined(__linux__)
+/* The kernel's struct in6_ifreq (linux/ipv6.h clashes with netinet/in.h). */
+struct in6_ifreq_ {
+    struct in6_addr addr;
+    uint32_t prefixlen;
+    int ifindex;
+};
+
+/* Enter a new network namespace with its loopback up and the callers'
+ * addresses on it. Needs CAP_SYS_ADMIN; 0 or -1. The host's own network is
+ * never touched. */
+static int private_netns(const char *const *addrs, size_t n)
+{
+    struct ifreq ifr;
+    int rc = -1;
+
+    if (unshare(CLONE_NEWNET) != 0)
+        return -1;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int fd6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || fd6 < 0)
+        goto close_fds;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0)
+        goto close_fds;
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0)
+        goto close_fds;
+    for (size_t i = 0; i < n; i++) {
+        struct in6_ifreq_ r;
+        memset(&r, 0, sizeof r);
+        if (inet_pton(AF_INET6, addrs[i], &r.addr) != 1)
+            goto close_fds;
+        r.prefixlen = 128;
+        r.ifindex = (int)if_nametoindex("lo");
+        if (ioctl(fd6, SIOCSIFADDR, &r) != 0)
+            goto close_fds;
+    }
+    /* A new address is tentative until the kernel's address work has run
+     * (duplicate address detection, instant on a loopback): wait until each
+     * one can be bound. */
+    for (size_t i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = make_addr(AF_INET6, addrs[i], 0, &ss);
+        int64_t deadline = mono_ms() + WAIT_MS;
+        for (;;) {
+            int p = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int b = p >= 0 ? bind(p, (struct sockaddr *)&ss, len) : -1;
+            int e = errno;
+            if (p >= 0)
+                close(p);
+            if (b == 0)
+                break;
+            if (e != EADDRNOTAVAIL || mono_ms() > deadline)
+                goto close_fds;
+            poll(NULL, 0, 10); /* polling interval while the address settles */
+        }
+    }
+    rc = 0;
+close_fds:
+    if (fd >= 0)
+        close(fd);
+    if (fd6 >= 0)
+        close(fd6);
+    return rc;
+}
+
+/* The gate's condition callback in small: the rule set decides. */
+struct judge {
+    const cg_ruleset *rs;
+    int calls;
+    struct sockaddr_storage caller[4];
+};
+
+static cg_verdict judge_cond(const struct sockaddr *caller, socklen_t caller_len,
+                             const struct sockaddr *callee, socklen_t callee_len, void *arg)
+{
+    struct judge *j = arg;
+
+    (void)callee;
+    (void)callee_len;
+    if (j->calls < 4)
+        memcpy(&j->caller[j->calls], caller, (size_t)caller_len);
+    j->calls++;
+    return cg_ruleset_judge(j->rs, caller, NULL) == CG_ALLOW ? CG_ACCEPT : CG_REJECT;
+}
+
+/* The child's part: rules "allow 127.0.0.0/8, default deny" on [::]. The
+ * IPv4 caller 127.0.0.2 arrives as ::ffff:127.0.0.2 and is admitted; the
+ * callers ::127.0.0.2 (IPv4-compatible) and 2002:7f00:2::1 (6to4 for
+ * 127.0.0.2) arrive as those IPv6 addresses and are reset. */
+static void v4_spellings_in_netns(void)
+{
+    static const char *const addrs[] = {"::127.0.0.2", "2002:7f00:2::1"};
+    cg_ruleset *rs = NULL;
+    char err[128];
+    cg_source src = {"test", 1};
+    uint16_t port;
+    int fd = -1;
+
+    if (private_netns(addrs, 2) != 0)
+        _exit(77);
+    assert_int_equal(cg_ruleset_new("t", CG_DENY, &rs), 0);
+    assert_int_equal(
+        cg_ruleset_add_text(rs, "127.0.0.0/8", 11, CG_ALLOW, &src, NULL, err, sizeof err), 0);
+    assert_int_equal(cg_ruleset_freeze(rs), 0);
+    struct judge j = {rs, 0, {{0}}};
+    int lfd = listen_on(AF_INET6, "::", 0, &port);
+    assert_true(lfd >= 0);
+    cg_acceptor *a = NULL;
+    assert_int_equal(cg_acceptor_new(lfd, judge_cond, &j, NULL, &a), 0);
+
+    int c4 = connect_from(AF_INET, "127.0.0.2", "127.0.0.1", port);
+    assert_int_equal(accept_next(a, lfd, &fd, NULL), 0);
+    expect_addr(&j.caller[0], AF_INET6, "::ffff:127.0.0.2", local_port(c4));
+    close(fd);
+
+    for (size_t i = 0; i < 2; i++) {
+        int c6 = connect_from(AF_INET6, addrs[i], "::1", port);
+        cg_accept_result res;
+        assert_int_equal(accept_next(a, lfd, &fd, &res), CG_EREJECTED);
+        expect_addr(&j.caller[1 + i], AF_INET6, addrs[i], local_port(c6));
+        assert_false(IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&j.caller[1 + i])->sin6_addr));
+        expect_reset(c6);
+        close(c6);
+    }
+    assert_int_equal(j.calls, 3);
+    cg_acceptor_free(a);
+    close(c4);
+    close(lfd);
+    cg_ruleset_free(rs);
+}
+#endif
+
+/* Runs v4_spellings_in_netns in a child (the namespace is the child's
+ * alone); skipped where namespaces are not allowed (not root). Last in the
+ * list: a failed assertion in the child ends the child's run there. */
+static void test_v4_spellings_dual_stack(void **state)
+{
+    (void)state;
+#if defined(__linux__)
+    int status = 0;
+    pid_t pid = fork();
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        v4_spellings_in_netns();
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        skip();
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -920,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_dual_stack_mapped),
         cmocka_unit_test_setup_teardown(test_emfile_shed, emfile_setup, emfile_teardown),
         cmocka_unit_test_setup_teardown(test_emfile_no_reserve, emfile_setup, emfile_teardown),
+        cmocka_unit_test(test_v4_spellings_dual_stack),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -385,6 +385,110 @@ static void test_mapped_prefix_entry(void **state)
     cg_ruleset_free(rs);
 }
 
+/* No bypass through IPv6 spellings of IPv4 (README "Rule semantics"): only
+ * ::ffff:0:0/96 (mapped) is judged as IPv4. IPv4-compatible ::a.b.c.d,
+ * 6to4 2002:AABB:CCDD::/48, NAT64 64:ff9b::a.b.c.d and the SIIT form
+ * ::ffff:0:a.b.c.d are other hosts on the wire: IPv6 callers, which IPv4
+ * entries neither admit nor deny. */
+static void test_v4_spellings_no_bypass(void **state)
+{
+    static const char *const other_hosts[] = {
+        "::127.0.0.2",     /* IPv4-compatible (::/96) */
+        "2002:7f00:2::",   /* 6to4 of 127.0.0.2 */
+        "2002:7f00:2::1",  /* a host in that 6to4 /48 */
+        "64:ff9b::7f00:2", /* NAT64 well-known prefix */
+        "::ffff:0:7f00:2", /* IPv4-translated (SIIT) */
+        "::7f00:2",        /* the compatible form written in hex */
+    };
+    cg_cidr a;
+    char buf[CG_CIDR_STRLEN];
+    struct sockaddr_in6 sin6;
+
+    (void)state;
+    /* allow by an IPv4 entry, default deny: the IPv6 spellings stay out */
+    cg_ruleset *allow4 = new_set(CG_DENY);
+    add(allow4, "127.0.0.0/8", CG_ALLOW, "a.ini", 1, NULL);
+    assert_int_equal(cg_ruleset_freeze(allow4), 0);
+    judge_v4(allow4, "127.0.0.2", CG_ALLOW, NULL);
+    judge_v6(allow4, "::ffff:127.0.0.2", CG_ALLOW, NULL);
+    for (size_t i = 0; i < sizeof other_hosts / sizeof other_hosts[0]; i++) {
+        cg_rule_id id = 0;
+        judge_v6(allow4, other_hosts[i], CG_DENY, &id);
+        assert_int_equal(id, CG_RULE_NONE); /* the default, not 127.0.0.0/8 */
+    }
+
+    /* deny by an IPv4 entry, default allow: a mapped caller cannot slip
+     * past it; the other spellings are other hosts, let in by the default */
+    cg_ruleset *deny4 = new_set(CG_ALLOW);
+    add(deny4, "127.0.0.0/8", CG_DENY, "d.ini", 1, NULL);
+    assert_int_equal(cg_ruleset_freeze(deny4), 0);
+    judge_v4(deny4, "127.0.0.2", CG_DENY, NULL);
+    judge_v6(deny4, "::ffff:127.0.0.2", CG_DENY, NULL);
+    for (size_t i = 0; i < sizeof other_hosts / sizeof other_hosts[0]; i++)
+        judge_v6(deny4, other_hosts[i], CG_ALLOW, NULL);
+
+    /* allow 127.0.0.0/8, deny ::/0: the IPv6 spellings hit ::/0 */
+    cg_ruleset *both = new_set(CG_ALLOW);
+    add(both, "127.0.0.0/8", CG_ALLOW, "b.ini", 1, NULL);
+    add(both, "::/0", CG_DENY, "b.ini", 2, NULL);
+    assert_int_equal(cg_ruleset_freeze(both), 0);
+    judge_v6(both, "::ffff:127.0.0.2", CG_ALLOW, NULL);
+    for (size_t i = 0; i < sizeof other_hosts / sizeof other_hosts[0]; i++) {
+        cg_rule_id id = CG_RULE_NONE;
+        cg_rule_info info;
+        judge_v6(both, other_hosts[i], CG_DENY, &id);
+        assert_int_equal(cg_ruleset_rule(both, id, &info), 0);
+        assert_string_equal(cg_cidr_format(&info.cidr, buf, sizeof buf), "::/0");
+    }
+
+    /* the lookup key: IPv6 for these, IPv4 for the mapped one only */
+    for (size_t i = 0; i < sizeof other_hosts / sizeof other_hosts[0]; i++) {
+        memset(&sin6, 0, sizeof sin6);
+        sin6.sin6_family = AF_INET6;
+        assert_int_equal(inet_pton(AF_INET6, other_hosts[i], &sin6.sin6_addr), 1);
+        assert_int_equal(cg_addr_from_sockaddr((struct sockaddr *)&sin6, &a), 0);
+        assert_int_equal(a.family, 6);
+        assert_int_equal(a.len, 128);
+        assert_memory_equal(a.addr, &sin6.sin6_addr, 16);
+    }
+    memset(&sin6, 0, sizeof sin6);
+    sin6.sin6_family = AF_INET6;
+    assert_int_equal(inet_pton(AF_INET6, "::ffff:127.0.0.2", &sin6.sin6_addr), 1);
+    assert_int_equal(cg_addr_from_sockaddr((struct sockaddr *)&sin6, &a), 0);
+    assert_int_equal(a.family, 4);
+    assert_int_equal(a.len, 32);
+    assert_string_equal(cg_cidr_format(&a, buf, sizeof buf), "127.0.0.2/32");
+
+    /* as text (explain, rule files): the same split */
+    a = P("::127.0.0.2");
+    assert_int_equal(a.family, 6);
+    a = P("2002:7f00:2::/48");
+    assert_int_equal(a.family, 6);
+    assert_int_equal(a.len, 48);
+    a = P("::ffff:127.0.0.2");
+    assert_int_equal(a.family, 4);
+
+    /* rules written in those spellings stay IPv6 and never match the IPv4
+     * caller 127.0.0.2 */
+    cg_ruleset *v6rules = new_set(CG_DENY);
+    cg_ruleset_stats st;
+    add(v6rules, "::127.0.0.0/104", CG_ALLOW, "c.ini", 1, NULL);
+    add(v6rules, "2002:7f00::/24", CG_ALLOW, "c.ini", 2, NULL);
+    assert_int_equal(cg_ruleset_freeze(v6rules), 0);
+    cg_ruleset_get_stats(v6rules, &st);
+    assert_int_equal(st.v4, 0);
+    assert_int_equal(st.v6, 2);
+    judge_v4(v6rules, "127.0.0.2", CG_DENY, NULL);
+    judge_v6(v6rules, "::ffff:127.0.0.2", CG_DENY, NULL);
+    judge_v6(v6rules, "::127.0.0.2", CG_ALLOW, NULL);
+    judge_v6(v6rules, "2002:7f00:2::1", CG_ALLOW, NULL);
+
+    cg_ruleset_free(allow4);
+    cg_ruleset_free(deny4);
+    cg_ruleset_free(both);
+    cg_ruleset_free(v6rules);
+}
+
 static void test_zero_length_entries(void **state)
 {
     cg_ruleset *rs = new_set(CG_DENY);
@@ -1229,6 +1333,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_empty),
         cmocka_unit_test(test_mapped_caller_judged_as_v4),
         cmocka_unit_test(test_mapped_prefix_entry),
+        cmocka_unit_test(test_v4_spellings_no_bypass),
         cmocka_unit_test(test_zero_length_entries),
         cmocka_unit_test(test_host_edges),
         cmocka_unit_test(test_rule_info),
