@@ -8,8 +8,9 @@
  * duplicates and nested prefixes of both actions all occur.
  *
  * The model is the format as README.md states it: one address or CIDR per
- * line, text after '#' or ';' ignored, blanks, tabs and CR trimmed, a UTF-8
- * BOM skipped, lines of at most 1024 bytes, no NUL byte. It predicts the
+ * line, text after '#' or ';' ignored, blanks, tabs and CR trimmed (a CR
+ * that does not end its line is an error), a UTF-8 BOM skipped, lines of at
+ * most 1024 bytes, no NUL byte. It predicts the
  * exact error line of a bad file, and for a good one every entry of the
  * frozen set: prefix, verdict (deny wins) and the first source kept.
  */
@@ -75,6 +76,14 @@ static int model_file(model *m, const char *text, size_t len, uint32_t file)
             snprintf(m->err, sizeof m->err, "%s:%u: line longer than %d bytes", path,
                      (unsigned)line, CG_CONFIG_MAX_LIST_LINE);
             return CG_ERANGE;
+        }
+        const char *cr = memchr(b, '\r', (size_t)(e - b));
+        if (cr && cr + 1 != e) {
+            snprintf(m->err, sizeof m->err,
+                     "%s:%u: carriage return inside the line; save the file with LF or CRLF "
+                     "line ends",
+                     path, (unsigned)line);
+            return CG_EINVAL;
         }
         const char *comment = b;
         while (comment < e && *comment != '#' && *comment != ';')

@@ -29,13 +29,14 @@ build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 parallel=${FUZZ_PARALLEL:-1}
 keep_going=${FUZZ_KEEP_GOING:-0}
-all_targets=(cidr ini json list)
+all_targets=(cidr ini json list admin)
 
 # Longest input per target. A CIDR is short. Rule and list files stay small
 # so that an execution takes well under a millisecond; INI files may be
 # longer so that the limits of 64 backends, 256 rule sets and 256 listeners
-# are within reach (corpus/ini has a seed just past each).
-declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096)
+# are within reach (corpus/ini has a seed just past each). Admin requests
+# may pass the 32 KiB a connection may use (431).
+declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096 [admin]=40000)
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
@@ -64,14 +65,21 @@ if ! cmake --build "$build" --target fuzz -j"$(nproc 2>/dev/null || echo 2)"; th
     exit 2
 fi
 
-# The INI target writes its input to a file per execution: give it a
-# private directory on a tmpfs, removed at the end.
+# The INI target writes its input to a file per execution, the admin target
+# its configurations: give them a private directory on a tmpfs, removed at
+# the end.
 shm=/dev/shm
 [ -d "$shm" ] && [ -w "$shm" ] || shm=${TMPDIR:-/tmp}
 CG_FUZZ_TMPDIR=$(mktemp -d "$shm/condgate-fuzz.XXXXXX") || exit 2
 export CG_FUZZ_TMPDIR
 trap 'rm -rf -- "$CG_FUZZ_TMPDIR"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
+# Symbolized reports: Debian's llvm-14 has llvm-symbolizer off the PATH.
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ] && ! command -v llvm-symbolizer >/dev/null; then
+    for s in /usr/lib/llvm-*/bin/llvm-symbolizer; do
+        [ -x "$s" ] && export ASAN_SYMBOLIZER_PATH=$s
+    done
+fi
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 # regressions TARGET: run each saved input once; prints one line per failure.
@@ -84,6 +92,7 @@ regressions() {
             >"$build/logs/$t.regression.$(basename "$f").log" 2>&1; then
             echo "$t: regression FAILED: $f" \
                 "(log: $build/logs/$t.regression.$(basename "$f").log)"
+            tail -n 40 "$build/logs/$t.regression.$(basename "$f").log" | sed 's/^/    /'
             bad=1
         fi
     done
@@ -157,6 +166,8 @@ for t in "${targets[@]}"; do
             done | sort | awk -F'\t' '{ c[$1]++; if (!($1 in ex)) ex[$1] = $2 }
                 END { for (r in c) printf "       %5d x %s\n               e.g. %s\n", c[r], r, ex[r] }'
         [ "$n" -gt 200 ] && echo "       ($((n - 200)) more artifacts not replayed)"
+        echo "       last lines of $build/logs/$t.log:"
+        tail -n 40 "$build/logs/$t.log" | sed 's/^/    /'
     fi
 done
 exit $failed
