@@ -237,7 +237,8 @@ static void on_readable(uv_poll_t *h, int status, int events)
              * worker's close before the accept. */
             atomic_fetch_add_explicit(&g->active_total, 1, memory_order_relaxed);
             cg__stat_add(&ls->accepted, 1);
-            if (cg__pool_submit(g->pool, fd, l->index, cg__gen_ref(g->gen), &worker) != 0) {
+            if (cg__pool_submit(g->pool, fd, (const struct sockaddr *)&res.caller, l->index,
+                                cg__gen_ref(g->gen), &worker) != 0) {
                 /* Every queue full: the pool has reset the socket, so the
                  * caller counts as refused for want of capacity. */
                 atomic_fetch_sub_explicit(&g->active_total, 1, memory_order_relaxed);
@@ -285,11 +286,17 @@ static int open_listener(listener *l, char *err, size_t errlen)
     return rc;
 }
 
-/* Effective max_connections: each relayed connection needs two descriptors. */
+/* Effective max_connections for the current generation: a connection
+ * relayed to a backend needs two descriptors, one to the built-in echo only
+ * one; with any listener on a real backend, plan for two each. */
 static uint64_t effective_max(cg__gate *g, unsigned configured, bool log)
 {
     uint64_t reserve = FD_RESERVE_BASE + 2 * g->nlisteners + 4 * (uint64_t)g->workers;
-    uint64_t fit = g->fd_limit > reserve ? (g->fd_limit - reserve) / 2 : 1;
+    uint64_t per = 1;
+    for (size_t i = 0; i < g->nlisteners; i++)
+        if (!cg__gen_listener(g->gen, i)->echo)
+            per = 2;
+    uint64_t fit = g->fd_limit > reserve ? (g->fd_limit - reserve) / per : 1;
     if (fit < 1)
         fit = 1;
     if (configured <= fit)
@@ -358,8 +365,8 @@ static int map_listeners(cg__gate *g, const cg_config *cfg, size_t *lmap, char *
             j++;
         if (j == cfg->nlisteners) {
             snprintf(err, errlen,
-                     "%s: listener '%s' was removed; removing listeners needs a restart", cfg->path,
-                     l->name);
+                     "%s:0: listener '%s' was removed; removing listeners needs a restart",
+                     cfg->path, l->name);
             return CG_EINVAL;
         }
         const cg_endpoint *nb = &cfg->listeners[j].bind;
@@ -652,8 +659,9 @@ static void finish(cg__gate *g)
     uv_mutex_unlock(&g->reload_lock);
     finish_waiters(g, waiting, CG_EAGAIN, g->gen->number, "the gate is stopping");
     cg__log_limiter_flush(&g->limiter, now_ms(g));
-    cg__pool_stop(g->pool);
-    g->pool = NULL;
+    /* Worker 0's connections live on this loop: they finish closing as it
+     * runs on; the pool is freed in gate_free. */
+    cg__pool_close(g->pool);
     log_stats(g, "stop", false);
     cg__signals_stop(g->signals);
     g->signals = NULL;
@@ -735,8 +743,11 @@ static void gate_free(cg__gate *g)
     }
     cg__signals_stop(g->signals);
     g->signals = NULL;
-    /* Let every closed handle's callback run before the loop goes away. */
+    /* Let every closed handle's callback run before the loop goes away,
+     * worker 0's connections included: then its pool can go. */
     uv_run(&g->loop, UV_RUN_DEFAULT);
+    cg__pool_free(g->pool);
+    g->pool = NULL;
     uv_loop_close(&g->loop);
     cg__gen_unref(g->gen);
     cg__stats_free(g->stats);
@@ -848,6 +859,8 @@ static int gate_run(const char *path, cg_config *cfg)
         .rr = g->rr,
         .listener_names = g->listener_names,
         .nlisteners = g->nlisteners,
+        .accepted_nodelay = cg__sys_nodelay_inherited(),
+        .inline_loop = &g->loop, /* worker 0 runs on this thread */
     };
     int rc = cg__pool_start(g->gen->cfg->workers, &env, &g->pool);
     if (rc != 0) {
@@ -909,8 +922,7 @@ static int gate_run(const char *path, cg_config *cfg)
     g->admin = NULL;
     g->exit_code = 0;
 out:
-    cg__pool_stop(g->pool);
-    g->pool = NULL;
+    cg__pool_close(g->pool);
     {
         int code = g->exit_code;
         gate_free(g);

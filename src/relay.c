@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sys.h"
 
 /* A connection's state.
  *
@@ -60,21 +61,42 @@ enum {
  * is another one, the next. */
 #define MAX_ATTEMPTS 2
 
+/* Freed connection objects a worker keeps for the next ones. Not under
+ * AddressSanitizer, which should see every object freed. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SPARE_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPARE_MAX 0
+#endif
+#endif
+#ifndef SPARE_MAX
+#define SPARE_MAX 256
+#endif
+
+typedef struct flow flow;
+
+/* Bytes a destination would not take at once, with their write request;
+ * one allocation. */
+typedef struct chunk {
+    uv_write_t req;
+    flow *f;
+    size_t len;
+    char data[];
+} chunk;
+
 /* Bytes flowing one way: read from src, written to dst. With echo the up
  * flow has src == dst == the client and the down flow is unused. */
-typedef struct flow {
+struct flow {
     cg__relay *owner;
     uv_stream_t *src, *dst;
-    char *pending; /* what dst would not take from the last read; NULL when idle */
-    size_t pending_len;
-    uv_write_t wreq;
-    uv_shutdown_t sreq;
-    bool eof;  /* src said EOF */
-    bool done; /* EOF seen, everything written and dst shut down */
-} flow;
+    chunk *pending; /* what dst would not take from the last read; NULL when idle */
+    bool eof;       /* src said EOF */
+    bool done;      /* EOF seen, everything written and dst shut down */
+};
 
 struct cg__relay {
-    cg__relay *prev, *next; /* ctx->live */
+    cg__relay *prev, *next; /* ctx->live, or ctx->spare once freed */
     cg__relay_ctx *ctx;
     cg__gen *gen; /* NULL once closed */
     size_t listener;
@@ -94,7 +116,7 @@ struct cg__relay {
     flow down;                    /* backend to client */
     uint64_t started_ms, last_ms; /* loop time at start and at the last byte moved */
     uint64_t bytes_in, bytes_out;
-    char peer[64];
+    cg__peer peer; /* the caller, for log lines */
 };
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -116,12 +138,57 @@ static const char *listener_name(const cg__relay_ctx *ctx, size_t listener)
     return listener < ctx->env->nlisteners ? ctx->env->listener_names[listener] : "-";
 }
 
+/* The caller as text, for a log line; "-" when unknown. */
+static const char *peer_text(const cg__relay *c, char *buf, size_t n)
+{
+    if (c->peer.sa.sa_family == 0) {
+        snprintf(buf, n, "-");
+        return buf;
+    }
+    return cg_sockaddr_format(&c->peer.sa, buf, n);
+}
+
+/* The socket under a libuv stream, for the platform fast paths. */
+static cg_socket_t sock_of(uv_stream_t *s)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)s, &fd) != 0)
+        return CG_INVALID_SOCKET;
+    return (cg_socket_t)(uintptr_t)fd;
+}
+
 static void account_close(cg__relay_ctx *ctx, size_t listener)
 {
     if (listener < ctx->env->nlisteners)
         cg__stat_add(&lstats_of(ctx, listener)->closed, 1);
     cg__stat_add(&ctx->env->stats->slots[ctx->slot].finished, 1);
     atomic_fetch_sub(ctx->env->active_total, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Connection objects: a few freed ones are kept for the next connections.
+ */
+
+static cg__relay *relay_alloc(cg__relay_ctx *ctx)
+{
+    cg__relay *c = ctx->spare;
+    if (c == NULL)
+        return calloc(1, sizeof(*c));
+    ctx->spare = c->next;
+    ctx->nspare--;
+    memset(c, 0, sizeof(*c));
+    return c;
+}
+
+static void relay_free(cg__relay_ctx *ctx, cg__relay *c)
+{
+    if (ctx->nspare >= SPARE_MAX) {
+        free(c);
+        return;
+    }
+    c->next = ctx->spare;
+    ctx->spare = c;
+    ctx->nspare++;
 }
 
 /* ------------------------------------------------------------------------
@@ -145,7 +212,7 @@ static void on_handle_closed(uv_handle_t *h)
     cg__relay *c = h->data;
     if (--c->handles == 0 && c->state == RELAY_CLOSING) {
         unlink_live(c);
-        free(c);
+        relay_free(c->ctx, c);
     }
 }
 
@@ -161,20 +228,20 @@ static void log_close(const cg__relay *c, relay_state was, const char *reason, i
 {
     if (!cg__log_enabled(CG_LOG_DEBUG))
         return;
-    char in[24], out[24], ms[24];
+    char in[24], out[24], ms[24], peer[64];
     snprintf(in, sizeof(in), "%" PRIu64, c->bytes_in);
     snprintf(out, sizeof(out), "%" PRIu64, c->bytes_out);
     snprintf(ms, sizeof(ms), "%" PRIu64, uv_now(c->ctx->loop) - c->started_ms);
     /* With no error the "error" key is NULL and ends the list. */
     cg__log_event(CG_LOG_DEBUG, "close", "listener", listener_name(c->ctx, c->listener), "peer",
-                  c->peer, "state", relay_state_name(was), "reason", reason, "bytes_in", in,
-                  "bytes_out", out, "duration_ms", ms, err != 0 ? "error" : NULL,
-                  err != 0 ? uv_strerror(err) : NULL, NULL);
+                  peer_text(c, peer, sizeof(peer)), "state", relay_state_name(was), "reason",
+                  reason, "bytes_in", in, "bytes_out", out, "duration_ms", ms,
+                  err != 0 ? "error" : NULL, err != 0 ? uv_strerror(err) : NULL, NULL);
 }
 
 /* The single teardown path: close every handle (resetting the sides named
  * in `reset`), count and log the close, drop the generation. Pending
- * buffers are freed by their write callbacks, which libuv runs (cancelled)
+ * chunks are freed by their write callbacks, which libuv runs (cancelled)
  * before the close callbacks; the memory goes with the last close callback. */
 static void relay_close(cg__relay *c, unsigned reset, const char *reason, int err)
 {
@@ -212,6 +279,11 @@ static void fail(cg__relay *c, uv_stream_t *side, int err)
  * Relaying
  */
 
+static flow *flow_from(cg__relay *c, const void *src)
+{
+    return src == (const void *)&c->client ? &c->up : &c->down;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     cg__relay *c = h->data;
@@ -248,6 +320,15 @@ static void start_reading(cg__relay *c, uv_stream_t *s)
         fail(c, s, err);
 }
 
+static void count_read(cg__relay *c, const flow *f, size_t n)
+{
+    c->last_ms = uv_now(c->ctx->loop);
+    if (f == &c->up) {
+        c->bytes_in += n;
+        cg__stat_add(&lstats_of(c->ctx, c->listener)->bytes_in, n);
+    }
+}
+
 static void count_written(cg__relay *c, const flow *f, size_t n)
 {
     if (f->dst == (uv_stream_t *)&c->client) {
@@ -260,6 +341,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 {
     flow *f = req->data;
     cg__relay *c = f->owner;
+    free(req);
     if (c->state == RELAY_CLOSING)
         return;
     if (status < 0) {
@@ -271,24 +353,61 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         relay_close(c, 0, "eof", 0);
 }
 
-/* src said EOF and everything it sent has been written: pass the EOF on. */
+/* src said EOF and everything it sent has been written: pass the EOF on.
+ * When the other direction is done already, closing both sides passes it
+ * on (dst gets its FIN from the close; every byte either way was read up to
+ * the EOF, so no reset) and saves a shutdown and a loop round. Otherwise
+ * dst is shut down for writing at once where the platform allows it (libuv
+ * has nothing queued on dst: the flow's last write has completed), else
+ * through libuv. */
 static void finish_flow(cg__relay *c, flow *f)
 {
-    f->sreq.data = f;
-    int err = uv_shutdown(&f->sreq, f->dst, on_shutdown);
-    if (err != 0)
+    const flow *other = f == &c->up ? &c->down : &c->up;
+    if (other->done) {
+        f->done = true;
+        relay_close(c, 0, "eof", 0);
+        return;
+    }
+    int err = cg__sys_shutdown_send(sock_of(f->dst));
+    if (err == 0) {
+        f->done = true;
+        return;
+    }
+    if (err != UV_ENOSYS) {
         fail(c, f->dst, err);
+        return;
+    }
+    uv_shutdown_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        relay_close(c, RESET_BOTH, "no_memory", UV_ENOMEM);
+        return;
+    }
+    req->data = f;
+    err = uv_shutdown(req, f->dst, on_shutdown);
+    if (err != 0) {
+        free(req);
+        fail(c, f->dst, err);
+    }
+}
+
+/* src said EOF: pass it on once nothing is pending. */
+static void src_eof(cg__relay *c, flow *f)
+{
+    f->eof = true;
+    uv_read_stop(f->src);
+    if (f->pending == NULL)
+        finish_flow(c, f);
 }
 
 static void on_write(uv_write_t *req, int status)
 {
-    flow *f = req->data;
+    chunk *k = req->data;
+    flow *f = k->f;
     cg__relay *c = f->owner;
-    size_t n = f->pending_len;
+    size_t n = k->len;
 
-    free(f->pending);
+    free(k);
     f->pending = NULL;
-    f->pending_len = 0;
     if (c->state == RELAY_CLOSING)
         return;
     if (status < 0) {
@@ -301,6 +420,31 @@ static void on_write(uv_write_t *req, int status)
         finish_flow(c, f);
     else
         start_reading(c, f->src);
+}
+
+/* Write chunk k (k->len bytes) to f->dst through libuv and stop reading
+ * f->src until it is written, so no later bytes can overtake it. */
+static void write_pending(cg__relay *c, flow *f, chunk *k)
+{
+    f->pending = k;
+    k->f = f;
+    k->req.data = k;
+    uv_read_stop(f->src);
+    uv_buf_t b = uv_buf_init(k->data, (unsigned)k->len);
+    int err = uv_write(&k->req, f->dst, &b, 1, on_write);
+    if (err != 0) {
+        free(k);
+        f->pending = NULL;
+        fail(c, f->dst, err);
+    }
+}
+
+static chunk *chunk_new(size_t len)
+{
+    chunk *k = malloc(sizeof(*k) + len);
+    if (k != NULL)
+        k->len = len;
+    return k;
 }
 
 /* Pass n bytes just read from f->src on to f->dst. Whatever dst does not
@@ -321,44 +465,26 @@ static void forward(cg__relay *c, flow *f, const char *data, size_t n)
     if (rest == 0)
         return;
 
-    f->pending = malloc(rest);
-    if (f->pending == NULL) {
+    chunk *k = chunk_new(rest);
+    if (k == NULL) {
         relay_close(c, RESET_BOTH, "no_memory", UV_ENOMEM);
         return;
     }
-    memcpy(f->pending, data + w, rest);
-    f->pending_len = rest;
-    uv_read_stop(f->src);
-    f->wreq.data = f;
-    b = uv_buf_init(f->pending, (unsigned)rest);
-    int err = uv_write(&f->wreq, f->dst, &b, 1, on_write);
-    if (err != 0) {
-        free(f->pending);
-        f->pending = NULL;
-        f->pending_len = 0;
-        fail(c, f->dst, err);
-    }
+    memcpy(k->data, data + w, rest);
+    write_pending(c, f, k);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     cg__relay *c = s->data;
     cg__relay_ctx *ctx = c->ctx;
-    bool from_client = s == (uv_stream_t *)&c->client;
-    flow *f = from_client ? &c->up : &c->down;
+    flow *f = flow_from(c, s);
 
     if (nread > 0) {
-        c->last_ms = uv_now(c->ctx->loop);
-        if (from_client) {
-            c->bytes_in += (uint64_t)nread;
-            cg__stat_add(&lstats_of(c->ctx, c->listener)->bytes_in, (uint64_t)nread);
-        }
+        count_read(c, f, (size_t)nread);
         forward(c, f, buf->base, (size_t)nread);
     } else if (nread == UV_EOF) {
-        f->eof = true;
-        uv_read_stop(s);
-        if (f->pending == NULL)
-            finish_flow(c, f);
+        src_eof(c, f);
     } else if (nread < 0) {
         fail(c, s, (int)nread);
     }
@@ -366,6 +492,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     release_buf(ctx, buf);
 }
 
+/* Connected (or echo): relay. On POSIX the backend is read from already
+ * (see connect_next), and asking again answers UV_EALREADY. */
 static void start_relaying(cg__relay *c)
 {
     uint32_t idle = conf_of(c)->idle_timeout_ms;
@@ -375,8 +503,11 @@ static void start_relaying(cg__relay *c)
     if (idle > 0)
         uv_timer_start(&c->timer, on_timer, (uint64_t)idle + 2, 0);
     start_reading(c, (uv_stream_t *)&c->client);
-    if (!c->echo && c->state == RELAY_RELAYING)
-        start_reading(c, (uv_stream_t *)&c->backend);
+    if (!c->echo && c->state == RELAY_RELAYING) {
+        int err = uv_read_start((uv_stream_t *)&c->backend, on_alloc, on_read);
+        if (err != 0 && err != UV_EALREADY)
+            fail(c, (uv_stream_t *)&c->backend, err);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -387,11 +518,13 @@ static void backend_failed(cg__relay *c)
 {
     const cg_listener_conf *lc = conf_of(c);
     const char *name = listener_name(c->ctx, c->listener);
+    char peer[64];
 
+    peer_text(c, peer, sizeof(peer));
     for (unsigned i = 0; i < c->attempts; i++) {
         const char *text = lc->nbackends ? lc->backends[(c->first + i) % lc->nbackends].text : "-";
-        cg__log_event(CG_LOG_WARN, "backend_error", "listener", name, "peer", c->peer, "backend",
-                      text, "error", uv_strerror(c->errs[i]), NULL);
+        cg__log_event(CG_LOG_WARN, "backend_error", "listener", name, "peer", peer, "backend", text,
+                      "error", uv_strerror(c->errs[i]), NULL);
     }
     cg__stat_add(&lstats_of(c->ctx, c->listener)->backend_errors, 1);
     relay_close(c, RESET_CLIENT, "connect_failed", c->attempts ? c->errs[c->attempts - 1] : 0);
@@ -441,7 +574,6 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_timer_stop(&c->timer);
-    uv_tcp_nodelay(&c->backend, 1);
     start_relaying(c);
 }
 
@@ -458,8 +590,19 @@ static void connect_next(cg__relay *c)
     c->backend.data = c;
     c->backend_open = true;
     c->handles++;
+    /* Before the connect, libuv sets it as it creates the socket. */
+    uv_tcp_nodelay(&c->backend, 1);
     c->creq.data = c;
     err = uv_tcp_connect(&c->creq, &c->backend, (const struct sockaddr *)&ep->addr, on_connect);
+    if (err == 0) {
+        /* Reading from the start registers the socket for both events at
+         * once (libuv finishes the connect before it reads), which saves
+         * two epoll_ctl calls once connected. libuv on Windows reads only
+         * connected sockets (UV_ENOTCONN): there start_relaying does it. */
+        err = uv_read_start((uv_stream_t *)&c->backend, on_alloc, on_read);
+        if (err == UV_ENOTCONN)
+            err = 0;
+    }
     if (err != 0) {
         attempt_failed(c, err);
         return;
@@ -495,6 +638,25 @@ static void on_timer(uv_timer_t *t)
  * Entry points
  */
 
+/* cg__relay_ctx_init: see relay.h. */
+void cg__relay_ctx_init(cg__relay_ctx *ctx)
+{
+    ctx->live = ctx->spare = NULL;
+    ctx->nlive = ctx->nspare = 0;
+    ctx->rbuf_lent = false;
+}
+
+/* cg__relay_ctx_cleanup: see relay.h. */
+void cg__relay_ctx_cleanup(cg__relay_ctx *ctx)
+{
+    while (ctx->spare != NULL) {
+        cg__relay *c = ctx->spare;
+        ctx->spare = c->next;
+        free(c);
+    }
+    ctx->nspare = 0;
+}
+
 /* cg__relay_drop: reset and close fd unrelayed, drop the gen reference and
  * count a close (closed, finished, active_total). Nothing is left to free.
  * Worker thread of ctx, or the control thread after that worker's join. */
@@ -508,9 +670,10 @@ void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen
 /* cg__relay_start: start relaying fd for gate listener `listener`. Owns fd
  * and the gen reference from here on, failure included; the connection
  * frees itself after its last close callback. Worker thread of ctx. */
-void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen *gen)
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, size_t listener,
+                     cg__gen *gen)
 {
-    cg__relay *c = calloc(1, sizeof(*c));
+    cg__relay *c = relay_alloc(ctx);
     if (c == NULL) {
         cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, listener), "message",
                       "out of memory: connection reset", NULL);
@@ -525,8 +688,13 @@ void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__ge
         ctx->live->prev = c;
     ctx->live = c;
     ctx->nlive++;
+    /* The loop's clock is cached per iteration, and a worker may start many
+     * connections in one wake-up while more keep arriving: read it afresh,
+     * or the idle timeout would count from before the caller connected. */
+    uv_update_time(ctx->loop);
     c->started_ms = c->last_ms = uv_now(ctx->loop);
-    snprintf(c->peer, sizeof(c->peer), "-");
+    if (peer != NULL)
+        c->peer = *peer;
 
     uv_timer_init(ctx->loop, &c->timer);
     c->timer.data = c;
@@ -547,12 +715,13 @@ void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__ge
         relay_close(c, 0, "open_failed", err);
         return;
     }
-    uv_tcp_nodelay(&c->client, 1);
-
-    struct sockaddr_storage ss;
-    int sslen = (int)sizeof(ss);
-    if (uv_tcp_getpeername(&c->client, (struct sockaddr *)&ss, &sslen) == 0)
-        cg_sockaddr_format((const struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+    if (!ctx->env->accepted_nodelay)
+        uv_tcp_nodelay(&c->client, 1);
+    if (peer == NULL) {
+        int len = (int)sizeof(c->peer);
+        if (uv_tcp_getpeername(&c->client, &c->peer.sa, &len) != 0)
+            c->peer.sa.sa_family = 0;
+    }
 
     const cg_listener_conf *lc = conf_of(c);
     c->echo = lc->echo;

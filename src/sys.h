@@ -1,13 +1,16 @@
 /* sys.h — the few operating-system services the gate needs that differ
  * between POSIX (src/unix/sys.c) and Windows (src/win/sys.c): process set-up,
- * listening sockets, closing a socket, the descriptor limit.
+ * listening sockets, closing a socket, the descriptor limit, and the
+ * relay's fast paths.
  *
  * Errors come back as negative CG_E* codes, with the system's own text in a
- * caller-supplied buffer where a person will read it.
+ * caller-supplied buffer where a person will read it; the relay's fast paths
+ * speak libuv's error codes, as the rest of the relay does.
  */
 #ifndef CG_SYS_H
 #define CG_SYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,5 +47,22 @@ void cg__sys_close_socket(cg_socket_t fd);
  * it may go and return the limit in force (on Windows, which has no such
  * limit for sockets, a fixed large figure). Main thread, at start. */
 uint64_t cg__sys_raise_fd_limit(void);
+
+/* cg__sys_nodelay_inherited: true when sockets accepted from a listener
+ * made by cg__sys_listen already have TCP_NODELAY (Linux copies it from the
+ * listener, which cg__sys_listen sets), so the relay need not set it again. */
+bool cg__sys_nodelay_inherited(void);
+
+/* ------------------------------------------------------------------------
+ * Relay fast paths. These return 0 or a negative libuv error code (UV_E*);
+ * UV_ENOSYS means the platform has no such path and the relay takes its
+ * portable one through libuv. The caller owns the socket and must have
+ * nothing queued on it in libuv.
+ */
+
+/* cg__sys_shutdown_send: shut down the sending side of connected socket fd
+ * at once (shutdown(2) SHUT_WR; UV_ENOSYS on Windows, where libuv's
+ * uv_shutdown does it). The thread that owns fd. */
+int cg__sys_shutdown_send(cg_socket_t fd);
 
 #endif /* CG_SYS_H */

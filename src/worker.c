@@ -1,17 +1,23 @@
 /* worker.c — the worker pool: threads with their own libuv loops, the
  * bounded hand-off queues the control thread fills, and orderly stop.
  *
- * The control thread pushes {fd, listener, gen} into the least-loaded
+ * The control thread pushes {fd, listener, gen, peer} into the least-loaded
  * worker's ring under its mutex and wakes it with uv_async_send; the worker
  * drains the whole ring on each wakeup (wakeups coalesce) and starts a relay
  * per socket. Stop sets a flag under the same mutex and sends the same
  * async: the worker resets what is still queued, closes every connection
  * and its own handle, and its uv_run returns.
+ *
+ * With env->inline_loop, worker 0 has no thread: its connections live on
+ * the control thread's own loop and a hand-off to it is a plain call, with
+ * no queue, lock or wake-up. So `workers = N` runs N threads in all, the
+ * control thread being one of them.
  */
 #include "worker.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -20,13 +26,15 @@
 #include "sys.h"
 
 typedef struct handoff {
-    cg_socket_t fd;
-    size_t listener;
     cg__gen *gen;
+    uint32_t listener;
+    cg_socket_t fd;
+    cg__peer peer; /* sa_family 0: unknown */
 } handoff;
 
 typedef struct worker {
     cg__pool *pool;
+    bool is_inline; /* runs on env.inline_loop: no thread, loop, ring or lock */
     uv_loop_t loop;
     uv_async_t wake;
     uv_thread_t thread;
@@ -37,7 +45,7 @@ typedef struct worker {
     size_t head, count;
     bool stopping;
 
-    bool closing;       /* worker thread only: stop has begun */
+    bool closing;       /* worker thread only (inline: control thread): stop has begun */
     uint64_t submitted; /* control thread only: sockets handed to this worker */
     cg__relay_ctx ctx;  /* worker thread only (until joined) */
 } worker;
@@ -95,26 +103,35 @@ static void begin_stop(worker *w)
     uv_close((uv_handle_t *)&w->wake, on_wake_closed);
 }
 
+/* Hand-offs taken out of the ring under one lock. */
+#define WAKE_BATCH 64
+
 static void on_wake(uv_async_t *a)
 {
     worker *w = a->data;
-    handoff h;
+    handoff batch[WAKE_BATCH];
 
     if (w->closing)
         return;
     for (;;) {
+        unsigned got = 0;
         uv_mutex_lock(&w->lock);
         bool stopping = w->stopping;
-        bool got = !stopping && pop_locked(w, &h);
+        while (!stopping && got < WAKE_BATCH && pop_locked(w, &batch[got]))
+            got++;
         uv_mutex_unlock(&w->lock);
+        for (unsigned i = 0; i < got; i++) {
+            const handoff *h = &batch[i];
+            count_handled(w);
+            cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL,
+                            h->listener, h->gen);
+        }
         if (stopping) {
             begin_stop(w);
             return;
         }
-        if (!got)
+        if (got < WAKE_BATCH)
             return;
-        count_handled(w);
-        cg__relay_start(&w->ctx, h.fd, h.listener, h.gen);
     }
 }
 
@@ -145,6 +162,7 @@ static void destroy_worker(worker *w)
         cg__relay_drop(&w->ctx, h.fd, h.listener, h.gen);
     if (w->mutex_ready)
         uv_mutex_destroy(&w->lock);
+    cg__relay_ctx_cleanup(&w->ctx);
     free(w->ring);
     free(w->ctx.rbuf);
 }
@@ -157,6 +175,13 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
     w->ctx.env = &p->env;
     w->ctx.slot = 1 + (size_t)id;
     w->ctx.loop = &w->loop;
+    cg__relay_ctx_init(&w->ctx);
+    if (id == 0 && p->env.inline_loop != NULL) {
+        w->is_inline = true;
+        w->ctx.loop = p->env.inline_loop;
+        w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
+        return w->ctx.rbuf != NULL ? 0 : CG_ENOMEM;
+    }
     w->ring = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring));
     w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
     if (w->ring == NULL || w->ctx.rbuf == NULL)
@@ -243,7 +268,8 @@ static bool push(worker *w, const handoff *h)
  * listener) the socket is reset and the reference dropped, but
  * *env->active_total is left alone: the caller that added it takes it back.
  * Control thread. */
-int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen, unsigned *chosen)
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, size_t listener,
+                    cg__gen *gen, unsigned *chosen)
 {
     if (listener >= p->env.nlisteners) {
         cg_socket_close_reset(fd);
@@ -263,10 +289,24 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen, 
         }
     }
 
-    handoff h = {fd, listener, gen};
+    handoff h = {.gen = gen, .listener = (uint32_t)listener, .fd = fd};
+    if (peer != NULL && peer->sa_family == AF_INET)
+        memcpy(&h.peer, peer, sizeof(h.peer.in));
+    else if (peer != NULL && peer->sa_family == AF_INET6)
+        memcpy(&h.peer, peer, sizeof(h.peer.in6));
     for (unsigned k = 0; k < p->n; k++) {
         unsigned i = (best + k) % p->n; /* the chosen one, or any with room */
-        if (push(&p->w[i], &h)) {
+        worker *w = &p->w[i];
+        if (w->is_inline && !w->closing) {
+            w->submitted++;
+            p->next = i + 1;
+            if (chosen != NULL)
+                *chosen = i;
+            count_handled(w);
+            cg__relay_start(&w->ctx, fd, h.peer.sa.sa_family != 0 ? &h.peer : NULL, listener, gen);
+            return 0;
+        }
+        if (!w->is_inline && push(w, &h)) {
             p->w[i].submitted++;
             p->next = i + 1;
             if (chosen != NULL)
@@ -279,16 +319,21 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, size_t listener, cg__gen *gen, 
     return CG_ERANGE;
 }
 
-/* cg__pool_stop: make every worker reset what is still queued and close
- * every open connection (with a reset), then join and free everything.
- * Those closes are counted (closed, finished, active_total) like any other.
- * Accepts NULL. Control thread. */
-void cg__pool_stop(cg__pool *p)
+/* cg__pool_close: make every worker reset what is still queued and close
+ * every open connection (with a reset), and join the worker threads. Those
+ * closes are counted (closed, finished, active_total) like any other. The
+ * inline worker's connections finish closing on the inline loop. Accepts
+ * NULL; a second call does nothing. Control thread. */
+void cg__pool_close(cg__pool *p)
 {
     if (p == NULL)
         return;
     for (unsigned i = 0; i < p->n; i++) {
         worker *w = &p->w[i];
+        if (w->is_inline && !w->closing) {
+            w->closing = true;
+            cg__relay_close_all(&w->ctx);
+        }
         if (!w->running)
             continue;
         /* Send under the lock: the worker closes its async handle only
@@ -304,10 +349,29 @@ void cg__pool_stop(cg__pool *p)
             uv_thread_join(&w->thread);
             w->running = false;
         }
-        destroy_worker(w);
     }
+}
+
+/* cg__pool_free: free a closed pool (cg__pool_close). An inline worker's
+ * connections must be gone: its loop has run every close callback since.
+ * Accepts NULL. Control thread. */
+void cg__pool_free(cg__pool *p)
+{
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; i < p->n; i++)
+        destroy_worker(&p->w[i]);
     free(p->w);
     free(p);
+}
+
+/* cg__pool_stop: cg__pool_close, then cg__pool_free. Only for a pool
+ * without an inline worker, or whose inline worker has no connection.
+ * Accepts NULL. Control thread. */
+void cg__pool_stop(cg__pool *p)
+{
+    cg__pool_close(p);
+    cg__pool_free(p);
 }
 
 /* cg__pool_size: the number of workers (0 for NULL). Any thread. */

@@ -1,16 +1,19 @@
 /* unix/sys.c — POSIX side of sys.h: SIGPIPE, listening sockets, the
- * descriptor limit. */
+ * descriptor limit, and the relay's fast paths. */
 #include "sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <uv.h>
 
 #include "condgate/common.h"
 
@@ -76,6 +79,9 @@ int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out,
         int v6only = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? 0 : 1;
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
     }
+    /* Accepted sockets inherit it on Linux (cg__sys_nodelay_inherited):
+     * one setsockopt here instead of one per connection. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (bind(fd, sa, salen) != 0 || listen(fd, SOMAXCONN) != 0)
         goto close_fd;
     *out = fd;
@@ -117,4 +123,21 @@ uint64_t cg__sys_raise_fd_limit(void)
         }
     }
     return rl.rlim_cur == RLIM_INFINITY ? FD_LIMIT_CAP : (uint64_t)rl.rlim_cur;
+}
+
+/* cg__sys_nodelay_inherited: see sys.h. Linux copies TCP_NODELAY from the
+ * listener to the sockets accepted from it; elsewhere the relay sets it. */
+bool cg__sys_nodelay_inherited(void)
+{
+#if defined(__linux__)
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* cg__sys_shutdown_send: see sys.h. */
+int cg__sys_shutdown_send(cg_socket_t fd)
+{
+    return shutdown(fd, SHUT_WR) == 0 ? 0 : uv_translate_sys_error(errno);
 }

@@ -9,6 +9,8 @@
 #include <ws2tcpip.h>
 #include <windows.h>
 
+#include <uv.h>
+
 #include "condgate/common.h"
 #include "error.h"
 #include "log.h"
@@ -113,4 +115,17 @@ void cg__sys_close_socket(cg_socket_t fd)
 uint64_t cg__sys_raise_fd_limit(void)
 {
     return SOCKET_LIMIT;
+}
+
+/* cg__sys_nodelay_inherited: the relay sets TCP_NODELAY itself. */
+bool cg__sys_nodelay_inherited(void)
+{
+    return false;
+}
+
+/* Relay fast paths: none on Windows; libuv's shutdown serves (see sys.h). */
+int cg__sys_shutdown_send(cg_socket_t fd)
+{
+    (void)fd;
+    return UV_ENOSYS;
 }

@@ -241,6 +241,57 @@ static int run_xfer(xfer *x, int timeout_ms)
     return 0;
 }
 
+/* Read and hash until the peer's EOF, sending nothing and keeping our own
+ * side open. */
+static int run_xfer_half(xfer *x, int timeout_ms)
+{
+    static _Thread_local unsigned char buf[65536];
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    x->recv_hash = FNV_INIT;
+    set_nonblock(x->fd, true);
+    for (;;) {
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        if (wait_readable(x->fd, left) <= 0)
+            return x->err = ETIMEDOUT;
+        long n = ts_recv(x->fd, buf, sizeof(buf));
+        if (n > 0) {
+            x->recv_hash = fnv_update(x->recv_hash, buf, (size_t)n);
+            x->recv_len += (size_t)n;
+        } else if (n == 0) {
+            return 0;
+        } else if (ts_errno() != EAGAIN && ts_errno() != EINTR) {
+            return x->err = ts_errno();
+        }
+    }
+}
+
+/* Send x's stream, shut down, then wait for the peer's EOF. */
+static int send_stream(xfer *x, int timeout_ms)
+{
+    static _Thread_local unsigned char buf[65536];
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+    set_nonblock(x->fd, true);
+    while (x->sent < x->send_len) {
+        struct pollfd p = {.fd = x->fd, .events = POLLOUT};
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        if (ts_poll(&p, 1, left) <= 0)
+            return ETIMEDOUT;
+        size_t n = x->send_len - x->sent < sizeof(buf) ? x->send_len - x->sent : sizeof(buf);
+        stream_fill(x->send_seed, x->sent, buf, n);
+        long w = ts_send(x->fd, buf, n);
+        if (w > 0)
+            x->sent += (size_t)w;
+        else if (w < 0 && ts_errno() != EAGAIN && ts_errno() != EINTR)
+            return ts_errno();
+    }
+    shutdown(x->fd, TS_SHUT_WR);
+    char scratch[256];
+    long n = read_to_end(x->fd, scratch, sizeof(scratch), timeout_ms);
+    return n < 0 ? (int)-n : 0;
+}
+
 /* ------------------------------------------------------------------------
  * Backends: a thread with a blocking-style server on 127.0.0.1:0.
  */
@@ -250,6 +301,8 @@ typedef enum backend_mode {
     BK_REPLY_EOF,  /* read to EOF, then send "pong" and close */
     BK_SHUT_FIRST, /* send "hello" and shut down, then read to EOF */
     BK_ACCEPT,     /* accept and hold until the client goes */
+    BK_SLOW_BULK,  /* wait delay_ms before reading anything, hash what arrives
+                      until EOF, then send its own stream and shut down */
 } backend_mode;
 
 typedef struct backend {
@@ -257,7 +310,9 @@ typedef struct backend {
     struct sockaddr_in addr;
     backend_mode mode;
     unsigned conns; /* connections to serve */
-    xfer x;         /* BK_XFER */
+    xfer x;         /* BK_XFER, BK_SLOW_BULK */
+    int delay_ms;   /* BK_SLOW_BULK */
+    int bufs;       /* socket buffer sizes to set (0: the system's) */
     char got[64];   /* BK_REPLY_EOF, BK_SHUT_FIRST: what arrived */
     long got_len;
     unsigned served;
@@ -294,6 +349,20 @@ static void backend_main(void *arg)
             read_to_end(fd, scratch, sizeof(scratch), 10000);
             break;
         }
+        case BK_SLOW_BULK: {
+            /* The request to its EOF first, then the reply. */
+            ts_sleep_ms(b->delay_ms);
+            xfer req = {.fd = fd, .send_len = 0};
+            run_xfer_half(&req, 60000);
+            b->x.recv_hash = req.recv_hash;
+            b->x.recv_len = req.recv_len;
+            b->x.err = req.err;
+            if (req.err == 0) {
+                b->x.fd = fd;
+                b->x.err = send_stream(&b->x, 60000);
+            }
+            break;
+        }
         }
         ts_close(fd);
     }
@@ -302,6 +371,8 @@ static void backend_main(void *arg)
 static void backend_start(backend *b, backend_mode mode, unsigned conns)
 {
     b->lfd = listen_loopback(16, &b->addr);
+    if (b->bufs)
+        set_bufs(b->lfd, b->bufs); /* accepted sockets inherit them */
     b->mode = mode;
     b->conns = conns;
     assert_int_equal(uv_thread_create(&b->thread, backend_main, b), 0);
@@ -490,7 +561,7 @@ static cg_socket_t open_conn_bufs(fixture *fx, size_t listener, int bufs)
         set_bufs(s, bufs);
     set_nonblock(s, true);
     atomic_fetch_add(&fx->active_total, 1);
-    assert_int_equal(cg__pool_submit(fx->pool, s, listener, cg__gen_ref(fx->gen), NULL), 0);
+    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, listener, cg__gen_ref(fx->gen), NULL), 0);
     fx->submitted++;
     return c;
 }
@@ -580,6 +651,61 @@ static void test_relay_8mib_each_way(void **state)
     assert_int_equal(s.bytes_in, len);
     assert_int_equal(s.bytes_out, len);
     assert_int_equal(s.closed, 1);
+    assert_int_equal(s.backend_errors, 0);
+}
+
+/* Bulk through a backend that reads nothing for 400 ms: the relay soon
+ * finds its socket full, keeps the rest aside and stops reading the
+ * client, whose sends stall; then every byte arrives in order. The backend
+ * answers only after the client's EOF, and its EOF comes after a bulk
+ * reply: half-close both ways behind full buffers. */
+static void test_bulk_backpressure_half_close(void **state)
+{
+    fixture *fx = *state;
+    const size_t req = 16 * MIB + 777, resp = 6 * MIB + 55;
+    /* Fixed buffers (no autotuning) on every socket but the relay's to the
+     * backend, so that far less than the request fits in them. */
+    backend b = {.x = {.send_seed = 21, .send_len = resp}, .delay_ms = 400, .bufs = 256 * 1024};
+    backend_start(&b, BK_SLOW_BULK, 1);
+    use_gen(fx, &(gen_opts){.backends = &b.addr, .nbackends = 1});
+
+    cg_socket_t c = open_conn_bufs(fx, L_RELAY, 256 * 1024);
+    set_nonblock(c, true);
+    static unsigned char buf[65536];
+    size_t sent = 0;
+    uint64_t last = now_ms(), longest = 0;
+    while (sent < req) {
+        struct pollfd p = {.fd = c, .events = POLLOUT};
+        assert_true(ts_poll(&p, 1, 10000) > 0);
+        size_t n = req - sent < sizeof(buf) ? req - sent : sizeof(buf);
+        stream_fill(20, sent, buf, n);
+        long w = ts_send(c, buf, n);
+        if (w > 0) {
+            uint64_t t = now_ms();
+            if (t - last > longest)
+                longest = t - last;
+            last = t;
+            sent += (size_t)w;
+        } else {
+            assert_true(w < 0 && (ts_errno() == EAGAIN || ts_errno() == EINTR));
+        }
+    }
+    assert_int_equal(shutdown(c, TS_SHUT_WR), 0);
+    xfer x = {.fd = c};
+    assert_int_equal(run_xfer_half(&x, 30000), 0);
+    backend_join(&b);
+
+    assert_int_equal(b.x.err, 0);
+    assert_int_equal(b.x.recv_len, req);
+    assert_true(b.x.recv_hash == stream_hash(20, req));
+    assert_int_equal(x.recv_len, resp);
+    assert_true(x.recv_hash == stream_hash(21, resp));
+    assert_true(longest >= 200); /* held back while the backend slept */
+    assert_all_closed(fx, 5000);
+    ts_close(c);
+    cg__lsum s = sum_of(fx, L_RELAY);
+    assert_int_equal(s.bytes_in, req);
+    assert_int_equal(s.bytes_out, resp);
     assert_int_equal(s.backend_errors, 0);
 }
 
@@ -984,7 +1110,7 @@ static void test_submit_bad_listener(void **state)
     assert_int_equal(connect(c, (struct sockaddr *)&fx->laddr, sizeof(fx->laddr)), 0);
     cg_socket_t s = accept(fx->lfd, NULL, NULL);
     assert_true(s != CG_INVALID_SOCKET);
-    assert_int_equal(cg__pool_submit(fx->pool, s, NLISTENERS, cg__gen_ref(fx->gen), NULL),
+    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, NLISTENERS, cg__gen_ref(fx->gen), NULL),
                      CG_EINVAL);
     char got[8];
     long n = read_to_end(c, got, sizeof(got), 2000);
@@ -1105,6 +1231,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_echo_1mib, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_8mib_each_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bulk_backpressure_half_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_client_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_backend_first, setup, teardown),
