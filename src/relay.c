@@ -182,7 +182,7 @@ static cg__relay *relay_alloc(cg__relay_ctx *ctx)
 
 static void relay_free(cg__relay_ctx *ctx, cg__relay *c)
 {
-    if (ctx->nspare >= SPARE_MAX) {
+    if (ctx->nspare + 1 > SPARE_MAX) { /* not >=: SPARE_MAX may be 0 */
         free(c);
         return;
     }

@@ -39,7 +39,16 @@ START_TIMEOUT = 90  # Wine writes its prefix on the first start: slow
 IO_TIMEOUT = 10
 
 
-def free_port():
+def free_port(dual=False):
+    """A port nothing uses. For a dual-stack listener the port is picked by a
+    dual-stack wildcard bind: a port picked on 127.0.0.1 may still be the
+    local end of a loopback connection (or its TIME_WAIT), which a wildcard
+    bind without SO_REUSEADDR (Windows semantics, under Wine too) refuses."""
+    if dual:
+        with socket.socket(socket.AF_INET6) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -384,7 +393,7 @@ def main():
     if args.emulator and os.path.exists(args.emulator[0]):
         args.emulator[0] = os.path.abspath(args.emulator[0])
     os.makedirs(args.workdir, exist_ok=True)
-    ports = {k: free_port() for k in ("admin", "echo", "web", "backend", "dual")}
+    ports = {k: free_port(k == "dual") for k in ("admin", "echo", "web", "backend", "dual")}
     ini = os.path.join(args.workdir, "condgate.ini")
     write_config(ini, ports)
     Backend(ports["backend"]).start()
