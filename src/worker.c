@@ -103,8 +103,11 @@ static void begin_stop(worker *w)
     uv_close((uv_handle_t *)&w->wake, on_wake_closed);
 }
 
-/* Hand-offs taken out of the ring under one lock. */
+/* Hand-offs taken out of the ring under one lock, and batches started per
+ * wake-up: past that the worker goes back to its loop (serving the
+ * connections it has) and wakes itself again for the rest. */
 #define WAKE_BATCH 64
+#define WAKE_BATCHES 4
 
 static void on_wake(uv_async_t *a)
 {
@@ -113,8 +116,12 @@ static void on_wake(uv_async_t *a)
 
     if (w->closing)
         return;
-    for (;;) {
+    for (unsigned round = 0;; round++) {
         unsigned got = 0;
+        if (round == WAKE_BATCHES) {
+            uv_async_send(&w->wake); /* more are queued: after one loop turn */
+            return;
+        }
         uv_mutex_lock(&w->lock);
         bool stopping = w->stopping;
         while (!stopping && got < WAKE_BATCH && pop_locked(w, &batch[got]))

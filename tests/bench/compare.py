@@ -1146,8 +1146,8 @@ class Bench:
                          "counted)")
         th = []
         if "condgate" in a.contenders:
-            th.append(f"condgate workers = {a.condgate_workers} plus its control thread, which "
-                      "accepts and judges every caller")
+            th.append(f"condgate workers = {a.condgate_workers} threads in all (worker 0 is the "
+                      "control thread, which also accepts and judges every caller)")
         if "haproxy" in a.contenders:
             th.append(f"haproxy nbthread {a.threads}")
         if "nginx" in a.contenders:
@@ -1255,7 +1255,7 @@ compiler for the build. Example:
     ap.add_argument("--threads", type=int, default=2,
                     help="condgate workers, haproxy nbthread, nginx worker_processes (2)")
     ap.add_argument("--condgate-workers", type=int,
-                    help="condgate workers if not --threads (it also runs a control thread "
+                    help="condgate workers if not --threads (worker 0 is the control thread "
                          "that accepts and judges)")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (5; --quick 2)")
     ap.add_argument("--duration", type=float,
