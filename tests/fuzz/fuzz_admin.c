@@ -394,13 +394,7 @@ static int request(int mode, const char *req, size_t len, char **out, size_t *ou
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    const char *base = getenv("CG_FUZZ_TMPDIR");
-    if (!base || !*base)
-        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    snprintf(dir, sizeof dir, "%s/condgate-fuzz-admin.XXXXXX", base);
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+    fuzz_make_tmpdir(dir, sizeof dir, "condgate-fuzz-admin");
     snprintf(path_a, sizeof path_a, "%s/a.ini", dir);
     snprintf(path_b, sizeof path_b, "%s/b.ini", dir);
     snprintf(path_broken, sizeof path_broken, "%s/broken.ini", dir);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -381,4 +383,15 @@ size_t fuzz_check_ruleset(cg_ruleset *rs, const fuzz_sources *src)
     free(o.e);
     free(o.hits);
     return n;
+}
+
+void fuzz_make_tmpdir(char *dir, size_t len, const char *name)
+{
+    const char *base = getenv("CG_FUZZ_TMPDIR");
+    if (!base || !*base)
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+    if (!base || !*base)
+        base = "/tmp";
+    snprintf(dir, len, "%s/%s.XXXXXX", base, name);
+    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
 }

@@ -42,6 +42,11 @@ FUZZ_NORETURN void fuzz_fail(const char *file, int line, const char *cond, const
  * Free with free(). Never NULL: aborts when out of memory. */
 char *fuzz_text(const uint8_t *data, size_t size);
 
+/* fuzz_make_tmpdir: create a private directory NAME.XXXXXX for a target's
+ * files, in $CG_FUZZ_TMPDIR (run.sh sets it), else /dev/shm, else $TMPDIR,
+ * else /tmp; its path goes to dir[0..len). Aborts on failure. */
+void fuzz_make_tmpdir(char *dir, size_t len, const char *name);
+
 /* fuzz_lines: how many lines a message may name in text[0..len): one more
  * than the number of newlines. */
 uint32_t fuzz_lines(const char *text, size_t len);

@@ -93,14 +93,7 @@ static void write_file(const char *p, const void *data, size_t len)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    /* CG_FUZZ_TMPDIR (run.sh sets it), else /dev/shm, else TMPDIR, /tmp. */
-    const char *base = getenv("CG_FUZZ_TMPDIR");
-    if (!base || !*base)
-        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    snprintf(dir, sizeof dir, "%s/condgate-fuzz-ini.XXXXXX", base);
-    FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+    fuzz_make_tmpdir(dir, sizeof dir, "condgate-fuzz-ini");
     snprintf(ini, sizeof ini, "%s/c.ini", dir);
     atexit(cleanup);
 
