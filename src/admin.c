@@ -103,7 +103,6 @@ typedef struct route {
     handler_fn fn;
 } route;
 
-/* Per request, from the call with the headers to completion. */
 /* Per request, from its request line (on_uri) to completion. */
 typedef struct request {
     const route *route;
@@ -608,18 +607,6 @@ static const char *query_arg(struct MHD_Connection *c, const char *key, bool *nu
     return v;
 }
 
-/* Whether s could name a rule set ([rules:NAME] allows 1 to
- * CG_CONFIG_MAX_NAME letters, digits, '_', '-' or '.'). */
-static bool set_name_like(const char *s)
-{
-    size_t n = 0;
-    for (; s[n] != '\0'; n++)
-        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
-              (s[n] >= '0' && s[n] <= '9') || s[n] == '_' || s[n] == '-' || s[n] == '.'))
-            return false;
-    return n >= 1 && n <= CG_CONFIG_MAX_NAME;
-}
-
 static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
 {
     bool nul = false;
@@ -654,7 +641,7 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
     if (rs == NULL) {
         /* The name goes back only when it could be one: anything else
          * (bytes that are not UTF-8, quotes) has no place in the JSON. */
-        if (set == NULL || set_name_like(set))
+        if (set == NULL || cg_config_name_ok(set, strlen(set)))
             snprintf(msg, sizeof(msg), "no rule set named '%s'", set != NULL ? set : "default");
         else
             snprintf(msg, sizeof(msg),

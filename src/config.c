@@ -381,7 +381,7 @@ static int oom(cg__loader *ld, uint32_t line)
     return cg__fail(ld->d, CG_ENOMEM, ld->path, line, "out of memory");
 }
 
-static bool valid_name(const char *s, size_t len)
+bool cg_config_name_ok(const char *s, size_t len)
 {
     if (len == 0 || len > CG_CONFIG_MAX_NAME)
         return false;
@@ -813,7 +813,7 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "name %s in %s is longer than %d characters", cg__quote(q, sub, sublen),
                             ld->section, CG_CONFIG_MAX_NAME);
-        } else if (!valid_name(sub, sublen)) {
+        } else if (!cg_config_name_ok(sub, sublen)) {
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad name %s in %s: use 1 to %d letters, digits, '_', '-' or '.'",
                             cg__quote(q, sub, sublen), ld->section, CG_CONFIG_MAX_NAME);
@@ -978,7 +978,7 @@ static int listener_key(cg__loader *ld, int k, const char *key, const char *valu
         }
         return each_item(ld, key, value, line, add_backend, l);
     case K_RULES:
-        if (!valid_name(value, strlen(value)))
+        if (!cg_config_name_ok(value, strlen(value)))
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad rule set name %s for 'rules' in %s: use 1 to %d letters, "
                             "digits, '_', '-' or '.'",

@@ -42,6 +42,10 @@
  * logs, metric labels and JSON without escaping. */
 #define CG_CONFIG_MAX_NAME 32
 
+/* cg_config_name_ok: whether s[0..len) is a valid rule-set or listener name
+ * (1..CG_CONFIG_MAX_NAME letters, digits, '_', '-' or '.'). */
+bool cg_config_name_ok(const char *s, size_t len);
+
 /* Longest "host:port" / "[v6]:port" text plus NUL. */
 #define CG_ENDPOINT_STRLEN 64
 
