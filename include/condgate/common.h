@@ -35,6 +35,12 @@ enum cg_error {
     CG_EDEFERRED = -15,   /* conditional accept: the caller was deferred */
 };
 
+/* Room for one error line ("FILE:LINE: message", no newline) with its NUL:
+ * every buffer that receives an error from the library, the loader or the
+ * gate is this size, so an error is never cut shorter in one place (a
+ * reload's answer) than in another (the start-up message). */
+#define CG_ERR_MAX 4608
+
 /* cg_strerror: a short English description of a CG_E* code (never NULL,
  * static storage). Any thread. */
 const char *cg_strerror(int err);
