@@ -13,20 +13,20 @@
 #include <stddef.h>
 
 #include "condgate/config.h"
-#include "gate.h"
+#include "gate_view.h"
 
 /* Bounds of the admin port. */
-#define CG_ADMIN_MAX_CONNECTIONS 64   /* open admin connections at once */
-#define CG_ADMIN_TIMEOUT_S 5          /* a connection idle this long is closed */
-#define CG_ADMIN_MEMORY_LIMIT 32768   /* bytes per connection for the request */
+#define CG_ADMIN_MAX_CONNECTIONS 64 /* open admin connections at once */
+#define CG_ADMIN_TIMEOUT_S 5        /* a connection idle this long is closed */
+#define CG_ADMIN_MEMORY_LIMIT 32768 /* bytes per connection for the request */
 
 typedef struct cg__admin cg__admin;
 
 /* cg__admin_start: serve the admin port described by conf (which must be
  * enabled) for gate g. Returns 0 and *out, or a negative CG_E* code with a
  * one-line reason in err (e.g. the address is in use). Control thread. */
-int cg__admin_start(cg__gate *g, const cg_admin_conf *conf, cg__admin **out, char *err,
-                    size_t errlen);
+int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__admin **out,
+                    char *err, size_t errlen);
 
 /* cg__admin_stop: stop serving and free. Waits for requests in progress.
  * Accepts NULL. Control thread, and only once the gate refuses new reload

@@ -1,52 +1,113 @@
-/* gate.h — the running gateway: listeners, the control loop, reload, drain.
+/* gate.h — the gate: the current generation, judging callers, admission,
+ * hand-off and drain.
  *
- * The control thread (the one that calls cg__gate_run) owns the listeners
- * and the current generation. It judges every caller in the conditional
- * accept callback, hands accepted sockets to the worker pool, reloads the
- * configuration off to the side and swaps it in, and on SIGTERM/SIGINT stops
- * accepting and drains.
+ * The gate owns the listeners (listener.c) and the generation in force. Each
+ * caller a listener offers is judged by the one judge (policy.h) against the
+ * current generation and the admission count; admitted sockets go to the
+ * worker pool with their listener's route. A new generation (from a reload)
+ * is swapped in with one pointer store on the control thread, so every
+ * caller is judged wholly by one generation. Control thread unless a
+ * function says otherwise.
  */
 #ifndef CG_GATE_H
 #define CG_GATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include <uv.h>
+
+#include "admission.h"
 #include "condgate/config.h"
 #include "gen.h"
 #include "stats.h"
+#include "worker.h"
 
 typedef struct cg__gate cg__gate;
 
-/* cg__gate_run: run the gate on an already loaded configuration `cfg`
- * (ownership passes to the gate) read from `path`, until SIGTERM/SIGINT and
- * the drain that follows. Returns the process exit status: 0 after a clean
- * stop, 1 on a runtime failure (a bind failed, out of memory at start). */
-int cg__gate_run(const char *path, cg_config *cfg);
+/* cg__gate_new: a gate on loop for the configuration loaded at start (cfg:
+ * ownership passes to the gate, also on failure) as generation 1, with
+ * counters for its listeners and workers. fd_limit is the process's
+ * descriptor limit, which bounds max_connections (logged when it lowers it).
+ * Listens on nothing yet. Returns 0 and *out, or CG_ENOMEM. */
+int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **out);
 
-/* cg__gate_reload_wait: ask the control thread to reload (as SIGHUP does)
- * and wait for the outcome. A request made while a reload is running waits
- * for a fresh one, so the files are always read after the request. Returns 0
- * and the new generation number in *generation, or a negative CG_E* code with
- * the one-line error in err. Any thread except the control thread. */
-int cg__gate_reload_wait(cg__gate *g, uint64_t *generation, char *err, size_t errlen);
+/* cg__gate_open: bind and listen on every listener. Returns 0, or a negative
+ * CG_E* code with the one-line reason in err (the listeners opened so far
+ * are closed by cg__gate_close). Callers are taken once the loop runs and
+ * the pool is given (cg__gate_start). */
+int cg__gate_open(cg__gate *g, char *err, size_t errlen);
+
+/* cg__gate_start: hand admitted callers to pool from now on (it must outlive
+ * the gate's listeners), and log each listener (event=listen). */
+void cg__gate_start(cg__gate *g, cg__pool *pool);
+
+/* cg__gate_apply: install cfg (a reload) as the next generation, taking it
+ * on success: the same listener names and binds, else a refusal naming the
+ * line that changed. Returns 0 and the new number in *generation, or
+ * CG_EINVAL / CG_ENOMEM with the reason in err (cfg stays the caller's). */
+int cg__gate_apply(cg__gate *g, cg_config *cfg, uint64_t *generation, char *err, size_t errlen);
+
+/* cg__gate_drain: stop accepting (close every listener) and call
+ * drained(arg) once no connection is open or drain_timeout_ms has passed.
+ * A second call stops waiting: drained is called at the next check. */
+void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), void *arg);
+
+/* cg__gate_close: close what the gate keeps on the loop (listeners,
+ * timers) and flush the reject-line summary. Free with cg__gate_free once
+ * the loop has run the close callbacks. */
+void cg__gate_close(cg__gate *g);
+
+/* cg__gate_free: free a closed gate and drop its generation. Accepts NULL. */
+void cg__gate_free(cg__gate *g);
+
+/* cg__gate_log_stats: one counters line for the whole gate (event `event`)
+ * and, with per_listener, one line per listener (event=listener_stats). */
+void cg__gate_log_stats(cg__gate *g, const char *event, bool per_listener);
+
+/* cg__gate_generation: the current generation's number. */
+uint64_t cg__gate_generation(const cg__gate *g);
 
 /* cg__gate_acquire: a reference to the current generation (drop it with
  * cg__gen_unref). Any thread. */
 cg__gen *cg__gate_acquire(cg__gate *g);
 
-/* cg__gate_stats: the gate's counters (owned by the gate; valid while it
- * runs). Any thread. */
+/* cg__gate_stats, cg__gate_admission: the gate's counters and admission
+ * count (owned by the gate, valid until cg__gate_free). Any thread. */
 cg__stats *cg__gate_stats(cg__gate *g);
+cg__admission *cg__gate_admission(cg__gate *g);
 
-/* cg__gate_uptime_ms: milliseconds since the gate started. Any thread. */
+/* cg__gate_names: the listeners' names, by gate index (fixed until
+ * restart; owned by the gate). Any thread. */
+char **cg__gate_names(cg__gate *g);
+
+/* cg__gate_uptime_ms: milliseconds since the gate was made. Any thread. */
 uint64_t cg__gate_uptime_ms(const cg__gate *g);
 
-/* cg__gate_max_connections: the effective max_connections (the configured
- * value, lowered to fit the descriptor limit). Any thread. */
-uint64_t cg__gate_max_connections(cg__gate *g);
-
-/* cg__gate_workers: number of worker threads (fixed until restart). */
+/* cg__gate_workers: the worker count of generation 1 (fixed until
+ * restart). Any thread. */
 unsigned cg__gate_workers(const cg__gate *g);
+
+/* ------------------------------------------------------------------------
+ * The gate's policies, as plain functions (unit-tested).
+ */
+
+/* cg__gate_fit_connections: max_connections as it can be honoured: the
+ * configured value, lowered so that every connection fits under fd_limit
+ * after a reserve for the process (stdio, loops, admin port, and per
+ * listener and per worker a few descriptors). A relayed connection takes two
+ * descriptors, one to the built-in echo one; with any listener on a real
+ * backend (any_backend) plan for two each. At least 1. */
+uint64_t cg__gate_fit_connections(uint64_t fd_limit, size_t nlisteners, unsigned workers,
+                                  bool any_backend, unsigned configured);
+
+/* cg__gate_map_listeners: match the listeners of a new configuration with
+ * the n running ones (names[i], binds[i]): the same names and the same binds,
+ * or CG_EINVAL with "FILE:LINE: ..." in err (new, removed, or moved
+ * listeners need a restart). Fills lmap[i] with running listener i's index
+ * in cfg->listeners. */
+int cg__gate_map_listeners(char *const *names, const cg_endpoint *binds, size_t n,
+                           const cg_config *cfg, size_t *lmap, char *err, size_t errlen);
 
 #endif /* CG_GATE_H */

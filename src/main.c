@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "condgate.h"
-#include "gate.h"
+#include "daemon.h"
 #include "log.h"
 
 #define DEFAULT_CONFIG "/etc/condgate/condgate.ini"
@@ -59,7 +59,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char err[4096 + 512];
+    char err[CG_ERR_MAX];
     cg_config *cfg = NULL;
     if (cg_config_load(path, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -68,7 +68,7 @@ int main(int argc, char **argv)
     if (!test) {
         for (size_t i = 0; i < cfg->nwarnings; i++)
             cg__log_event(CG_LOG_WARN, "config_warning", "message", cfg->warnings[i], NULL);
-        return cg__gate_run(path, cfg); /* the gate owns cfg from here */
+        return cg__daemon_run(path, cfg); /* the daemon owns cfg from here */
     }
     int rc = cg_config_print(cfg, stdout);
     fflush(stdout);

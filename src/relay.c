@@ -98,7 +98,7 @@ struct flow {
 struct cg__relay {
     cg__relay *prev, *next; /* ctx->live, or ctx->spare once freed */
     cg__relay_ctx *ctx;
-    cg__gen *gen; /* NULL once closed */
+    cg__route *route; /* NULL once closed */
     size_t listener;
     relay_state state;
     bool echo;
@@ -122,11 +122,6 @@ struct cg__relay {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *t);
 static void connect_next(cg__relay *c);
-
-static const cg_listener_conf *conf_of(const cg__relay *c)
-{
-    return cg__gen_listener(c->gen, c->listener);
-}
 
 static cg__lstats *lstats_of(const cg__relay_ctx *ctx, size_t listener)
 {
@@ -162,7 +157,7 @@ static void account_close(cg__relay_ctx *ctx, size_t listener)
     if (listener < ctx->env->nlisteners)
         cg__stat_add(&lstats_of(ctx, listener)->closed, 1);
     cg__stat_add(&ctx->env->stats->slots[ctx->slot].finished, 1);
-    atomic_fetch_sub(ctx->env->active_total, 1);
+    cg__admission_release(ctx->env->admission);
 }
 
 /* ------------------------------------------------------------------------
@@ -261,8 +256,8 @@ static void relay_close(cg__relay *c, unsigned reset, const char *reason, int er
     }
     log_close(c, was, reason, err);
     account_close(c->ctx, c->listener);
-    cg__gen_unref(c->gen);
-    c->gen = NULL;
+    cg__route_unref(c->route);
+    c->route = NULL;
 }
 
 /* An I/O error on one side: that side is dead already, so close it plainly
@@ -368,13 +363,13 @@ static void finish_flow(cg__relay *c, flow *f)
         relay_close(c, 0, "eof", 0);
         return;
     }
-    int err = cg__sys_shutdown_send(sock_of(f->dst));
-    if (err == 0) {
+    int rc = cg__sys_shutdown_send(sock_of(f->dst));
+    if (rc == 0) {
         f->done = true;
         return;
     }
-    if (err != UV_ENOSYS) {
-        fail(c, f->dst, err);
+    if (rc != CG_ENOTSUP) {
+        fail(c, f->dst, UV_ENOTCONN); /* the peer reset the socket */
         return;
     }
     uv_shutdown_t *req = malloc(sizeof(*req));
@@ -383,7 +378,7 @@ static void finish_flow(cg__relay *c, flow *f)
         return;
     }
     req->data = f;
-    err = uv_shutdown(req, f->dst, on_shutdown);
+    int err = uv_shutdown(req, f->dst, on_shutdown);
     if (err != 0) {
         free(req);
         fail(c, f->dst, err);
@@ -496,7 +491,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
  * (see connect_next), and asking again answers UV_EALREADY. */
 static void start_relaying(cg__relay *c)
 {
-    uint32_t idle = conf_of(c)->idle_timeout_ms;
+    uint32_t idle = c->route->idle_timeout_ms;
 
     c->state = RELAY_RELAYING;
     c->last_ms = uv_now(c->ctx->loop);
@@ -516,13 +511,13 @@ static void start_relaying(cg__relay *c)
 
 static void backend_failed(cg__relay *c)
 {
-    const cg_listener_conf *lc = conf_of(c);
+    const cg__route *r = c->route;
     const char *name = listener_name(c->ctx, c->listener);
     char peer[64];
 
     peer_text(c, peer, sizeof(peer));
     for (unsigned i = 0; i < c->attempts; i++) {
-        const char *text = lc->nbackends ? lc->backends[(c->first + i) % lc->nbackends].text : "-";
+        const char *text = r->nbackends ? r->backends[(c->first + i) % r->nbackends].text : "-";
         cg__log_event(CG_LOG_WARN, "backend_error", "listener", name, "peer", peer, "backend", text,
                       "error", uv_strerror(c->errs[i]), NULL);
     }
@@ -579,8 +574,8 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void connect_next(cg__relay *c)
 {
-    const cg_listener_conf *lc = conf_of(c);
-    const cg_endpoint *ep = &lc->backends[(c->first + c->attempts) % lc->nbackends];
+    const cg__route *r = c->route;
+    const cg_endpoint *ep = &r->backends[(c->first + c->attempts) % r->nbackends];
 
     int err = uv_tcp_init(c->ctx->loop, &c->backend);
     if (err != 0) {
@@ -607,8 +602,8 @@ static void connect_next(cg__relay *c)
         attempt_failed(c, err);
         return;
     }
-    if (lc->connect_timeout_ms > 0)
-        uv_timer_start(&c->timer, on_timer, lc->connect_timeout_ms, 0);
+    if (r->connect_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_timer, r->connect_timeout_ms, 0);
 }
 
 /* The connect timeout while CONNECTING; the idle timeout after. */
@@ -626,7 +621,7 @@ static void on_timer(uv_timer_t *t)
      * re-arms for the rest, so a busy connection costs no timer updates.
      * Loop time is whole milliseconds from a clock that may lag by a tick,
      * hence "more than idle + 1": never close before idle_timeout_ms. */
-    uint64_t idle = conf_of(c)->idle_timeout_ms;
+    uint64_t idle = c->route->idle_timeout_ms;
     uint64_t quiet = uv_now(c->ctx->loop) - c->last_ms;
     if (quiet > idle + 1)
         relay_close(c, 0, "idle", 0);
@@ -657,32 +652,31 @@ void cg__relay_ctx_cleanup(cg__relay_ctx *ctx)
     ctx->nspare = 0;
 }
 
-/* cg__relay_drop: reset and close fd unrelayed, drop the gen reference and
- * count a close (closed, finished, active_total). Nothing is left to free.
+/* cg__relay_drop: reset and close fd unrelayed, drop the route reference
+ * and count a close (closed, finished, admission). Nothing is left to free.
  * Worker thread of ctx, or the control thread after that worker's join. */
-void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen *gen)
+void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route)
 {
     cg_socket_close_reset(fd);
-    account_close(ctx, listener);
-    cg__gen_unref(gen);
+    account_close(ctx, route->listener);
+    cg__route_unref(route);
 }
 
-/* cg__relay_start: start relaying fd for gate listener `listener`. Owns fd
- * and the gen reference from here on, failure included; the connection
- * frees itself after its last close callback. Worker thread of ctx. */
-void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, size_t listener,
-                     cg__gen *gen)
+/* cg__relay_start: start relaying fd along route. Owns fd and the route
+ * reference from here on, failure included; the connection frees itself
+ * after its last close callback. Worker thread of ctx. */
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route)
 {
     cg__relay *c = relay_alloc(ctx);
     if (c == NULL) {
-        cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, listener), "message",
-                      "out of memory: connection reset", NULL);
-        cg__relay_drop(ctx, fd, listener, gen);
+        cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, route->listener),
+                      "message", "out of memory: connection reset", NULL);
+        cg__relay_drop(ctx, fd, route);
         return;
     }
     c->ctx = ctx;
-    c->gen = gen;
-    c->listener = listener;
+    c->route = route;
+    c->listener = route->listener;
     c->next = ctx->live;
     if (ctx->live != NULL)
         ctx->live->prev = c;
@@ -723,8 +717,8 @@ void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, s
             c->peer.sa.sa_family = 0;
     }
 
-    const cg_listener_conf *lc = conf_of(c);
-    c->echo = lc->echo;
+    const cg__route *r = c->route;
+    c->echo = r->echo;
     c->up = (flow){.owner = c, .src = (uv_stream_t *)&c->client};
     c->down =
         (flow){.owner = c, .src = (uv_stream_t *)&c->backend, .dst = (uv_stream_t *)&c->client};
@@ -736,12 +730,12 @@ void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, s
     }
     c->up.dst = (uv_stream_t *)&c->backend;
     c->state = RELAY_CONNECTING;
-    if (lc->nbackends == 0) {
+    if (r->nbackends == 0) {
         backend_failed(c);
         return;
     }
-    c->max_attempts = lc->nbackends > 1 ? MAX_ATTEMPTS : 1;
-    c->first = atomic_fetch_add(&ctx->env->rr[listener], 1) % lc->nbackends;
+    c->max_attempts = r->nbackends > 1 ? MAX_ATTEMPTS : 1;
+    c->first = atomic_fetch_add_explicit(&c->route->rr, 1, memory_order_relaxed) % r->nbackends;
     connect_next(c);
 }
 

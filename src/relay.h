@@ -12,7 +12,11 @@
 
 #include <uv.h>
 
-#include "worker.h"
+#include "admission.h"
+#include "condgate/accept.h"
+#include "net.h"
+#include "route.h"
+#include "stats.h"
 
 /* Size of a worker's shared read buffer, and so the largest chunk a
  * connection ever holds pending in one direction. Each read is written on
@@ -23,11 +27,30 @@
 
 typedef struct cg__relay cg__relay;
 
+/* A caller's address as the relay keeps it for its log lines (IPv4 or IPv6;
+ * sa_family 0 when unknown): far smaller than a sockaddr_storage. */
+typedef union cg__peer {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+} cg__peer;
+
+/* What the relay needs from the process, shared by every worker. All
+ * pointers outlive the relays. */
+typedef struct cg__relay_env {
+    cg__stats *stats;         /* slot 1+i is worker i's */
+    cg__admission *admission; /* a closed connection gives its place back */
+    char **listener_names;    /* per gate listener, for log lines */
+    size_t nlisteners;
+    bool accepted_nodelay; /* started sockets have TCP_NODELAY already
+                              (inherited from the listener) */
+} cg__relay_env;
+
 /* What a worker's connections share. Owned by the worker; touched only on
  * its thread. */
 typedef struct cg__relay_ctx {
     uv_loop_t *loop;
-    const cg__pool_env *env;
+    const cg__relay_env *env;
     size_t slot;     /* this worker's stats slot: 1 + worker index */
     char *rbuf;      /* CG_RELAY_BUF_SIZE bytes, lent to one read at a time */
     bool rbuf_lent;  /* rbuf is out to a read that has not completed */
@@ -47,20 +70,19 @@ void cg__relay_ctx_init(cg__relay_ctx *ctx);
  * control thread once that worker has been joined. */
 void cg__relay_ctx_cleanup(cg__relay_ctx *ctx);
 
-/* cg__relay_start: start relaying the accepted socket fd of gate listener
- * `listener`, taking ownership of fd and of one reference to gen whatever
- * happens: on failure the socket is reset, the reference dropped and the
- * connection counted as closed. peer is the caller's address for log lines
- * (copied; NULL: asked from the socket). The connection frees itself once
- * closed. Worker thread of ctx. */
-void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, size_t listener,
-                     cg__gen *gen);
+/* cg__relay_start: start relaying the accepted socket fd along `route` (its
+ * listener's settings), taking ownership of fd and of one reference to the
+ * route whatever happens: on failure the socket is reset, the reference
+ * dropped and the connection counted as closed. peer is the caller's address
+ * for log lines (copied; NULL: asked from the socket). The connection frees
+ * itself once closed. Worker thread of ctx. */
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route);
 
 /* cg__relay_drop: reset and close fd without relaying it, drop the reference
- * to gen and count the connection as closed (for sockets still queued at
+ * to route and count the connection as closed (for sockets still queued at
  * stop). Worker thread of ctx, or the control thread once that worker has
  * been joined. */
-void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, size_t listener, cg__gen *gen);
+void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route);
 
 /* cg__relay_close_all: close every open connection of ctx, client and
  * backend, with a reset. The memory is released by close callbacks, so keep

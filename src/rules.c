@@ -1459,6 +1459,13 @@ cg_action cg_ruleset_judge(const cg_ruleset *rs, const struct sockaddr *sa, cg_r
     return verdict(rs, r, rule);
 }
 
+/* cg_ruleset_count_hit: see rules.h. Any thread. */
+void cg_ruleset_count_hit(const cg_ruleset *rs, cg_rule_id rule)
+{
+    if (rs != NULL && rs->frozen && rule != CG_RULE_NONE && rule < rs->n4 + rs->n6)
+        atomic_fetch_add_explicit(&rs->hits[rule], 1, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------------------
  * Inspection
  */

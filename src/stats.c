@@ -27,20 +27,6 @@ static void line_free(void *p)
         free(((void **)p)[-1]);
 }
 
-const char *cg__reject_reason_name(cg__reject_reason r)
-{
-    switch (r) {
-    case CG__REJ_RULE:
-        return "rule";
-    case CG__REJ_DEFAULT:
-        return "default";
-    case CG__REJ_LIMIT:
-        return "limit";
-    default:
-        return "unknown";
-    }
-}
-
 cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
 {
     cg__stats *s = calloc(1, sizeof(*s));

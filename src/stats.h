@@ -13,15 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Why a caller was refused. */
-typedef enum cg__reject_reason {
-    CG__REJ_RULE = 0,    /* a deny entry matched */
-    CG__REJ_DEFAULT = 1, /* nothing matched and the default is deny */
-    CG__REJ_LIMIT = 2,   /* max_connections reached */
-    CG__REJ_COUNT = 3,
-} cg__reject_reason;
-
-const char *cg__reject_reason_name(cg__reject_reason r);
+#include "policy.h"
 
 /* Counters of one listener, as written by one thread. */
 typedef struct cg__lstats {

@@ -4,8 +4,7 @@
  * relay's fast paths.
  *
  * Errors come back as negative CG_E* codes, with the system's own text in a
- * caller-supplied buffer where a person will read it; the relay's fast paths
- * speak libuv's error codes, as the rest of the relay does.
+ * caller-supplied buffer where a person will read it.
  */
 #ifndef CG_SYS_H
 #define CG_SYS_H
@@ -53,16 +52,25 @@ uint64_t cg__sys_raise_fd_limit(void);
  * listener, which cg__sys_listen sets), so the relay need not set it again. */
 bool cg__sys_nodelay_inherited(void);
 
+/* cg__sys_memory_setup: once per process, before any thread: make large
+ * blocks (rule-set tables) their own mappings, so that freeing a rule set
+ * gives its memory back to the system (glibc: a fixed mmap threshold instead
+ * of one that grows with each large free). Nothing elsewhere. Main thread. */
+void cg__sys_memory_setup(void);
+
+/* cg__sys_release_memory: give freed heap pages back to the system now
+ * (glibc malloc_trim), after something large was freed. Any thread. */
+void cg__sys_release_memory(void);
+
 /* ------------------------------------------------------------------------
- * Relay fast paths. These return 0 or a negative libuv error code (UV_E*);
- * UV_ENOSYS means the platform has no such path and the relay takes its
- * portable one through libuv. The caller owns the socket and must have
- * nothing queued on it in libuv.
+ * Relay fast paths. The caller owns the socket and must have nothing queued
+ * on it in libuv.
  */
 
 /* cg__sys_shutdown_send: shut down the sending side of connected socket fd
- * at once (shutdown(2) SHUT_WR; UV_ENOSYS on Windows, where libuv's
- * uv_shutdown does it). The thread that owns fd. */
+ * at once (shutdown(2) SHUT_WR). Returns 0; CG_ENOTSUP on Windows, where
+ * libuv's uv_shutdown does it; CG_ESYS when the socket is no longer
+ * connected (the peer reset it). The thread that owns fd. */
 int cg__sys_shutdown_send(cg_socket_t fd);
 
 #endif /* CG_SYS_H */

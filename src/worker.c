@@ -1,7 +1,7 @@
 /* worker.c — the worker pool: threads with their own libuv loops, the
  * bounded hand-off queues the control thread fills, and orderly stop.
  *
- * The control thread pushes {fd, listener, gen, peer} into the least-loaded
+ * The control thread pushes {fd, route, peer} into the least-loaded
  * worker's ring under its mutex and wakes it with uv_async_send; the worker
  * drains the whole ring on each wakeup (wakeups coalesce) and starts a relay
  * per socket. Stop sets a flag under the same mutex and sends the same
@@ -26,8 +26,7 @@
 #include "sys.h"
 
 typedef struct handoff {
-    cg__gen *gen;
-    uint32_t listener;
+    cg__route *route;
     cg_socket_t fd;
     cg__peer peer; /* sa_family 0: unknown */
 } handoff;
@@ -75,7 +74,7 @@ static bool pop_locked(worker *w, handoff *out)
 
 static void count_handled(worker *w)
 {
-    cg__stat_add(&w->pool->env.stats->slots[w->ctx.slot].handled, 1);
+    cg__stat_add(&w->pool->env.relay.stats->slots[w->ctx.slot].handled, 1);
 }
 
 static void on_wake_closed(uv_handle_t *h)
@@ -97,7 +96,7 @@ static void begin_stop(worker *w)
         if (!got)
             break;
         count_handled(w);
-        cg__relay_drop(&w->ctx, h.fd, h.listener, h.gen);
+        cg__relay_drop(&w->ctx, h.fd, h.route);
     }
     cg__relay_close_all(&w->ctx);
     uv_close((uv_handle_t *)&w->wake, on_wake_closed);
@@ -130,8 +129,7 @@ static void on_wake(uv_async_t *a)
         for (unsigned i = 0; i < got; i++) {
             const handoff *h = &batch[i];
             count_handled(w);
-            cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL,
-                            h->listener, h->gen);
+            cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL, h->route);
         }
         if (stopping) {
             begin_stop(w);
@@ -166,7 +164,7 @@ static void destroy_worker(worker *w)
     /* A worker that ran has emptied its ring; one that never ran was never
      * given anything. Be thorough all the same. */
     while (w->ring != NULL && pop_locked(w, &h))
-        cg__relay_drop(&w->ctx, h.fd, h.listener, h.gen);
+        cg__relay_drop(&w->ctx, h.fd, h.route);
     if (w->mutex_ready)
         uv_mutex_destroy(&w->lock);
     cg__relay_ctx_cleanup(&w->ctx);
@@ -179,7 +177,7 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
     int err;
 
     w->pool = p;
-    w->ctx.env = &p->env;
+    w->ctx.env = &p->env.relay;
     w->ctx.slot = 1 + (size_t)id;
     w->ctx.loop = &w->loop;
     cg__relay_ctx_init(&w->ctx);
@@ -216,10 +214,11 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
  * nothing left running. Control thread. */
 int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
 {
-    if (n < 1 || n > CG_CONFIG_MAX_WORKERS || env == NULL || env->stats == NULL ||
-        env->stats->nslots < 1 + (size_t)n || env->active_total == NULL ||
-        (env->nlisteners > 0 && (env->rr == NULL || env->listener_names == NULL)) ||
-        env->stats->nlisteners < env->nlisteners || out == NULL)
+    const cg__relay_env *re = env != NULL ? &env->relay : NULL;
+    if (n < 1 || n > CG_CONFIG_MAX_WORKERS || re == NULL || re->stats == NULL ||
+        re->stats->nslots < 1 + (size_t)n || re->admission == NULL ||
+        (re->nlisteners > 0 && re->listener_names == NULL) ||
+        re->stats->nlisteners < re->nlisteners || out == NULL)
         return CG_EINVAL;
 
     cg__pool *p = calloc(1, sizeof(*p));
@@ -247,8 +246,8 @@ static uint64_t load_of(const cg__pool *p, const worker *w)
 {
     /* Handed over (queued ones included) minus closed: a burst of submits
      * spreads out even before any worker has woken up. */
-    uint64_t finished =
-        atomic_load_explicit(&p->env.stats->slots[w->ctx.slot].finished, memory_order_relaxed);
+    uint64_t finished = atomic_load_explicit(&p->env.relay.stats->slots[w->ctx.slot].finished,
+                                             memory_order_relaxed);
     return w->submitted >= finished ? w->submitted - finished : 0;
 }
 
@@ -269,18 +268,17 @@ static bool push(worker *w, const handoff *h)
     return ok;
 }
 
-/* cg__pool_submit: queue fd (non-blocking) of gate listener `listener` on
- * the least-loaded worker and wake it. Owns fd and the gen reference from
- * here on: on failure (CG_ERANGE, every queue full; CG_EINVAL, unknown
- * listener) the socket is reset and the reference dropped, but
- * *env->active_total is left alone: the caller that added it takes it back.
- * Control thread. */
-int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, size_t listener,
-                    cg__gen *gen, unsigned *chosen)
+/* cg__pool_submit: queue fd (non-blocking) on the least-loaded worker and
+ * wake it. Owns fd and the route reference from here on: on failure
+ * (CG_ERANGE, every queue full; CG_EINVAL, unknown listener) the socket is
+ * reset and the reference dropped, but the admission count is left alone:
+ * the caller that took the place gives it back. Control thread. */
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg__route *route,
+                    unsigned *chosen)
 {
-    if (listener >= p->env.nlisteners) {
+    if (route->listener >= p->env.relay.nlisteners) {
         cg_socket_close_reset(fd);
-        cg__gen_unref(gen);
+        cg__route_unref(route);
         return CG_EINVAL;
     }
 
@@ -296,7 +294,7 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, si
         }
     }
 
-    handoff h = {.gen = gen, .listener = (uint32_t)listener, .fd = fd};
+    handoff h = {.route = route, .fd = fd};
     if (peer != NULL && peer->sa_family == AF_INET)
         memcpy(&h.peer, peer, sizeof(h.peer.in));
     else if (peer != NULL && peer->sa_family == AF_INET6)
@@ -310,7 +308,7 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, si
             if (chosen != NULL)
                 *chosen = i;
             count_handled(w);
-            cg__relay_start(&w->ctx, fd, h.peer.sa.sa_family != 0 ? &h.peer : NULL, listener, gen);
+            cg__relay_start(&w->ctx, fd, h.peer.sa.sa_family != 0 ? &h.peer : NULL, route);
             return 0;
         }
         if (!w->is_inline && push(w, &h)) {
@@ -322,13 +320,13 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, si
         }
     }
     cg_socket_close_reset(fd);
-    cg__gen_unref(gen);
+    cg__route_unref(route);
     return CG_ERANGE;
 }
 
 /* cg__pool_close: make every worker reset what is still queued and close
  * every open connection (with a reset), and join the worker threads. Those
- * closes are counted (closed, finished, active_total) like any other. The
+ * closes are counted (closed, finished, admission) like any other. The
  * inline worker's connections finish closing on the inline loop. Accepts
  * NULL; a second call does nothing. Control thread. */
 void cg__pool_close(cg__pool *p)

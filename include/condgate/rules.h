@@ -150,6 +150,11 @@ cg_action cg_ruleset_lookup(const cg_ruleset *rs, const cg_cidr *addr, cg_rule_i
  * gets the default. Any thread, lock-free. */
 cg_action cg_ruleset_judge(const cg_ruleset *rs, const struct sockaddr *sa, cg_rule_id *rule);
 
+/* cg_ruleset_count_hit: count one hit on entry `rule` of a frozen set
+ * (relaxed atomic), as cg_ruleset_judge does; CG_RULE_NONE (the default) and
+ * ids past the last entry count nothing. Any thread, lock-free. */
+void cg_ruleset_count_hit(const cg_ruleset *rs, cg_rule_id rule);
+
 /* A read-only view of one entry of a frozen set. Pointers stay valid as long
  * as the set. */
 typedef struct cg_rule_info {

@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -12,8 +15,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
-
-#include <uv.h>
 
 #include "condgate/common.h"
 
@@ -136,8 +137,28 @@ bool cg__sys_nodelay_inherited(void)
 #endif
 }
 
+/* Blocks from this size on get a mapping of their own (glibc's starting
+ * threshold, kept fixed). */
+#define MMAP_THRESHOLD (128 * 1024)
+
+/* cg__sys_memory_setup: see sys.h. */
+void cg__sys_memory_setup(void)
+{
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+#endif
+}
+
+/* cg__sys_release_memory: see sys.h. */
+void cg__sys_release_memory(void)
+{
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
+
 /* cg__sys_shutdown_send: see sys.h. */
 int cg__sys_shutdown_send(cg_socket_t fd)
 {
-    return shutdown(fd, SHUT_WR) == 0 ? 0 : uv_translate_sys_error(errno);
+    return shutdown(fd, SHUT_WR) == 0 ? 0 : CG_ESYS;
 }

@@ -9,8 +9,6 @@
 #include <ws2tcpip.h>
 #include <windows.h>
 
-#include <uv.h>
-
 #include "condgate/common.h"
 #include "error.h"
 #include "log.h"
@@ -123,9 +121,16 @@ bool cg__sys_nodelay_inherited(void)
     return false;
 }
 
+/* cg__sys_memory_setup: the Windows heap gives blocks past 512 KiB their
+ * own allocation already. */
+void cg__sys_memory_setup(void) {}
+
+/* cg__sys_release_memory: nothing to trim (see cg__sys_memory_setup). */
+void cg__sys_release_memory(void) {}
+
 /* Relay fast paths: none on Windows; libuv's shutdown serves (see sys.h). */
 int cg__sys_shutdown_send(cg_socket_t fd)
 {
     (void)fd;
-    return UV_ENOSYS;
+    return CG_ENOTSUP;
 }

@@ -5,7 +5,7 @@
  *
  * Each test starts a pool of two workers with a hand-built configuration of
  * two gate listeners ("echo" and "relay"), plays the control thread itself
- * (accepts on its own loopback listener, adds to active_total, submits) and
+ * (accepts on its own loopback listener, takes an admission place, submits) and
  * drives clients and backends with poll() (WSAPoll on Windows; the system
  * calls that differ go through testsys.h, threads are libuv's). Set
  * CG_RELAY_BENCH_MB to change
@@ -452,8 +452,7 @@ static unsigned count_substr(const char *hay, const char *needle)
 
 typedef struct fixture {
     cg__stats *stats;
-    _Atomic uint64_t active_total;
-    _Atomic uint32_t rr[NLISTENERS];
+    cg__admission admission;
     char *names[NLISTENERS];
     cg__pool *pool;
     cg__gen *gen;
@@ -512,17 +511,17 @@ static int setup(void **state)
     assert_non_null(fx);
     fx->stats = cg__stats_new(NLISTENERS, NWORKERS);
     assert_non_null(fx->stats);
-    atomic_init(&fx->active_total, 0);
-    for (int i = 0; i < NLISTENERS; i++)
-        atomic_init(&fx->rr[i], 0);
+    cg__admission_init(&fx->admission, 1000);
     fx->names[L_ECHO] = "echo";
     fx->names[L_RELAY] = "relay";
     cg__pool_env env = {
-        .stats = fx->stats,
-        .active_total = &fx->active_total,
-        .rr = fx->rr,
-        .listener_names = fx->names,
-        .nlisteners = NLISTENERS,
+        .relay =
+            {
+                .stats = fx->stats,
+                .admission = &fx->admission,
+                .listener_names = fx->names,
+                .nlisteners = NLISTENERS,
+            },
     };
     assert_int_equal(cg__pool_start(NWORKERS, &env, &fx->pool), 0);
     assert_int_equal(cg__pool_size(fx->pool), NWORKERS);
@@ -537,7 +536,7 @@ static int teardown(void **state)
 {
     fixture *fx = *state;
     cg__pool_stop(fx->pool);
-    assert_int_equal(atomic_load(&fx->active_total), 0);
+    assert_int_equal(cg__admission_active(&fx->admission), 0);
     cg__gen_unref(fx->gen);
     ts_close(fx->lfd);
     cg__stats_free(fx->stats);
@@ -560,8 +559,10 @@ static cg_socket_t open_conn_bufs(fixture *fx, size_t listener, int bufs)
     if (bufs)
         set_bufs(s, bufs);
     set_nonblock(s, true);
-    atomic_fetch_add(&fx->active_total, 1);
-    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, listener, cg__gen_ref(fx->gen), NULL), 0);
+    cg__admission_take(&fx->admission);
+    assert_int_equal(
+        cg__pool_submit(fx->pool, s, NULL, cg__route_ref(cg__gen_route(fx->gen, listener)), NULL),
+        0);
     fx->submitted++;
     return c;
 }
@@ -574,7 +575,7 @@ static cg_socket_t open_conn(fixture *fx, size_t listener)
 /* The pool's counters once every submitted connection has closed. */
 static void assert_all_closed(fixture *fx, int timeout_ms)
 {
-    assert_true(wait_u64(&fx->active_total, 0, timeout_ms));
+    assert_true(wait_u64(&fx->admission.active, 0, timeout_ms));
     uint64_t handled = 0, active = 0;
     for (size_t w = 0; w < NWORKERS; w++) {
         uint64_t h, a;
@@ -1110,8 +1111,9 @@ static void test_submit_bad_listener(void **state)
     assert_int_equal(connect(c, (struct sockaddr *)&fx->laddr, sizeof(fx->laddr)), 0);
     cg_socket_t s = accept(fx->lfd, NULL, NULL);
     assert_true(s != CG_INVALID_SOCKET);
-    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, NLISTENERS, cg__gen_ref(fx->gen), NULL),
-                     CG_EINVAL);
+    cg__route *stray = cg__route_new(cg__gen_listener(fx->gen, L_ECHO), NLISTENERS);
+    assert_non_null(stray);
+    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, stray, NULL), CG_EINVAL);
     char got[8];
     long n = read_to_end(c, got, sizeof(got), 2000);
     assert_true(n == -ECONNRESET || n == 0);
@@ -1157,7 +1159,7 @@ static void test_stop_with_open_connections(void **state)
     cg__pool_stop(fx->pool);
     fx->pool = NULL;
 
-    assert_int_equal(atomic_load(&fx->active_total), 0);
+    assert_int_equal(cg__admission_active(&fx->admission), 0);
     uint64_t handled = 0, finished = 0;
     for (size_t w = 0; w < NWORKERS; w++) {
         handled += atomic_load(&fx->stats->slots[1 + w].handled);

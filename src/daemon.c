@@ -1,0 +1,305 @@
+/* daemon.c — start and stop order; the only file that knows both the gate
+ * and the admin port.
+ *
+ * Start: socket layer, descriptor limit, gate (generation 1), signals (before
+ * any thread, so every thread inherits the blocked mask), listeners, worker
+ * pool, reloads, admin port. Stop (SIGTERM/SIGINT): reloads refused, the
+ * gate drains, then the pool, signals and the gate's handles close and the
+ * loop runs out; the admin port stops last, once no handler can be waiting
+ * for a reload.
+ */
+#include "daemon.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "admin.h"
+#include "gate.h"
+#include "log.h"
+#include "reload.h"
+#include "signals.h"
+#include "sys.h"
+#include "worker.h"
+
+typedef struct daemon {
+    uv_loop_t loop;
+    cg__gate *gate;
+    cg__pool *pool;
+    cg__reloader *reloader;
+    cg__signals *signals;
+    cg__admin *admin; /* the admin port as started: listen changes need a restart */
+    cg_endpoint admin_listen;
+    bool stopping;
+} daemon;
+
+/* ------------------------------------------------------------------------
+ * The admin port's view of the gate
+ */
+
+static cg__gen *view_acquire(void *ctx)
+{
+    return cg__gate_acquire(((daemon *)ctx)->gate);
+}
+
+static cg__stats *view_stats(void *ctx)
+{
+    return cg__gate_stats(((daemon *)ctx)->gate);
+}
+
+static uint64_t view_uptime_ms(void *ctx)
+{
+    return cg__gate_uptime_ms(((daemon *)ctx)->gate);
+}
+
+static uint64_t view_max_connections(void *ctx)
+{
+    return cg__admission_max(cg__gate_admission(((daemon *)ctx)->gate));
+}
+
+static unsigned view_workers(void *ctx)
+{
+    return cg__gate_workers(((daemon *)ctx)->gate);
+}
+
+static int view_reload_wait(void *ctx, uint64_t *generation, char *err, size_t errlen)
+{
+    return cg__reloader_wait(((daemon *)ctx)->reloader, generation, err, errlen);
+}
+
+/* ------------------------------------------------------------------------
+ * Reloads
+ */
+
+/* The admin port keeps the address it was started on: say so when a reload
+ * asks for another one (its allow list and token apply at once). */
+static void note_admin_change(const daemon *d, const cg_admin_conf *na)
+{
+    bool running = d->admin != NULL;
+    if (running == na->enabled &&
+        (!running || (na->listen.addrlen == d->admin_listen.addrlen &&
+                      memcmp(&na->listen.addr, &d->admin_listen.addr, na->listen.addrlen) == 0)))
+        return;
+    char msg[192];
+    snprintf(msg, sizeof(msg), "a change of [admin] listen needs a restart; the admin port %s%s",
+             running ? "stays on " : "stays off", running ? d->admin_listen.text : "");
+    cg__log_event(CG_LOG_WARN, "reload_note", "message", msg, NULL);
+}
+
+static int apply(void *arg, cg_config *cfg, uint64_t *generation, char *err, size_t errlen)
+{
+    daemon *d = arg;
+    int rc = cg__gate_apply(d->gate, cfg, generation, err, errlen);
+    if (rc == 0)
+        note_admin_change(d, &cfg->admin); /* the gate's now, and current */
+    return rc;
+}
+
+static uint64_t current_generation(void *arg)
+{
+    return cg__gate_generation(((daemon *)arg)->gate);
+}
+
+/* ------------------------------------------------------------------------
+ * Signals and stop
+ */
+
+static void drained(void *arg)
+{
+    daemon *d = arg;
+    cg__reloader_close(d->reloader);
+    /* Worker 0's connections live on this loop: they finish closing as it
+     * runs on; the pool is freed after uv_run. */
+    cg__pool_close(d->pool);
+    cg__gate_log_stats(d->gate, "stop", false);
+    cg__signals_stop(d->signals);
+    d->signals = NULL;
+    cg__gate_close(d->gate);
+}
+
+static void on_signal(cg__sigevent ev, const char *name, void *arg)
+{
+    daemon *d = arg;
+    switch (ev) {
+    case CG__SIG_RELOAD:
+        cg__reloader_request(d->reloader);
+        break;
+    case CG__SIG_STATS:
+        cg__gate_log_stats(d->gate, "stats", true);
+        break;
+    case CG__SIG_STOP:
+        if (!d->stopping)
+            cg__reloader_stop(d->reloader);
+        d->stopping = true;
+        cg__gate_drain(d->gate, name, drained, d);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Start
+ */
+
+static void fail(const char *message, const char *detail)
+{
+    char msg[CG_ERR_MAX + 32];
+    snprintf(msg, sizeof(msg), "%s%s", message, detail != NULL ? detail : "");
+    cg__log_event(CG_LOG_ERROR, "error", "message", msg, NULL);
+}
+
+static int start_pool(daemon *d)
+{
+    cg__gen *gen = cg__gate_acquire(d->gate);
+    cg__pool_env env = {
+        .relay =
+            {
+                .stats = cg__gate_stats(d->gate),
+                .admission = cg__gate_admission(d->gate),
+                .listener_names = cg__gate_names(d->gate),
+                .nlisteners = gen->nlisteners,
+                .accepted_nodelay = cg__sys_nodelay_inherited(),
+            },
+        .inline_loop = &d->loop, /* worker 0 runs on this thread */
+    };
+    int rc = cg__pool_start(cg__gate_workers(d->gate), &env, &d->pool);
+    cg__gen_unref(gen);
+    if (rc != 0)
+        cg__log_event(CG_LOG_ERROR, "error", "message", "cannot start the workers", "error",
+                      cg_strerror(rc), NULL);
+    return rc;
+}
+
+static int start_admin(daemon *d)
+{
+    char err[CG_ERR_MAX];
+    cg__gen *gen = cg__gate_acquire(d->gate);
+    const cg_admin_conf *conf = &gen->cfg->admin;
+    const cg__gate_view view = {
+        .ctx = d,
+        .acquire = view_acquire,
+        .stats = view_stats,
+        .uptime_ms = view_uptime_ms,
+        .max_connections = view_max_connections,
+        .workers = view_workers,
+        .reload_wait = view_reload_wait,
+    };
+    int rc = 0;
+    if (conf->enabled) {
+        rc = cg__admin_start(&view, conf, &d->admin, err, sizeof(err));
+        if (rc != 0) {
+            fail("admin: ", err);
+        } else {
+            d->admin_listen = conf->listen;
+            cg__log_event(CG_LOG_INFO, "admin", "listen", d->admin_listen.text, NULL);
+        }
+    }
+    cg__gen_unref(gen);
+    return rc;
+}
+
+static void log_start(daemon *d, const char *path)
+{
+    char w[24], n[24], m[24];
+    cg__gen *gen = cg__gate_acquire(d->gate);
+    snprintf(w, sizeof(w), "%u", cg__gate_workers(d->gate));
+    snprintf(n, sizeof(n), "%zu", gen->nlisteners);
+    snprintf(m, sizeof(m), "%" PRIu64, cg__admission_max(cg__gate_admission(d->gate)));
+    cg__log_event(CG_LOG_INFO, "start", "version", CG_VERSION_STRING, "config", path, "generation",
+                  "1", "workers", w, "listeners", n, "max_connections", m, NULL);
+    cg__gen_unref(gen);
+}
+
+/* Everything up to serving. Returns 0, or 1 with the reason logged. */
+static int start(daemon *d, const char *path, cg_config *cfg)
+{
+    char err[CG_ERR_MAX] = "";
+    cg__log_setup(cfg->log_level, cfg->log_format);
+    if (cg__gate_new(&d->loop, cfg, cg__sys_raise_fd_limit(), &d->gate) != 0) {
+        fail("out of memory at start", NULL);
+        return 1;
+    }
+    /* Before any thread starts: workers and the thread pool inherit the
+     * blocked signal mask, so only this thread's loop takes signals. */
+    if (cg__signals_start(&d->loop, on_signal, d, &d->signals) != 0) {
+        fail("cannot watch signals", NULL);
+        return 1;
+    }
+    if (cg__gate_open(d->gate, err, sizeof(err)) != 0) {
+        fail(err, NULL);
+        return 1;
+    }
+    if (start_pool(d) != 0)
+        return 1;
+    const cg__reload_hooks hooks = {.apply = apply, .generation = current_generation, .arg = d};
+    if (cg__reloader_new(&d->loop, path, cg__gate_stats(d->gate), &hooks, &d->reloader) != 0) {
+        fail("out of memory at start", NULL);
+        return 1;
+    }
+    cg__gate_start(d->gate, d->pool);
+    if (start_admin(d) != 0)
+        return 1;
+    log_start(d, path);
+    return 0;
+}
+
+/* Close and free everything, whatever start reached. */
+static void cleanup(daemon *d)
+{
+    /* Normally stopped already: the loop ran out only after the reloader
+     * refused new requests and answered the waiting ones. */
+    cg__admin_stop(d->admin);
+    d->admin = NULL;
+    cg__reloader_close(d->reloader);
+    cg__pool_close(d->pool);
+    cg__signals_stop(d->signals);
+    d->signals = NULL;
+    if (d->gate != NULL)
+        cg__gate_close(d->gate);
+    /* Let every closed handle's callback run before the loop goes away,
+     * worker 0's connections included: then the pool can go. */
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    cg__pool_free(d->pool);
+    cg__reloader_free(d->reloader);
+    cg__gate_free(d->gate);
+    uv_loop_close(&d->loop);
+}
+
+static int run(const char *path, cg_config *cfg)
+{
+    daemon *d = calloc(1, sizeof(*d));
+    if (d == NULL || uv_loop_init(&d->loop) != 0) {
+        free(d);
+        cg_config_free(cfg);
+        fail("out of memory at start", NULL);
+        return 1;
+    }
+    int code = start(d, path, cfg);
+    if (code == 0) {
+        uv_run(&d->loop, UV_RUN_DEFAULT);
+        /* drained() has refused new reload requests and failed the waiting
+         * ones, and the loop ran until a reload in progress completed: no
+         * admin handler is left waiting, so this returns. */
+        cg__admin_stop(d->admin);
+        d->admin = NULL;
+    }
+    cleanup(d);
+    free(d);
+    return code;
+}
+
+int cg__daemon_run(const char *path, cg_config *cfg)
+{
+    cg__sys_memory_setup();
+    /* Sockets exist only between these two (WSAStartup on Windows). */
+    if (cg__sys_init() != 0) {
+        cg_config_free(cfg);
+        fail("cannot initialise the socket layer", NULL);
+        return 1;
+    }
+    int code = run(path, cfg);
+    cg__sys_cleanup();
+    return code;
+}

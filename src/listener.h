@@ -1,0 +1,55 @@
+/* listener.h — one listening socket on the control loop: conditional accept
+ * in batches, deferred callers, and the pause when descriptors run out.
+ *
+ * A listener knows nothing of rules, limits or workers: it asks its owner to
+ * judge each caller (the condition callback) and reports every outcome
+ * through the hooks below. Control thread only.
+ */
+#ifndef CG_LISTENER_H
+#define CG_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "condgate/accept.h"
+#include "condgate/config.h"
+#include "policy.h"
+
+/* What a listener reports. index is the listener's own (as opened). */
+typedef struct cg__listener_hooks {
+    /* Judge a caller before it is accepted: fill *out and return whether to
+     * admit. */
+    bool (*judge)(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out);
+    /* An admitted caller: fd (non-blocking) is the hook's from here on. */
+    void (*admitted)(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res);
+    /* A refused caller, already reset: j is the judge's word, or a limit
+     * refusal for a caller whose deferrals ran out. */
+    void (*refused)(void *arg, size_t index, const cg_accept_result *res, const cg__judgement *j);
+    /* Out of descriptors: one caller shed, and the listener pauses. */
+    void (*shed)(void *arg, size_t index);
+    void *arg;
+} cg__listener_hooks;
+
+typedef struct cg__listener cg__listener;
+
+/* cg__listener_open: listen on `bind` as listener `name` (index `index` in
+ * the hooks' calls) and start accepting on loop. hooks is copied. Returns 0
+ * and *out, or a negative CG_E* code with "listener 'NAME': ..." in err. On
+ * failure *out is still set when anything was made: free it with
+ * cg__listener_close and cg__listener_free like an open one. */
+int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind, size_t index,
+                      const cg__listener_hooks *hooks, cg__listener **out, char *err,
+                      size_t errlen);
+
+/* cg__listener_close: stop accepting, reject deferred callers and close the
+ * socket; its handles finish closing as the loop runs on. A second call does
+ * nothing. Accepts NULL. */
+void cg__listener_close(cg__listener *l);
+
+/* cg__listener_free: free a closed listener once the loop has run its close
+ * callbacks (uv_run returned). Accepts NULL. */
+void cg__listener_free(cg__listener *l);
+
+#endif /* CG_LISTENER_H */

@@ -1,0 +1,89 @@
+/* policy.c — the ordered stages of SPEC §9, for every caller and every
+ * explanation. */
+#include "policy.h"
+
+#include <stddef.h>
+
+const char *cg__stage_name(cg__stage s)
+{
+    switch (s) {
+    case CG__STAGE_NONE:
+        return "none";
+    case CG__STAGE_RULE:
+        return "rule";
+    case CG__STAGE_LIMIT:
+        return "limit";
+    default:
+        return "unknown";
+    }
+}
+
+const char *cg__reject_reason_name(cg__reject_reason r)
+{
+    switch (r) {
+    case CG__REJ_RULE:
+        return "rule";
+    case CG__REJ_DEFAULT:
+        return "default";
+    case CG__REJ_LIMIT:
+        return "limit";
+    default:
+        return "unknown";
+    }
+}
+
+static void refuse(cg__judgement *out, cg__stage stage, cg__reject_reason why)
+{
+    out->admit = false;
+    out->stage = stage;
+    out->reason = why;
+}
+
+/* The rule stage: the listener's set, longest prefix first. Returns whether
+ * the caller passes. */
+static bool rule_stage(const cg__policy *p, const cg_cidr *addr, cg__judgement *out)
+{
+    if (p->set == NULL)
+        return true;
+    out->set = p->set;
+    out->rule_action = cg_ruleset_lookup(p->set, addr, &out->rule);
+    if (p->count_hits)
+        cg_ruleset_count_hit(p->set, out->rule);
+    if (out->rule_action == CG_ALLOW)
+        return true;
+    refuse(out, CG__STAGE_RULE, out->rule == CG_RULE_NONE ? CG__REJ_DEFAULT : CG__REJ_RULE);
+    return false;
+}
+
+/* The limit stage: room under max_connections. */
+static bool limit_stage(const cg__policy *p, cg__judgement *out)
+{
+    if (p->admission == NULL || !cg__admission_full(p->admission))
+        return true;
+    refuse(out, CG__STAGE_LIMIT, CG__REJ_LIMIT);
+    return false;
+}
+
+void cg__policy_judge(const cg__policy *p, const cg_cidr *addr, cg__judgement *out)
+{
+    *out = (cg__judgement){
+        .admit = true,
+        .stage = CG__STAGE_NONE,
+        .reason = CG__REJ_COUNT,
+        .rule_action = CG_ALLOW,
+        .set = NULL,
+        .rule = CG_RULE_NONE,
+    };
+    if (!rule_stage(p, addr, out))
+        return;
+    limit_stage(p, out);
+}
+
+bool cg__policy_judge_sockaddr(const cg__policy *p, const struct sockaddr *sa, cg__judgement *out)
+{
+    cg_cidr a;
+    if (cg_addr_from_sockaddr(sa, &a) != 0)
+        a.family = 0; /* no family: every set answers its default */
+    cg__policy_judge(p, &a, out);
+    return out->admit;
+}

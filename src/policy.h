@@ -1,0 +1,77 @@
+/* policy.h — the one judge: how a caller is judged, stage by stage (SPEC §9).
+ *
+ * Every place that needs a verdict calls cg__policy_judge: the condition
+ * callback of every listener, the admin port's /rules/explain and, as they
+ * come, the reload preview and the kernel prefilter's compiler. The stages
+ * run in order and the first that refuses decides; the judgement names that
+ * stage, the reason counted for it, and the evidence (the rule set and entry
+ * that decided the rule stage, with its FILE:LINE through cg_ruleset_rule).
+ *
+ * Stages today:
+ *
+ *     caller ──► rule ──allow──► limit ──room──► admitted
+ *                 │                │
+ *                 │ deny           │ max_connections reached
+ *                 ▼                ▼
+ *          refused: rule      refused: limit
+ *          (or default)
+ */
+#ifndef CG_POLICY_H
+#define CG_POLICY_H
+
+#include <stdbool.h>
+
+#include "admission.h"
+#include "condgate/rules.h"
+
+/* The stage that decided. CG__STAGE_NONE: every stage let the caller in. */
+typedef enum cg__stage {
+    CG__STAGE_NONE = 0,
+    CG__STAGE_RULE = 1,
+    CG__STAGE_LIMIT = 2,
+} cg__stage;
+
+/* Why a caller was refused, as counted in rejected_by and the metrics. */
+typedef enum cg__reject_reason {
+    CG__REJ_RULE = 0,    /* a deny entry matched */
+    CG__REJ_DEFAULT = 1, /* nothing matched and the default is deny */
+    CG__REJ_LIMIT = 2,   /* max_connections reached */
+    CG__REJ_COUNT = 3,
+} cg__reject_reason;
+
+/* cg__stage_name: "none", "rule", "limit". Static storage. */
+const char *cg__stage_name(cg__stage s);
+
+/* cg__reject_reason_name: "rule", "default", "limit". Static storage. */
+const char *cg__reject_reason_name(cg__reject_reason r);
+
+/* What the judge looks at for one caller. A stage whose input is NULL is
+ * skipped (explain of a bare rule set has no admission count). */
+typedef struct cg__policy {
+    const cg_ruleset *set;          /* the rule stage */
+    const cg__admission *admission; /* the limit stage */
+    bool count_hits;                /* count a hit on the deciding entry
+                                       (callers, not explanations) */
+} cg__policy;
+
+/* The outcome, with its evidence. */
+typedef struct cg__judgement {
+    bool admit;
+    cg__stage stage;          /* the stage that refused; NONE when admitted */
+    cg__reject_reason reason; /* when refused */
+    cg_action rule_action;    /* what the rule stage said (when it ran) */
+    const cg_ruleset *set;    /* the set the rule stage judged by, or NULL */
+    cg_rule_id rule;          /* its deciding entry; CG_RULE_NONE: the default */
+} cg__judgement;
+
+/* cg__policy_judge: judge the caller `addr` (a host prefix: from
+ * cg_addr_from_sockaddr or cg_cidr_parse; IPv4-mapped IPv6 judged as IPv4)
+ * by the stages of p, in order. Fills *out. Any thread, lock-free. */
+void cg__policy_judge(const cg__policy *p, const cg_cidr *addr, cg__judgement *out);
+
+/* cg__policy_judge_sockaddr: the same for a socket address; an address the
+ * rule engine cannot read (another family) gets each set's default. Returns
+ * out->admit. Any thread. */
+bool cg__policy_judge_sockaddr(const cg__policy *p, const struct sockaddr *sa, cg__judgement *out);
+
+#endif /* CG_POLICY_H */
