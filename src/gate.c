@@ -485,28 +485,15 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
     return 0;
 }
 
-static void describe_backends(const cg_listener_conf *lc, char *buf, size_t len)
-{
-    size_t off = 0;
-    buf[0] = '\0';
-    if (lc->echo) {
-        snprintf(buf, len, "echo");
-        return;
-    }
-    for (size_t b = 0; b < lc->nbackends && off < len; b++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%s", b ? "," : "", lc->backends[b].text);
-}
-
 void cg__gate_start(cg__gate *g, cg__pool *pool)
 {
     g->pool = pool;
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(g->gen, i);
-        char backends[512];
-        describe_backends(lc, backends, sizeof(backends));
+        char backends[CG_BACKENDS_STRLEN];
         cg__log_event(CG_LOG_INFO, "listen", "listener", lc->name, "bind", lc->bind.text, "rules",
-                      cg_ruleset_name(g->gen->cfg->rulesets[lc->ruleset]), "backend", backends,
-                      NULL);
+                      cg_ruleset_name(g->gen->cfg->rulesets[lc->ruleset]), "backend",
+                      cg_listener_backends_text(lc, backends, sizeof(backends)), NULL);
     }
 }
 

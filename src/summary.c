@@ -44,6 +44,23 @@ static void print_admin(const cg_config *cfg, FILE *out)
     fprintf(out, " token=%s\n", a->token ? "set" : "none");
 }
 
+
+/* cg_listener_backends_text: see config.h. Any thread. */
+const char *cg_listener_backends_text(const cg_listener_conf *lc, char *buf, size_t len)
+{
+    size_t off = 0;
+    if (len == 0)
+        return buf;
+    buf[0] = '\0';
+    if (lc->echo) {
+        snprintf(buf, len, "echo");
+        return buf;
+    }
+    for (size_t b = 0; b < lc->nbackends && off < len; b++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", b ? "," : "", lc->backends[b].text);
+    return buf;
+}
+
 /* cg_config_print: see config.h. */
 int cg_config_print(const cg_config *cfg, FILE *out)
 {
@@ -70,11 +87,9 @@ int cg_config_print(const cg_config *cfg, FILE *out)
 
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const cg_listener_conf *l = &cfg->listeners[i];
-        fprintf(out, "%-9s %-*s bind=%s backend=", "listener", w, l->name, l->bind.text);
-        if (l->echo)
-            fputs("echo", out);
-        for (size_t b = 0; b < l->nbackends; b++)
-            fprintf(out, "%s%s", b ? "," : "", l->backends[b].text);
+        char backends[CG_BACKENDS_STRLEN];
+        fprintf(out, "%-9s %-*s bind=%s backend=%s", "listener", w, l->name, l->bind.text,
+                cg_listener_backends_text(l, backends, sizeof(backends)));
         fprintf(out, " rules=%s connect_timeout_ms=%u idle_timeout_ms=%u\n",
                 cg_ruleset_name(cfg->rulesets[l->ruleset]), (unsigned)l->connect_timeout_ms,
                 (unsigned)l->idle_timeout_ms);

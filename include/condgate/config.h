@@ -130,6 +130,15 @@ void cg_config_free(cg_config *cfg);
 /* cg_config_find_ruleset: index of the set named `name`, or -1. */
 long cg_config_find_ruleset(const cg_config *cfg, const char *name);
 
+/* Longest text cg_listener_backends_text writes, with the NUL: every
+ * backend's text and a comma between them. */
+#define CG_BACKENDS_STRLEN (CG_CONFIG_MAX_BACKENDS * CG_ENDPOINT_STRLEN)
+
+/* cg_listener_backends_text: a listener's backends as written in logs and
+ * `-t`: "echo", or "host:port,host:port,...". buf holds CG_BACKENDS_STRLEN
+ * bytes. Returns buf. Any thread. */
+const char *cg_listener_backends_text(const cg_listener_conf *lc, char *buf, size_t len);
+
 /* cg_config_print: the readable summary of `condgate -t`: the path, gateway
  * and admin settings, each rule set (default, IPv4/IPv6 entry counts,
  * duplicates merged, conflicts) and each listener, one line each, written to
