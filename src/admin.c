@@ -5,8 +5,8 @@
  * Threads: MHD accepts on one thread of its own and runs the accept policy
  * there (so the reject-line limiter below has a single user). Each admitted
  * connection is then served on its own thread, at most
- * CG_ADMIN_MAX_CONNECTIONS of them: POST /reload blocks in
- * cg__gate_reload_wait until the reload is done, and must not hold up
+ * CG_ADMIN_MAX_CONNECTIONS of them: POST /reload blocks in the gate view's
+ * reload_wait until the reload is done, and must not hold up
  * /healthz or a metrics scrape meanwhile. Handlers share nothing but the
  * atomic counters of cg__admin; the configuration (allow list, token, rule
  * sets) is taken from the gate's current generation for every caller.
@@ -81,7 +81,7 @@ static const char placeholder_page[] =
 
 struct cg__admin {
     struct MHD_Daemon *daemon;
-    cg__gate *gate;
+    cg__gate_view view; /* the gate, as given to cg__admin_start */
     char listen[CG_ENDPOINT_STRLEN];
     _Atomic uint64_t refused;      /* callers refused at accept */
     _Atomic uint64_t unauthorized; /* 401 answers */
@@ -389,19 +389,19 @@ static enum MHD_Result serve_health(cg__admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
 {
-    cg__gen *gen = cg__gate_acquire(a->gate);
-    cg__stats *st = cg__gate_stats(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
+    cg__stats *st = a->view.stats(a->view.ctx);
     bool oom = false;
     cg__lsum t;
     cJSON *root = cJSON_CreateObject();
 
     cg__stats_sum_all(st, &t);
     put_str(&oom, root, "version", CG_VERSION_STRING);
-    put_u64(&oom, root, "uptime_s", cg__gate_uptime_ms(a->gate) / 1000);
+    put_u64(&oom, root, "uptime_s", a->view.uptime_ms(a->view.ctx) / 1000);
     put_u64(&oom, root, "generation", gen->number);
     put_u64(&oom, root, "reloads", atomic_load(&st->reloads));
     put_u64(&oom, root, "reload_failures", atomic_load(&st->reload_failures));
-    put_u64(&oom, root, "max_connections", cg__gate_max_connections(a->gate));
+    put_u64(&oom, root, "max_connections", a->view.max_connections(a->view.ctx));
     put_u64(&oom, root, "max_connections_configured", gen->cfg->max_connections);
     cJSON *conns = put_obj(&oom, root, "connections");
     put_u64(&oom, conns, "active", active_of(&t));
@@ -438,7 +438,7 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     }
 
     cJSON *workers = put_arr(&oom, root, "workers");
-    for (unsigned w = 0; w < cg__gate_workers(a->gate) && !oom; w++) {
+    for (unsigned w = 0; w < a->view.workers(a->view.ctx) && !oom; w++) {
         uint64_t handled, active;
         cg__stats_worker(st, w, &handled, &active);
         cJSON *o = push_obj(&oom, workers);
@@ -457,8 +457,8 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
 {
-    cg__gen *gen = cg__gate_acquire(a->gate);
-    cg__stats *st = cg__gate_stats(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
+    cg__stats *st = a->view.stats(a->view.ctx);
     size_t n = st->nlisteners;
     cg__lsum *sums = calloc(n ? n : 1, sizeof(*sums));
     strbuf b = {.p = malloc(4096), .cap = 4096};
@@ -504,7 +504,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
 
     metric_family(&b, "condgate_worker_connections_active", "gauge",
                   "Relayed connections open on each worker thread.");
-    for (unsigned w = 0; w < cg__gate_workers(a->gate); w++) {
+    for (unsigned w = 0; w < a->view.workers(a->view.ctx); w++) {
         uint64_t handled, active;
         char id[16];
         cg__stats_worker(st, w, &handled, &active);
@@ -525,7 +525,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
     metric_family(&b, "condgate_config_generation", "gauge",
                   "Number of the configuration generation in use (1 at start).");
     metric_sample(&b, "condgate_config_generation", NULL, NULL, NULL, NULL, gen->number);
-    uint64_t up = cg__gate_uptime_ms(a->gate);
+    uint64_t up = a->view.uptime_ms(a->view.ctx);
     metric_family(&b, "condgate_uptime_seconds", "gauge", "Seconds since the gate started.");
     sb_printf(&b, "condgate_uptime_seconds %" PRIu64 ".%03u\n", up / 1000, (unsigned)(up % 1000));
 
@@ -544,7 +544,7 @@ release:
 
 static enum MHD_Result serve_rules(cg__admin *a, struct MHD_Connection *c)
 {
-    cg__gen *gen = cg__gate_acquire(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
     const cg_config *cfg = gen->cfg;
     bool oom = false;
     cJSON *root = cJSON_CreateObject();
@@ -630,7 +630,7 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
         return reply_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL, NULL);
     }
 
-    cg__gen *gen = cg__gate_acquire(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
     const cg_ruleset *rs = NULL;
     if (set == NULL || set[0] == '\0') {
         rs = default_set(gen->cfg);
@@ -675,7 +675,7 @@ static enum MHD_Result serve_reload(cg__admin *a, struct MHD_Connection *c)
 {
     char err[512] = "";
     uint64_t generation = 0;
-    int rc = cg__gate_reload_wait(a->gate, &generation, err, sizeof(err));
+    int rc = a->view.reload_wait(a->view.ctx, &generation, err, sizeof(err));
     bool oom = false;
     unsigned status = MHD_HTTP_OK;
     cJSON *root = cJSON_CreateObject();
@@ -712,7 +712,7 @@ static const route routes[] = {
  * current generation has a token. */
 static bool authorized(cg__admin *a, struct MHD_Connection *c)
 {
-    cg__gen *gen = cg__gate_acquire(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
     const char *token = gen->cfg->admin.token;
     bool ok = token == NULL;
     const char *v = NULL;
@@ -746,7 +746,7 @@ static uint64_t mono_ms(void)
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     cg__admin *a = cls;
-    cg__gen *gen = cg__gate_acquire(a->gate);
+    cg__gen *gen = a->view.acquire(a->view.ctx);
     const cg_ruleset *allow = gen->cfg->admin.allow;
     cg_rule_id id = CG_RULE_NONE;
     cg_action verdict = cg_ruleset_judge(allow, addr, &id);
@@ -924,8 +924,8 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
 /* cg__admin_start: bind conf->listen and serve it on MHD's threads; see
  * admin.h. On failure nothing is left running and err names the address
  * and the reason. Control thread. */
-int cg__admin_start(cg__gate *g, const cg_admin_conf *conf, cg__admin **out, char *err,
-                    size_t errlen)
+int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__admin **out,
+                    char *err, size_t errlen)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&conf->listen.addr;
     /* ITC: MHD_quiesce_daemon at stop. */
@@ -940,7 +940,7 @@ int cg__admin_start(cg__gate *g, const cg_admin_conf *conf, cg__admin **out, cha
         snprintf(err, errlen, "out of memory");
         return CG_ENOMEM;
     }
-    a->gate = g;
+    a->view = *view;
     snprintf(a->listen, sizeof(a->listen), "%s", conf->listen.text);
     atomic_init(&a->refused, 0);
     atomic_init(&a->unauthorized, 0);

@@ -787,6 +787,53 @@ static int start_listeners(cg__gate *g, char *err, size_t errlen)
     return 0;
 }
 
+/* The admin port sees the gate through a cg__gate_view (gate_view.h): these
+ * adapt the accessors of gate.h to its void * context. */
+static cg__gen *view_acquire(void *g)
+{
+    return cg__gate_acquire(g);
+}
+
+static cg__stats *view_stats(void *g)
+{
+    return cg__gate_stats(g);
+}
+
+static uint64_t view_uptime_ms(void *g)
+{
+    return cg__gate_uptime_ms(g);
+}
+
+static uint64_t view_max_connections(void *g)
+{
+    return cg__gate_max_connections(g);
+}
+
+static unsigned view_workers(void *g)
+{
+    return cg__gate_workers(g);
+}
+
+static int view_reload_wait(void *g, uint64_t *generation, char *err, size_t errlen)
+{
+    return cg__gate_reload_wait(g, generation, err, errlen);
+}
+
+/* Start the admin port of the current generation, serving this gate. */
+static int start_admin(cg__gate *g, char *err, size_t errlen)
+{
+    const cg__gate_view view = {
+        .ctx = g,
+        .acquire = view_acquire,
+        .stats = view_stats,
+        .uptime_ms = view_uptime_ms,
+        .max_connections = view_max_connections,
+        .workers = view_workers,
+        .reload_wait = view_reload_wait,
+    };
+    return cg__admin_start(&view, &g->gen->cfg->admin, &g->admin, err, errlen);
+}
+
 static int gate_run(const char *path, cg_config *cfg)
 {
     char err[512] = "";
@@ -895,7 +942,7 @@ static int gate_run(const char *path, cg_config *cfg)
     /* After the wake-up handle exists: POST /reload sends on it. */
     if (g->gen->cfg->admin.enabled) {
         char msg[600];
-        rc = cg__admin_start(g, &g->gen->cfg->admin, &g->admin, err, sizeof(err));
+        rc = start_admin(g, err, sizeof(err));
         if (rc != 0) {
             snprintf(msg, sizeof(msg), "admin: %s", err);
             cg__log_event(CG_LOG_ERROR, "error", "message", msg, NULL);
