@@ -258,16 +258,6 @@ static void push_str(bool *oom, cJSON *arr, const char *v)
     *oom = true;
 }
 
-static uint64_t active_of(const cg__lsum *t)
-{
-    return t->accepted >= t->closed ? t->accepted - t->closed : 0;
-}
-
-static uint64_t rejected_of(const cg__lsum *t)
-{
-    return t->rejected[CG__REJ_RULE] + t->rejected[CG__REJ_DEFAULT] + t->rejected[CG__REJ_LIMIT];
-}
-
 static void put_rejected_by(bool *oom, cJSON *o, const cg__lsum *t)
 {
     cJSON *by = put_obj(oom, o, "rejected_by");
@@ -404,9 +394,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     put_u64(&oom, root, "max_connections", a->view.max_connections(a->view.ctx));
     put_u64(&oom, root, "max_connections_configured", gen->cfg->max_connections);
     cJSON *conns = put_obj(&oom, root, "connections");
-    put_u64(&oom, conns, "active", active_of(&t));
+    put_u64(&oom, conns, "active", cg__lsum_active(&t));
     put_u64(&oom, conns, "accepted", t.accepted);
-    put_u64(&oom, conns, "rejected", rejected_of(&t));
+    put_u64(&oom, conns, "rejected", cg__lsum_rejected(&t));
     put_u64(&oom, conns, "closed", t.closed);
     put_rejected_by(&oom, root, &t);
     cJSON *bytes = put_obj(&oom, root, "bytes");
@@ -427,9 +417,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
             push_str(&oom, backends, "echo");
         for (size_t b = 0; b < lc->nbackends; b++)
             push_str(&oom, backends, lc->backends[b].text);
-        put_u64(&oom, o, "active", active_of(&t));
+        put_u64(&oom, o, "active", cg__lsum_active(&t));
         put_u64(&oom, o, "accepted", t.accepted);
-        put_u64(&oom, o, "rejected", rejected_of(&t));
+        put_u64(&oom, o, "rejected", cg__lsum_rejected(&t));
         put_u64(&oom, o, "closed", t.closed);
         put_u64(&oom, o, "backend_errors", t.backend_errors);
         put_u64(&oom, o, "bytes_in", t.bytes_in);
@@ -486,7 +476,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
     metric_family(&b, "condgate_connections_active", "gauge", "Relayed connections open now.");
     for (size_t i = 0; i < n; i++)
         metric_sample(&b, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
-                      active_of(&sums[i]));
+                      cg__lsum_active(&sums[i]));
     metric_family(&b, "condgate_bytes_total", "counter",
                   "Bytes relayed: in from clients, out to clients.");
     for (size_t i = 0; i < n; i++) {

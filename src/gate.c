@@ -599,18 +599,16 @@ static void log_counters(cg__gate *g, const char *event, const char *name, const
     char v[12][24];
     const char *kv[2 * 14];
     size_t n = 0;
-    uint64_t rej =
-        t->rejected[CG__REJ_RULE] + t->rejected[CG__REJ_DEFAULT] + t->rejected[CG__REJ_LIMIT];
     const struct {
         const char *key;
         uint64_t value;
     } fields[] = {
         {"accepted", t->accepted},
-        {"rejected", rej},
+        {"rejected", cg__lsum_rejected(t)},
         {"rejected_rule", t->rejected[CG__REJ_RULE]},
         {"rejected_default", t->rejected[CG__REJ_DEFAULT]},
         {"rejected_limit", t->rejected[CG__REJ_LIMIT]},
-        {"active", t->accepted >= t->closed ? t->accepted - t->closed : 0},
+        {"active", cg__lsum_active(t)},
         {"closed", t->closed},
         {"backend_errors", t->backend_errors},
         {"bytes_in", t->bytes_in},

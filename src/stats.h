@@ -71,6 +71,23 @@ typedef struct cg__lsum {
     uint64_t accepted, rejected[CG__REJ_COUNT], closed, backend_errors, bytes_in, bytes_out;
 } cg__lsum;
 
+/* cg__lsum_rejected: callers refused, for every reason together. */
+static inline uint64_t cg__lsum_rejected(const cg__lsum *t)
+{
+    uint64_t n = 0;
+    for (int r = 0; r < CG__REJ_COUNT; r++)
+        n += t->rejected[r];
+    return n;
+}
+
+/* cg__lsum_active: connections open now, accepted less closed. The slots
+ * are summed one after the other, so a sum may hold a close whose accept
+ * it does not: never below 0. */
+static inline uint64_t cg__lsum_active(const cg__lsum *t)
+{
+    return t->accepted >= t->closed ? t->accepted - t->closed : 0;
+}
+
 /* cg__stats_sum_listener: listener l summed over every slot. Any thread. */
 void cg__stats_sum_listener(const cg__stats *s, size_t l, cg__lsum *out);
 
