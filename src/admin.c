@@ -265,21 +265,12 @@ static void put_rejected_by(bool *oom, cJSON *o, const cg__lsum *t)
         put_u64(oom, by, cg__reject_reason_name((cg__reject_reason)r), t->rejected[r]);
 }
 
-/* "FILE:LINE", or FILE alone when the line is unknown. */
-static void format_source(const cg_rule_info *info, char *buf, size_t len)
-{
-    if (info->line > 0)
-        snprintf(buf, len, "%s:%" PRIu32, info->file, info->line);
-    else
-        snprintf(buf, len, "%s", info->file);
-}
-
 /* {"cidr", "action", "source", "label", "hits"} of one entry. */
 static void put_rule(bool *oom, cJSON *o, const cg_rule_info *info)
 {
-    char cidr[CG_CIDR_STRLEN], source[CG_SOURCE_MAX + 16];
+    char cidr[CG_CIDR_STRLEN], source[CG_LOG_SOURCE_STRLEN];
     cg_cidr_format(&info->cidr, cidr, sizeof(cidr));
-    format_source(info, source, sizeof(source));
+    cg__log_format_source(info, source, sizeof(source));
     put_str(oom, o, "cidr", cidr);
     put_str(oom, o, "action", cg_action_name(info->action));
     put_str(oom, o, "source", source);
@@ -743,18 +734,10 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
 
     if (verdict == CG_DENY) {
         atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);
-        if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms())) {
-            char peer[64], cidr[CG_CIDR_STRLEN] = "", source[CG_SOURCE_MAX + 16] = "";
-            cg_rule_info info;
-            cg_sockaddr_format(addr, peer, sizeof(peer));
-            if (id != CG_RULE_NONE && cg_ruleset_rule(allow, id, &info) == 0) {
-                cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
-                format_source(&info, source, sizeof(source));
-            }
-            cg__log_event(CG_LOG_INFO, "admin_reject", "peer", peer, "reason",
-                          id != CG_RULE_NONE ? "rule" : "default", "rule", cidr, "source", source,
-                          NULL);
-        }
+        if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms()))
+            cg__log_reject("admin_reject", NULL, addr,
+                           cg_reason_name(id != CG_RULE_NONE ? CG_REASON_RULE : CG_REASON_DEFAULT),
+                           allow, id);
     }
     cg__gen_unref(gen);
     return verdict == CG_ALLOW ? MHD_YES : MHD_NO;

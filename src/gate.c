@@ -168,15 +168,10 @@ static void log_reject(cg__gate *g, listener *l, const cg_accept_result *res, cg
 {
     if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
         return;
-    char peer[64], cidr[CG_CIDR_STRLEN] = "", source[CG_SOURCE_MAX + 16] = "";
-    cg_sockaddr_format((const struct sockaddr *)&res->caller, peer, sizeof(peer));
-    cg_rule_info info;
-    if (why == CG__REJ_RULE && l->set != NULL && cg_ruleset_rule(l->set, l->rule, &info) == 0) {
-        cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
-        snprintf(source, sizeof(source), "%s:%" PRIu32, info.file, info.line);
-    }
-    cg__log_event(CG_LOG_INFO, "reject", "listener", l->name, "peer", peer, "reason",
-                  cg__reject_reason_name(why), "rule", cidr, "source", source, NULL);
+    /* A caller refused for the limit may have matched an allow entry. */
+    cg__log_reject("reject", l->name, (const struct sockaddr *)&res->caller,
+                   cg__reject_reason_name(why), l->set,
+                   why == CG__REJ_RULE ? l->rule : CG_RULE_NONE);
 }
 
 static void arm_defer_timer(listener *l);
