@@ -80,12 +80,18 @@ static inline uint64_t cg__lsum_rejected(const cg__lsum *t)
     return n;
 }
 
-/* cg__lsum_active: connections open now, accepted less closed. The slots
- * are summed one after the other, so a sum may hold a close whose accept
- * it does not: never below 0. */
+/* cg__stat_open: of `opened` connections, those not among `closed`. The
+ * two are read one after the other, maybe from different slots, so a
+ * close may be seen without its open: never below 0. */
+static inline uint64_t cg__stat_open(uint64_t opened, uint64_t closed)
+{
+    return opened >= closed ? opened - closed : 0;
+}
+
+/* cg__lsum_active: connections open now, accepted less closed. */
 static inline uint64_t cg__lsum_active(const cg__lsum *t)
 {
-    return t->accepted >= t->closed ? t->accepted - t->closed : 0;
+    return cg__stat_open(t->accepted, t->closed);
 }
 
 /* cg__stats_sum_listener: listener l summed over every slot. Any thread. */
