@@ -5,8 +5,8 @@
  * Threads: MHD accepts on one thread of its own and runs the accept policy
  * there (so the reject-line limiter below has a single user). Each admitted
  * connection is then served on its own thread, at most
- * CG_ADMIN_MAX_CONNECTIONS of them: POST /reload blocks in
- * cg__gate_reload_wait until the reload is done, and must not hold up
+ * CG_ADMIN_MAX_CONNECTIONS of them: POST /reload blocks in the gate view's
+ * reload_wait until the reload is done, and must not hold up
  * /healthz or a metrics scrape meanwhile. Handlers share nothing but the
  * atomic counters of cg__admin; the configuration (allow list, token, rule
  * sets) is taken from the gate's current generation for every caller.
@@ -33,6 +33,7 @@
 #include "ct.h"
 #include "gen.h"
 #include "log.h"
+#include "policy.h"
 #include "net.h"
 #include "stats.h"
 #include "sys.h"
@@ -81,7 +82,7 @@ static const char placeholder_page[] =
 
 struct cg__admin {
     struct MHD_Daemon *daemon;
-    cg__gate_view view;
+    cg__gate_view view; /* the gate, as given to cg__admin_start */
     char listen[CG_ENDPOINT_STRLEN];
     _Atomic uint64_t refused;      /* callers refused at accept */
     _Atomic uint64_t unauthorized; /* 401 answers */
@@ -258,16 +259,6 @@ static void push_str(bool *oom, cJSON *arr, const char *v)
     *oom = true;
 }
 
-static uint64_t active_of(const cg__lsum *t)
-{
-    return t->accepted >= t->closed ? t->accepted - t->closed : 0;
-}
-
-static uint64_t rejected_of(const cg__lsum *t)
-{
-    return t->rejected[CG__REJ_RULE] + t->rejected[CG__REJ_DEFAULT] + t->rejected[CG__REJ_LIMIT];
-}
-
 static void put_rejected_by(bool *oom, cJSON *o, const cg__lsum *t)
 {
     cJSON *by = put_obj(oom, o, "rejected_by");
@@ -275,21 +266,12 @@ static void put_rejected_by(bool *oom, cJSON *o, const cg__lsum *t)
         put_u64(oom, by, cg__reject_reason_name((cg__reject_reason)r), t->rejected[r]);
 }
 
-/* "FILE:LINE", or FILE alone when the line is unknown. */
-static void format_source(const cg_rule_info *info, char *buf, size_t len)
-{
-    if (info->line > 0)
-        snprintf(buf, len, "%s:%" PRIu32, info->file, info->line);
-    else
-        snprintf(buf, len, "%s", info->file);
-}
-
 /* {"cidr", "action", "source", "label", "hits"} of one entry. */
 static void put_rule(bool *oom, cJSON *o, const cg_rule_info *info)
 {
-    char cidr[CG_CIDR_STRLEN], source[CG_SOURCE_MAX + 16];
+    char cidr[CG_CIDR_STRLEN], source[CG_LOG_SOURCE_STRLEN];
     cg_cidr_format(&info->cidr, cidr, sizeof(cidr));
-    format_source(info, source, sizeof(source));
+    cg__log_format_source(info, source, sizeof(source));
     put_str(oom, o, "cidr", cidr);
     put_str(oom, o, "action", cg_action_name(info->action));
     put_str(oom, o, "source", source);
@@ -404,9 +386,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     put_u64(&oom, root, "max_connections", a->view.max_connections(a->view.ctx));
     put_u64(&oom, root, "max_connections_configured", gen->cfg->max_connections);
     cJSON *conns = put_obj(&oom, root, "connections");
-    put_u64(&oom, conns, "active", active_of(&t));
+    put_u64(&oom, conns, "active", cg__lsum_active(&t));
     put_u64(&oom, conns, "accepted", t.accepted);
-    put_u64(&oom, conns, "rejected", rejected_of(&t));
+    put_u64(&oom, conns, "rejected", cg__lsum_rejected(&t));
     put_u64(&oom, conns, "closed", t.closed);
     put_rejected_by(&oom, root, &t);
     cJSON *bytes = put_obj(&oom, root, "bytes");
@@ -427,9 +409,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
             push_str(&oom, backends, "echo");
         for (size_t b = 0; b < lc->nbackends; b++)
             push_str(&oom, backends, lc->backends[b].text);
-        put_u64(&oom, o, "active", active_of(&t));
+        put_u64(&oom, o, "active", cg__lsum_active(&t));
         put_u64(&oom, o, "accepted", t.accepted);
-        put_u64(&oom, o, "rejected", rejected_of(&t));
+        put_u64(&oom, o, "rejected", cg__lsum_rejected(&t));
         put_u64(&oom, o, "closed", t.closed);
         put_u64(&oom, o, "backend_errors", t.backend_errors);
         put_u64(&oom, o, "bytes_in", t.bytes_in);
@@ -486,7 +468,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
     metric_family(&b, "condgate_connections_active", "gauge", "Relayed connections open now.");
     for (size_t i = 0; i < n; i++)
         metric_sample(&b, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
-                      active_of(&sums[i]));
+                      cg__lsum_active(&sums[i]));
     metric_family(&b, "condgate_bytes_total", "counter",
                   "Bytes relayed: in from clients, out to clients.");
     for (size_t i = 0; i < n; i++) {
@@ -651,20 +633,23 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
         return reply_error(c, MHD_HTTP_NOT_FOUND, msg, NULL, NULL);
     }
 
+    /* The judge of every caller, on the named set alone: no hit counted,
+     * no admission stage (an explanation is not a caller). */
     bool oom = false;
-    cg_rule_id id = CG_RULE_NONE;
     cg_rule_info info;
-    cg_action verdict = cg_ruleset_lookup(rs, &host, &id);
-    bool matched = id != CG_RULE_NONE && cg_ruleset_rule(rs, id, &info) == 0;
+    cg__judgement j;
+    const cg__policy p = {.set = rs};
+    cg__policy_judge(&p, &host, &j);
+    bool matched = j.rule != CG_RULE_NONE && cg_ruleset_rule(rs, j.rule, &info) == 0;
     cJSON *root = cJSON_CreateObject();
     put_str(&oom, root, "addr", addr);
     put_str(&oom, root, "set", cg_ruleset_name(rs));
-    put_str(&oom, root, "verdict", cg_action_name(verdict));
+    put_str(&oom, root, "verdict", cg_action_name(j.rule_action));
     if (matched)
         put_rule(&oom, put_obj(&oom, root, "rule"), &info);
     else
         put_str(&oom, root, "rule", NULL);
-    put_str(&oom, root, "reason", cg_reason_name(matched ? CG_REASON_RULE : CG_REASON_DEFAULT));
+    put_str(&oom, root, "reason", cg__reject_reason_name(matched ? CG__REJ_RULE : CG__REJ_DEFAULT));
     put_str(&oom, root, "family", host.family == 4 ? "ipv4" : "ipv6");
     put_u64(&oom, root, "generation", gen->number);
     cg__gen_unref(gen);
@@ -673,7 +658,7 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
 
 static enum MHD_Result serve_reload(cg__admin *a, struct MHD_Connection *c)
 {
-    char err[512] = "";
+    char err[CG_ERR_MAX] = "";
     uint64_t generation = 0;
     int rc = a->view.reload_wait(a->view.ctx, &generation, err, sizeof(err));
     bool oom = false;
@@ -747,27 +732,18 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
 {
     cg__admin *a = cls;
     cg__gen *gen = a->view.acquire(a->view.ctx);
-    const cg_ruleset *allow = gen->cfg->admin.allow;
-    cg_rule_id id = CG_RULE_NONE;
-    cg_action verdict = cg_ruleset_judge(allow, addr, &id);
+    const cg__policy p = {.set = gen->cfg->admin.allow, .count_hits = true};
+    cg__judgement j;
+    bool admit = cg__policy_judge_sockaddr(&p, addr, &j);
 
-    if (verdict == CG_DENY) {
+    if (!admit) {
         atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);
-        if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms())) {
-            char peer[64], cidr[CG_CIDR_STRLEN] = "", source[CG_SOURCE_MAX + 16] = "";
-            cg_rule_info info;
-            cg_sockaddr_format(addr, peer, sizeof(peer));
-            if (id != CG_RULE_NONE && cg_ruleset_rule(allow, id, &info) == 0) {
-                cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
-                format_source(&info, source, sizeof(source));
-            }
-            cg__log_event(CG_LOG_INFO, "admin_reject", "peer", peer, "reason",
-                          id != CG_RULE_NONE ? "rule" : "default", "rule", cidr, "source", source,
-                          NULL);
-        }
+        if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms()))
+            cg__log_reject("admin_reject", NULL, addr, cg__reject_reason_name(j.reason), j.set,
+                           j.rule);
     }
     cg__gen_unref(gen);
-    return verdict == CG_ALLOW ? MHD_YES : MHD_NO;
+    return admit ? MHD_YES : MHD_NO;
 }
 
 static const route *find_route(const char *url)

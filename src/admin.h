@@ -3,9 +3,9 @@
  *
  * Callers are judged before any HTTP is read, by the same rule engine as
  * the listeners, against [admin] allow of the current generation. The
- * server runs its own thread(s); every handler reads the gate through
- * cg__gate_acquire / cg__gate_stats / cg__gate_reload_wait, which are safe
- * from any thread.
+ * server runs its own thread(s); every handler reads the gate through the
+ * functions of a cg__gate_view (gate_view.h), which are safe from any
+ * thread, so this module does not know the gate itself.
  */
 #ifndef CG_ADMIN_H
 #define CG_ADMIN_H
@@ -23,14 +23,16 @@
 typedef struct cg__admin cg__admin;
 
 /* cg__admin_start: serve the admin port described by conf (which must be
- * enabled) for gate g. Returns 0 and *out, or a negative CG_E* code with a
- * one-line reason in err (e.g. the address is in use). Control thread. */
+ * enabled) for the gate seen through view. *view is copied; view->ctx and
+ * what its functions return must stay valid until cg__admin_stop. Returns 0
+ * and *out, or a negative CG_E* code with a one-line reason in err (e.g. the
+ * address is in use). Control thread. */
 int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__admin **out,
                     char *err, size_t errlen);
 
 /* cg__admin_stop: stop serving and free. Waits for requests in progress.
  * Accepts NULL. Control thread, and only once the gate refuses new reload
- * requests (a handler may be waiting in cg__gate_reload_wait). */
+ * requests (a handler may be waiting in the view's reload_wait). */
 void cg__admin_stop(cg__admin *a);
 
 #endif /* CG_ADMIN_H */

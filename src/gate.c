@@ -114,16 +114,11 @@ static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
 {
     if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
         return;
-    char peer[64], cidr[CG_CIDR_STRLEN] = "", source[CG_SOURCE_MAX + 16] = "";
-    cg_sockaddr_format((const struct sockaddr *)&res->caller, peer, sizeof(peer));
-    cg_rule_info info;
-    if (j->reason == CG__REJ_RULE && j->set != NULL &&
-        cg_ruleset_rule(j->set, j->rule, &info) == 0) {
-        cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
-        snprintf(source, sizeof(source), "%s:%" PRIu32, info.file, info.line);
-    }
-    cg__log_event(CG_LOG_INFO, "reject", "listener", g->names[index], "peer", peer, "reason",
-                  cg__reject_reason_name(j->reason), "rule", cidr, "source", source, NULL);
+    /* The deciding entry only when an entry decided (not the default, not
+     * a limit). */
+    cg__log_reject("reject", g->names[index], (const struct sockaddr *)&res->caller,
+                   cg__reject_reason_name(j->reason), j->set,
+                   j->reason == CG__REJ_RULE ? j->rule : CG_RULE_NONE);
 }
 
 static void refused(void *arg, size_t index, const cg_accept_result *res, const cg__judgement *j)
@@ -319,18 +314,16 @@ static void log_counters(cg__gate *g, const char *event, const char *name, const
     char v[12][24];
     const char *kv[2 * 14];
     size_t n = 0;
-    uint64_t rej =
-        t->rejected[CG__REJ_RULE] + t->rejected[CG__REJ_DEFAULT] + t->rejected[CG__REJ_LIMIT];
     const struct {
         const char *key;
         uint64_t value;
     } fields[] = {
         {"accepted", t->accepted},
-        {"rejected", rej},
+        {"rejected", cg__lsum_rejected(t)},
         {"rejected_rule", t->rejected[CG__REJ_RULE]},
         {"rejected_default", t->rejected[CG__REJ_DEFAULT]},
         {"rejected_limit", t->rejected[CG__REJ_LIMIT]},
-        {"active", t->accepted >= t->closed ? t->accepted - t->closed : 0},
+        {"active", cg__lsum_active(t)},
         {"closed", t->closed},
         {"backend_errors", t->backend_errors},
         {"bytes_in", t->bytes_in},

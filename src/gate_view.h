@@ -1,8 +1,10 @@
-/* gate_view.h — what the admin port may ask of the running gate.
+/* gate_view.h — what the admin port may see of the running gate, and the
+ * one thing it may ask of it (a reload).
  *
- * A table of functions and their context, so the admin port depends on no
- * part of the gate but this: the daemon fills it from the gate and the
- * reloader, the admin fuzz target from a stand-in.
+ * The admin port knows the gate only through this table of functions, so
+ * admin.c does not include gate.h and the fuzz target can stand in for the
+ * gate with functions of its own. Whoever fills a view keeps ctx (and what
+ * the functions return) valid until cg__admin_stop has returned.
  */
 #ifndef CG_GATE_VIEW_H
 #define CG_GATE_VIEW_H
@@ -14,21 +16,32 @@
 #include "stats.h"
 
 typedef struct cg__gate_view {
+    /* Passed as the first argument of every function below. */
     void *ctx;
-    /* A reference to the current generation (drop it with cg__gen_unref).
-     * Any thread. */
+
+    /* acquire: a reference to the current generation; the caller drops it
+     * with cg__gen_unref. Never NULL. Any thread. */
     cg__gen *(*acquire)(void *ctx);
-    /* The counters (valid while the gate runs). Any thread. */
+
+    /* stats: the gate's counters, owned by the gate and valid while it
+     * runs. Any thread. */
     cg__stats *(*stats)(void *ctx);
-    /* Milliseconds since start. Any thread. */
+
+    /* uptime_ms: milliseconds since the gate started. Any thread. */
     uint64_t (*uptime_ms)(void *ctx);
-    /* The effective max_connections. Any thread. */
+
+    /* max_connections: the effective max_connections (the configured value,
+     * lowered to fit the descriptor limit). Any thread. */
     uint64_t (*max_connections)(void *ctx);
-    /* The number of workers (fixed until restart). Any thread. */
+
+    /* workers: number of worker threads (fixed until restart). Any thread. */
     unsigned (*workers)(void *ctx);
-    /* Reload and wait for the outcome: 0 and the new generation, or a
-     * negative CG_E* code with the one-line error in err (CG_EAGAIN: the
-     * gate is stopping). Never from the control thread. */
+
+    /* reload_wait: ask for a reload (as SIGHUP does) and wait for its
+     * outcome. Returns 0 and the new generation number in *generation, or a
+     * negative CG_E* code with a one-line reason in err (CG_EAGAIN: the
+     * gate is stopping). Blocks; any thread but the gate's control thread,
+     * which is the one that carries the reload out. */
     int (*reload_wait)(void *ctx, uint64_t *generation, char *err, size_t errlen);
 } cg__gate_view;
 

@@ -1,6 +1,7 @@
-/* log.c — text/json event lines on stderr and the reject-line limiter. */
+/* log.c — text/json event lines on stderr, the reject line and its limiter. */
 #include "log.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,6 +9,8 @@
 #include <time.h>
 
 #include <uv.h>
+
+#include "condgate/accept.h"
 
 #if defined(_WIN32)
 #include <io.h>
@@ -197,6 +200,44 @@ void cg__log_event(cg_log_level level, const char *event, ...)
     }
     va_end(ap);
     cg__log_fields(level, event, kv, n);
+}
+
+void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len)
+{
+    if (info->line > 0)
+        snprintf(buf, len, "%s:%" PRIu32, info->file, info->line);
+    else
+        snprintf(buf, len, "%s", info->file);
+}
+
+void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
+                    const char *reason, const cg_ruleset *set, cg_rule_id rule)
+{
+    char addr[64], cidr[CG_CIDR_STRLEN] = "", source[CG_LOG_SOURCE_STRLEN] = "";
+    const char *kv[2 * 5];
+    size_t n = 0;
+    cg_rule_info info;
+
+    if (!cg__log_enabled(CG_LOG_INFO))
+        return;
+    cg_sockaddr_format(peer, addr, sizeof(addr));
+    if (set != NULL && rule != CG_RULE_NONE && cg_ruleset_rule(set, rule, &info) == 0) {
+        cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
+        cg__log_format_source(&info, source, sizeof(source));
+    }
+    if (listener != NULL) {
+        kv[n++] = "listener";
+        kv[n++] = listener;
+    }
+    kv[n++] = "peer";
+    kv[n++] = addr;
+    kv[n++] = "reason";
+    kv[n++] = reason;
+    kv[n++] = "rule";
+    kv[n++] = cidr;
+    kv[n++] = "source";
+    kv[n++] = source;
+    cg__log_fields(CG_LOG_INFO, event, kv, n / 2);
 }
 
 void cg__log_limiter_init(cg__log_limiter *l, uint32_t rate)

@@ -41,7 +41,26 @@ void cg__log_fields(cg_log_level level, const char *event, const char *const *kv
  * (written as empty); pairs past CG_LOG_MAX_FIELDS are dropped. Any thread. */
 void cg__log_event(cg_log_level level, const char *event, ...);
 
-/* Reject-line limiter, used from the control thread only. */
+/* Longest text cg__log_format_source writes, with the NUL. */
+#define CG_LOG_SOURCE_STRLEN (CG_SOURCE_MAX + 16)
+
+/* cg__log_format_source: where a rule-set entry came from, as log lines and
+ * the admin port show it: "FILE:LINE", or FILE alone when the line is
+ * unknown (0). buf should hold CG_LOG_SOURCE_STRLEN bytes; longer text is
+ * cut. Any thread. */
+void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len);
+
+/* cg__log_reject: write the info line for a caller refused at accept:
+ * `event` ("reject", "admin_reject"), listener=NAME (left out when listener
+ * is NULL), peer=ADDR:PORT, reason=REASON, and rule=CIDR source=FILE:LINE of
+ * entry `rule` of `set` (both empty when rule is CG_RULE_NONE, set is NULL
+ * or the entry is not there). Applies no rate limit: callers ask their
+ * cg__log_limiter first. Any thread. */
+void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
+                    const char *reason, const cg_ruleset *set, cg_rule_id rule);
+
+/* Reject-line limiter. Not thread-safe: each has a single user thread (the
+ * gate's control thread, the admin port's accept thread). */
 typedef struct cg__log_limiter {
     uint64_t window_start_ms;
     uint32_t in_window;

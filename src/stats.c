@@ -110,7 +110,7 @@ void cg__stats_sum_all(const cg__stats *s, cg__lsum *out)
 void cg__stats_worker(const cg__stats *s, size_t w, uint64_t *handled, uint64_t *active)
 {
     const cg__slot *slot = &s->slots[1 + w];
-    uint64_t h = LOAD(slot->handled), f = LOAD(slot->finished);
+    uint64_t h = LOAD(slot->handled);
     *handled = h;
-    *active = h >= f ? h - f : 0;
+    *active = cg__stat_open(h, LOAD(slot->finished));
 }

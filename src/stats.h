@@ -63,6 +63,29 @@ typedef struct cg__lsum {
     uint64_t accepted, rejected[CG__REJ_COUNT], closed, backend_errors, bytes_in, bytes_out;
 } cg__lsum;
 
+/* cg__lsum_rejected: callers refused, for every reason together. */
+static inline uint64_t cg__lsum_rejected(const cg__lsum *t)
+{
+    uint64_t n = 0;
+    for (int r = 0; r < CG__REJ_COUNT; r++)
+        n += t->rejected[r];
+    return n;
+}
+
+/* cg__stat_open: of `opened` connections, those not among `closed`. The
+ * two are read one after the other, maybe from different slots, so a
+ * close may be seen without its open: never below 0. */
+static inline uint64_t cg__stat_open(uint64_t opened, uint64_t closed)
+{
+    return opened >= closed ? opened - closed : 0;
+}
+
+/* cg__lsum_active: connections open now, accepted less closed. */
+static inline uint64_t cg__lsum_active(const cg__lsum *t)
+{
+    return cg__stat_open(t->accepted, t->closed);
+}
+
 /* cg__stats_sum_listener: listener l summed over every slot. Any thread. */
 void cg__stats_sum_listener(const cg__stats *s, size_t l, cg__lsum *out);
 

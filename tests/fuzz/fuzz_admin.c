@@ -5,7 +5,7 @@
  * the production flags (a polling thread, one thread per connection), the
  * accept policy judges each caller by [admin] allow, and routing, bearer
  * tokens and every endpoint are the real ones. Only the gate behind it is a
- * stand-in, the cg__gate_* accessors of gate.h defined below: generations
+ * stand-in, the cg__gate_view (gate_view.h) filled in below: generations
  * loaded by cg_config_load from two small configurations (A with a token,
  * B without; several rule sets, labels that need escaping, hit counters),
  * real counters (cg__stats) holding figures past 2^53, and a reload that
@@ -67,7 +67,7 @@
 #include "condgate/config.h"
 #include "condgate/rules.h"
 #include "fuzz_common.h"
-#include "gate.h"
+#include "gate_view.h"
 #include "gen.h"
 #include "log.h"
 #include "stats.h"
@@ -162,7 +162,7 @@ static void remove_fixtures(void)
 }
 
 /* ------------------------------------------------------------------------
- * The stand-in gate: what admin.c reads through gate.h
+ * The stand-in gate: what admin.c reads through its cg__gate_view
  */
 
 /* Callers judged against each new generation's rule sets, so that GET
@@ -181,7 +181,7 @@ typedef enum reload_mode { RELOAD_OK, RELOAD_BROKEN, RELOAD_STOPPING } reload_mo
  * loader has fuzz_ini to itself. */
 #define RELOAD_FRESH 32
 
-struct cg__gate {
+typedef struct stand_in {
     pthread_mutex_t lock;
     cg__gen *gen[2];    /* current generation of configuration B [0] and A [1] */
     cg__gen *spare[2];  /* the next one (we hold one reference to each) */
@@ -191,9 +191,9 @@ struct cg__gate {
     uint64_t reloads_ok;
     cg__stats *stats;
     uint64_t started_ms;
-};
+} stand_in;
 
-static struct cg__gate gate = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static stand_in gate = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static cg__admin *admin;
 static unsigned port;
 
@@ -249,30 +249,34 @@ static int load_gen(const char *path, uint64_t number, cg__gen **out, char *err,
     return 0;
 }
 
-cg__gen *cg__gate_acquire(cg__gate *g)
+/* The view's functions; ctx is &gate. */
+static cg__gen *gate_acquire(void *ctx)
 {
+    stand_in *g = ctx;
     pthread_mutex_lock(&g->lock);
     cg__gen *gen = cg__gen_ref(g->gen[atomic_load(&g->config)]);
     pthread_mutex_unlock(&g->lock);
     return gen;
 }
 
-cg__stats *cg__gate_stats(cg__gate *g)
+static cg__stats *gate_stats(void *ctx)
 {
+    stand_in *g = ctx;
     return g->stats;
 }
 
-uint64_t cg__gate_uptime_ms(const cg__gate *g)
+static uint64_t gate_uptime_ms(void *ctx)
 {
+    const stand_in *g = ctx;
     return now_ms() - g->started_ms;
 }
 
-uint64_t cg__gate_max_connections(cg__gate *g)
+static uint64_t gate_max_connections(void *ctx)
 {
     return 497; /* as if the descriptor limit had lowered 500 */
 }
 
-unsigned cg__gate_workers(const cg__gate *g)
+static unsigned gate_workers(void *ctx)
 {
     return WORKERS;
 }
@@ -317,8 +321,9 @@ static void *reload_thread(void *arg)
     return NULL;
 }
 
-int cg__gate_reload_wait(cg__gate *g, uint64_t *generation, char *err, size_t errlen)
+static int gate_reload_wait(void *ctx, uint64_t *generation, char *err, size_t errlen)
 {
+    stand_in *g = ctx;
     reload_job j = {atomic_load(&g->config), (reload_mode)atomic_load(&g->reload), 0, 0, ""};
     if (j.mode == RELOAD_STOPPING) {
         snprintf(err, errlen, "the gate is stopping");
@@ -338,6 +343,16 @@ int cg__gate_reload_wait(cg__gate *g, uint64_t *generation, char *err, size_t er
     *generation = j.generation;
     return 0;
 }
+
+static const cg__gate_view view = {
+    .ctx = &gate,
+    .acquire = gate_acquire,
+    .stats = gate_stats,
+    .uptime_ms = gate_uptime_ms,
+    .max_connections = gate_max_connections,
+    .workers = gate_workers,
+    .reload_wait = gate_reload_wait,
+};
 
 /* ------------------------------------------------------------------------
  * Start and stop
@@ -423,7 +438,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             set_counters(gate.stats, NLISTENERS);
         }
         atomic_store(&gate.config, 1);
-        rc = cg__admin_start(&gate, &gate.gen[1]->cfg->admin, &admin, err, sizeof err);
+        rc = cg__admin_start(&view, &gate.gen[1]->cfg->admin, &admin, err, sizeof err);
         if (rc != 0) {
             cg__gen_unref(gate.gen[0]);
             cg__gen_unref(gate.gen[1]);
@@ -684,7 +699,7 @@ static void check_explain(const input *in, const cJSON *root)
     const char *verdict = json_str(root, "verdict"), *reason = json_str(root, "reason");
     const char *family = json_str(root, "family");
     FUZZ_CHECK(addr && set && verdict && reason && family, "explanation without its fields");
-    cg__gen *gen = cg__gate_acquire(&gate);
+    cg__gen *gen = gate_acquire(&gate);
     long i = cg_config_find_ruleset(gen->cfg, set);
     FUZZ_CHECK(i >= 0, "explained with a set \"%s\" that does not exist", set);
     cg_cidr host;
