@@ -111,13 +111,13 @@ static void drained(void *arg)
 {
     daemon *d = arg;
     cg__reloader_close(d->reloader);
+    cg__gate_close(d->gate); /* with the last "suppressed N" summary */
     /* Worker 0's connections live on this loop: they finish closing as it
      * runs on; the pool is freed after uv_run. */
     cg__pool_close(d->pool);
     cg__gate_log_stats(d->gate, "stop", false);
     cg__signals_stop(d->signals);
     d->signals = NULL;
-    cg__gate_close(d->gate);
 }
 
 static void on_signal(cg__sigevent ev, const char *name, void *arg)
