@@ -187,8 +187,8 @@ static int number(cg__loader *ld, const char *key, const char *value, uint32_t l
     if (!parse_decimal(value, strlen(value), out))
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "bad value %s for '%s' in %s: expected a whole number from %llu to %llu",
-                        cg__quote(q, value, strlen(value)), key, ld->section,
-                        (unsigned long long)min, (unsigned long long)max);
+                        cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT), key,
+                        ld->section, (unsigned long long)min, (unsigned long long)max);
     if (*out < min || *out > max)
         return cg__fail(ld->d, CG_ERANGE, ld->path, line,
                         "'%s' in %s must be from %llu to %llu, not %llu", key, ld->section,
@@ -255,7 +255,7 @@ static int endpoint(cg__loader *ld, const char *key, const char *s, size_t len, 
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "'%s' in %s: %s is not an address one can connect to; use 127.0.0.1 "
                         "or [::1] for this host",
-                        key, ld->section, cg__quote(q, s, len));
+                        key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT));
 
     memset(ep, 0, sizeof *ep);
     if (family == 4) {
@@ -282,11 +282,11 @@ bad:
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "'%s' in %s: bad endpoint %s; write IPv6 addresses in brackets, such "
                         "as [::1]:8080",
-                        key, ld->section, cg__quote(q, s, len));
+                        key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT));
     return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                     "'%s' in %s: bad endpoint %s; expected IPV4:PORT or [IPV6]:PORT such as "
                     "%s",
-                    key, ld->section, cg__quote(q, s, len),
+                    key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT),
                     backend ? "127.0.0.1:8081 or [::1]:8081"
                             : "0.0.0.0:8080, 127.0.0.1:8080, [::]:8080 or [::1]:8080");
 }
@@ -411,12 +411,14 @@ static int include_file(cg__loader *ld, const char *key, const char *value, uint
     rc = cg__read_file(path, max, &text, &len, &sys);
     if (rc == CG_ERANGE)
         rc = cg__fail(ld->d, rc, ld->path, line, "%s: %s is larger than %u MiB", key,
-                      cg__quote(q, path, strlen(path)), (unsigned)(max >> 20));
+                      cg__quote(q, sizeof q, path, strlen(path), CG__QUOTE_EXCERPT),
+                      (unsigned)(max >> 20));
     else if (rc == CG_ENOMEM)
         rc = oom(ld, line);
     else if (rc)
         rc = cg__fail(ld->d, rc, ld->path, line, "%s: cannot read %s: %s", key,
-                      cg__quote(q, path, strlen(path)), cg__errno_text(sys));
+                      cg__quote(q, sizeof q, path, strlen(path), CG__QUOTE_EXCERPT),
+                      cg__errno_text(sys));
     if (rc)
         goto free_path;
 
@@ -534,7 +536,7 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "section name %s is too long; names of rule sets and listeners have at "
                         "most %d characters",
-                        cg__quote(q, name, len), CG_CONFIG_MAX_NAME);
+                        cg__quote(q, sizeof q, name, len, CG__QUOTE_EXCERPT), CG_CONFIG_MAX_NAME);
     snprintf(ld->section, sizeof ld->section, "[%.*s]", (int)len, name);
 
     const char *colon = memchr(name, ':', len);
@@ -572,12 +574,14 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
                             ld->section, base);
         } else if (sublen > CG_CONFIG_MAX_NAME) {
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                            "name %s in %s is longer than %d characters", cg__quote(q, sub, sublen),
-                            ld->section, CG_CONFIG_MAX_NAME);
+                            "name %s in %s is longer than %d characters",
+                            cg__quote(q, sizeof q, sub, sublen, CG__QUOTE_EXCERPT), ld->section,
+                            CG_CONFIG_MAX_NAME);
         } else if (!cg_config_name_ok(sub, sublen)) {
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad name %s in %s: use 1 to %d letters, digits, '_', '-' or '.'",
-                            cg__quote(q, sub, sublen), ld->section, CG_CONFIG_MAX_NAME);
+                            cg__quote(q, sizeof q, sub, sublen, CG__QUOTE_EXCERPT), ld->section,
+                            CG_CONFIG_MAX_NAME);
         } else {
             memcpy(sname, sub, sublen);
             sname[sublen] = '\0';
@@ -632,7 +636,7 @@ static int gateway_key(cg__loader *ld, int k, const char *key, const char *value
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "bad value %s for 'log_level' in [gateway]: expected error, warn, info "
                         "or debug",
-                        cg__quote(q, value, strlen(value)));
+                        cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT));
     case K_LOGFORMAT:
         if (strcmp(value, "text") == 0)
             cfg->log_format = CG_LOG_TEXT;
@@ -641,7 +645,7 @@ static int gateway_key(cg__loader *ld, int k, const char *key, const char *value
         else
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad value %s for 'log_format' in [gateway]: expected text or json",
-                            cg__quote(q, value, strlen(value)));
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT));
         break;
     }
     return rc;
@@ -706,7 +710,8 @@ static int rules_key(cg__loader *ld, int k, const char *key, const char *value, 
         else
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad value %s for 'default' in %s: expected allow or deny",
-                            cg__quote(q, value, strlen(value)), ld->section);
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT),
+                            ld->section);
         return 0;
     case K_ALLOW:
     case K_DENY:
@@ -743,7 +748,8 @@ static int listener_key(cg__loader *ld, int k, const char *key, const char *valu
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad rule set name %s for 'rules' in %s: use 1 to %d letters, "
                             "digits, '_', '-' or '.'",
-                            cg__quote(q, value, strlen(value)), ld->section, CG_CONFIG_MAX_NAME);
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT),
+                            ld->section, CG_CONFIG_MAX_NAME);
         b->rules = dup_n(value, strlen(value));
         b->rules_line = line;
         return b->rules ? 0 : oom(ld, line);
@@ -797,7 +803,7 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "key %s is outside any section; start with a section such as "
                         "[gateway] or [rules]",
-                        cg__quote(q, key, strlen(key)));
+                        cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT));
     }
     case SECT_GATEWAY:
         keys = gateway_keys;
@@ -827,9 +833,9 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "unknown key '%s' in %s; it belongs in %s", key, ld->section, home);
         if (hint)
-            return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                            "unknown key %s in %s; did you mean '%s'?",
-                            cg__quote(q, key, strlen(key)), ld->section, hint);
+            return cg__fail(
+                ld->d, CG_EINVAL, ld->path, line, "unknown key %s in %s; did you mean '%s'?",
+                cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT), ld->section, hint);
         char list[160] = "";
         for (size_t i = 0; i < n; i++) {
             size_t used = strlen(list);
@@ -840,7 +846,8 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
                      names[i]);
         }
         return cg__fail(ld->d, CG_EINVAL, ld->path, line, "unknown key %s in %s; expected %s",
-                        cg__quote(q, key, strlen(key)), ld->section, list);
+                        cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT), ld->section,
+                        list);
     }
     if (ld->seen[k] && !keys[k].repeats)
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,

@@ -60,16 +60,18 @@ static int section_line(ini_stream *s, const char *b, const char *e, char *str, 
     char q[CG__QUOTE_MAX];
     const char *close = find_stop(b + 1, e, "]");
     if (close == e || *close != ']')
-        return stream_fail(s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
-                                       "syntax error: section header %s has no closing ']'",
-                                       cg__quote(q, b, (size_t)(e - b))));
+        return stream_fail(s,
+                           cg__fail(s->d, CG_EINVAL, s->path, s->line,
+                                    "syntax error: section header %s has no closing ']'",
+                                    cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT)));
     const char *rest = close + 1;
     while (rest < e && is_blank(*rest))
         rest++;
     if (rest < e && *rest != ';' && *rest != '#')
-        return stream_fail(s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
-                                       "syntax error: unexpected text %s after the section header",
-                                       cg__quote(q, rest, (size_t)(e - rest))));
+        return stream_fail(
+            s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
+                        "syntax error: unexpected text %s after the section header",
+                        cg__quote(q, sizeof q, rest, (size_t)(e - rest), CG__QUOTE_EXCERPT)));
     size_t nlen = (size_t)(close - (b + 1));
     int rc = cg__loader_section(s->ld, b + 1, nlen, s->line);
     if (rc)
@@ -169,11 +171,11 @@ static char *reader(char *str, int num, void *stream)
             cg__fail(s->d, CG_EINVAL, s->path, s->line,
                      "syntax error: %s is not 'key = value'; continuation lines are not "
                      "supported, repeat the key instead",
-                     cg__quote(q, b, (size_t)(e - b)));
+                     cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT));
         else
             cg__fail(s->d, CG_EINVAL, s->path, s->line,
                      "syntax error: expected '[section]' or 'key = value', not %s",
-                     cg__quote(q, b, (size_t)(e - b)));
+                     cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT));
         stream_fail(s, CG_EINVAL);
         return NULL;
     }

@@ -100,7 +100,7 @@ static int scan(const char *path, const char *text, size_t len, line_map *m, cg_
                 return cg__fail(d, CG_ENOMEM, path, line, "out of memory");
             for (i++; i < len && text[i] != '"'; i++) {
                 if (text[i] == '\n')
-                    line++; /* not valid JSON; cJSON will say so */
+                    line++;          /* not valid JSON; cJSON will say so */
                 if (text[i] == '\0') /* cJSON keeps it, and C strings stop there */
                     return cg__fail(d, CG_EINVAL, path, line,
                                     "NUL byte in the file; is this a text file?");
@@ -214,13 +214,14 @@ static int rule(json_walk *w, const cJSON *obj, uint32_t line)
         if (!rule_keys[k]) {
             const char *hint = cg__suggest(m->string, rule_keys);
             if (hint)
-                return cg__fail(w->d, CG_EINVAL, w->path, l,
-                                "unknown key %s in a rule; did you mean \"%s\"?",
-                                cg__quote(q, m->string, strlen(m->string)), hint);
-            return cg__fail(w->d, CG_EINVAL, w->path, l,
-                            "unknown key %s in a rule; expected \"action\", \"cidr\" or "
-                            "\"label\"",
-                            cg__quote(q, m->string, strlen(m->string)));
+                return cg__fail(
+                    w->d, CG_EINVAL, w->path, l, "unknown key %s in a rule; did you mean \"%s\"?",
+                    cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT), hint);
+            return cg__fail(
+                w->d, CG_EINVAL, w->path, l,
+                "unknown key %s in a rule; expected \"action\", \"cidr\" or "
+                "\"label\"",
+                cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT));
         }
         if (val[k])
             return cg__fail(w->d, CG_EINVAL, w->path, l,
@@ -244,7 +245,7 @@ static int rule(json_walk *w, const cJSON *obj, uint32_t line)
     else
         return cg__fail(w->d, CG_EINVAL, w->path, lines[0],
                         "\"action\" must be \"allow\" or \"deny\", not %s",
-                        cg__quote(q, val[0], strlen(val[0])));
+                        cg__quote(q, sizeof q, val[0], strlen(val[0]), CG__QUOTE_EXCERPT));
     if (!val[1])
         return cg__fail(w->d, CG_EINVAL, w->path, line,
                         "rule has no \"cidr\"; add \"cidr\": \"ADDRESS[/LEN]\"");
@@ -287,11 +288,13 @@ static int document(json_walk *w, const cJSON *root)
         if (!top_keys[k]) {
             const char *hint = cg__suggest(m->string, top_keys);
             if (hint)
-                return cg__fail(w->d, CG_EINVAL, w->path, l, "unknown key %s; did you mean \"%s\"?",
-                                cg__quote(q, m->string, strlen(m->string)), hint);
-            return cg__fail(w->d, CG_EINVAL, w->path, l,
-                            "unknown key %s; expected \"allow\", \"deny\" or \"rules\"",
-                            cg__quote(q, m->string, strlen(m->string)));
+                return cg__fail(
+                    w->d, CG_EINVAL, w->path, l, "unknown key %s; did you mean \"%s\"?",
+                    cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT), hint);
+            return cg__fail(
+                w->d, CG_EINVAL, w->path, l,
+                "unknown key %s; expected \"allow\", \"deny\" or \"rules\"",
+                cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT));
         }
         if (seen[k])
             return cg__fail(w->d, CG_EINVAL, w->path, l, "duplicate key \"%s\" (first on line %u)",
@@ -346,8 +349,9 @@ int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs
             rc = cg__fail(d, CG_EINVAL, path, line_at(text, off),
                           "JSON syntax error: unexpected end of file");
         else
-            rc = cg__fail(d, CG_EINVAL, path, line_at(text, off), "JSON syntax error at %s",
-                          cg__quote(q, text + off, strcspn(text + off, "\r\n")));
+            rc = cg__fail(
+                d, CG_EINVAL, path, line_at(text, off), "JSON syntax error at %s",
+                cg__quote(q, sizeof q, text + off, strcspn(text + off, "\r\n"), CG__QUOTE_EXCERPT));
         goto free_map;
     }
     for (; end && end < text + len && is_ws(*end); end++)
@@ -355,7 +359,7 @@ int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs
     if (end && end < text + len) {
         rc = cg__fail(d, CG_EINVAL, path, line_at(text, (size_t)(end - text)),
                       "JSON syntax error: text after the end of the top-level value: %s",
-                      cg__quote(q, end, strcspn(end, "\r\n")));
+                      cg__quote(q, sizeof q, end, strcspn(end, "\r\n"), CG__QUOTE_EXCERPT));
         goto free_root;
     }
     if (count_nodes(root) != map.n) {

@@ -75,7 +75,8 @@ int cg__load_list(const char *path, const char *text, size_t len, cg_action acti
                             cg_ruleset_name(rs), CG_RULESET_MAX_ENTRIES);
         if (rc)
             return cg__fail(d, rc, path, src.line, "%s: %s: %s", key,
-                            cg__quote(q, b, (size_t)(e - b)), cg_strerror(rc));
+                            cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT),
+                            cg_strerror(rc));
     }
     return 0;
 }

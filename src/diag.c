@@ -74,14 +74,26 @@ size_t cg__utf8_seq(const unsigned char *s, size_t n)
 }
 
 /* cg__quote: see diag.h. Any thread. */
-const char *cg__quote(char *buf, const char *s, size_t len)
+const char *cg__quote(char *buf, size_t size, const char *s, size_t len, cg__quote_style style)
 {
     static const char hex[] = "0123456789abcdef";
+    bool quotes = style == CG__QUOTE_EXCERPT;
+    size_t max_in = quotes ? SIZE_MAX : CG__QUOTE_CIDR_IN;
+    /* Kept free until the end: the widest escape, "...", the closing quote
+     * and the NUL. */
+    size_t tail = 4 + 3 + (quotes ? 1 : 0) + 1;
     size_t o = 0;
-    buf[o++] = '\'';
+
+    if (size < tail + 1) {
+        if (size)
+            buf[0] = '\0';
+        return buf;
+    }
+    if (quotes)
+        buf[o++] = '\'';
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (o + 8 >= CG__QUOTE_MAX) {
+        if (i == max_in || o + tail > size) {
             memcpy(buf + o, "...", 3);
             o += 3;
             break;
@@ -89,7 +101,10 @@ const char *cg__quote(char *buf, const char *s, size_t len)
         /* Bytes past ASCII too: an excerpt shows what is in the file, and a
          * byte order mark or a zero-width space would otherwise be
          * invisible ("unknown key 'workers'"). */
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
+        if (!quotes && (c == '\t' || c == '\n' || c == '\r')) {
+            buf[o++] = '\\';
+            buf[o++] = c == '\t' ? 't' : c == '\n' ? 'n' : 'r';
+        } else if (c < 0x20 || c >= 0x7f || c == '\\') {
             buf[o++] = '\\';
             if (c == '\\') {
                 buf[o++] = '\\';
@@ -102,7 +117,8 @@ const char *cg__quote(char *buf, const char *s, size_t len)
             buf[o++] = (char)c;
         }
     }
-    buf[o++] = '\'';
+    if (quotes)
+        buf[o++] = '\'';
     buf[o] = '\0';
     return buf;
 }

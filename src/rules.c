@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #endif
 
+#include "diag.h"
+
 /* File ids take 24 bits of an IPv4 entry. Every entry names one file, so a
  * set within CG_RULESET_MAX_ENTRIES never needs more. */
 #define FILE_ID_LIMIT (1u << 24)
@@ -34,10 +36,6 @@
 
 /* Top-16-bit direct index: one slot per bucket plus the end. */
 #define BUCKETS 65536u
-
-/* Error messages quote at most this many bytes of the offending text. */
-#define QUOTE_MAX 64
-#define QUOTE_BUF (QUOTE_MAX * 4 + 4)
 
 /* One IPv4 entry, 16 bytes. The same layout serves while building (insertion
  * order) and once frozen (address order, merged). */
@@ -187,47 +185,12 @@ static bool is_mapped(const uint8_t *a)
     return memcmp(a, prefix, sizeof prefix) == 0;
 }
 
-/* Copies at most QUOTE_MAX bytes of s, escaping what is not printable ASCII
- * so that an error message always stays on one line. */
-static void quote(char *dst, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    size_t lim = n < QUOTE_MAX ? n : QUOTE_MAX;
-
-    for (size_t i = 0; i < lim; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\t' || c == '\n' || c == '\r') {
-            dst[o++] = '\\';
-            dst[o++] = c == '\t' ? 't' : c == '\n' ? 'n' : 'r';
-        } else if (c < 0x20 || c >= 0x7f || c == '\\') {
-            if (c == '\\') {
-                dst[o++] = '\\';
-                dst[o++] = '\\';
-            } else {
-                dst[o++] = '\\';
-                dst[o++] = 'x';
-                dst[o++] = hex[c >> 4];
-                dst[o++] = hex[c & 15];
-            }
-        } else {
-            dst[o++] = (char)c;
-        }
-    }
-    if (lim < n) {
-        memcpy(dst + o, "...", 3);
-        o += 3;
-    }
-    dst[o] = '\0';
-}
-
 /* Writes "WHAT 'TEXT'" into err (when there is one) and returns CG_EINVAL. */
 static int fail_quoted(char *err, size_t errlen, const char *what, const char *s, size_t n)
 {
     if (err && errlen > 0) {
-        char q[QUOTE_BUF];
-        quote(q, s, n);
-        snprintf(err, errlen, "%s '%s'", what, q);
+        char q[CG__QUOTE_CIDR_MAX];
+        snprintf(err, errlen, "%s '%s'", what, cg__quote(q, sizeof q, s, n, CG__QUOTE_CIDR));
     }
     return CG_EINVAL;
 }
@@ -399,9 +362,9 @@ int cg_cidr_parse(const char *s, size_t len, cg_cidr *out, char *err, size_t err
         }
         if (v > maxlen) {
             if (err && errlen > 0) {
-                char q[QUOTE_BUF];
-                quote(q, p, plen);
-                snprintf(err, errlen, "prefix length /%s out of range for %s (0-%u)", q,
+                char q[CG__QUOTE_CIDR_MAX];
+                snprintf(err, errlen, "prefix length /%s out of range for %s (0-%u)",
+                         cg__quote(q, sizeof q, p, plen, CG__QUOTE_CIDR),
                          maxlen == 32 ? "IPv4" : "IPv6", maxlen);
             }
             return CG_EINVAL;
