@@ -331,8 +331,7 @@ static int add_prefix(cg__loader *ld, const char *key, const char *item, size_t 
     if (rc == CG_EINVAL)
         return cg__fail(ld->d, rc, ld->path, line, "%s: %s", key, why);
     if (rc == CG_ERANGE)
-        return cg__fail(ld->d, rc, ld->path, line, "rule set '%s' has more than %u entries",
-                        cg_ruleset_name(arg), CG_RULESET_MAX_ENTRIES);
+        return cg__fail_set_full(ld->d, ld->path, line, cg_ruleset_name(arg));
     if (rc)
         return oom(ld, line);
     return 0;

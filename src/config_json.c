@@ -167,8 +167,7 @@ static int add_cidr(json_walk *w, const char *text, cg_action action, uint32_t l
     if (rc == CG_EINVAL)
         return cg__fail(w->d, rc, w->path, line, "%s: %s", cg_action_name(action), why);
     if (rc == CG_ERANGE)
-        return cg__fail(w->d, rc, w->path, line, "rule set '%s' has more than %u entries",
-                        cg_ruleset_name(w->rs), CG_RULESET_MAX_ENTRIES);
+        return cg__fail_set_full(w->d, w->path, line, cg_ruleset_name(w->rs));
     if (rc)
         return cg__fail(w->d, rc, w->path, line, "%s", cg_strerror(rc));
     return 0;

@@ -71,8 +71,7 @@ int cg__load_list(const char *path, const char *text, size_t len, cg_action acti
         if (rc == CG_EINVAL)
             return cg__fail(d, rc, path, src.line, "%s: %s", key, why);
         if (rc == CG_ERANGE)
-            return cg__fail(d, rc, path, src.line, "rule set '%s' has more than %u entries",
-                            cg_ruleset_name(rs), CG_RULESET_MAX_ENTRIES);
+            return cg__fail_set_full(d, path, src.line, cg_ruleset_name(rs));
         if (rc)
             return cg__fail(d, rc, path, src.line, "%s: %s: %s", key,
                             cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT),

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "condgate/common.h"
+#include "condgate/rules.h"
 
 /* cg__fail: see diag.h. Any thread. */
 int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char *fmt, ...)
@@ -37,6 +38,13 @@ int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char 
         p += seq;
     }
     return code;
+}
+
+/* cg__fail_set_full: see diag.h. Any thread. */
+int cg__fail_set_full(cg__diag *d, const char *file, uint32_t line, const char *set)
+{
+    return cg__fail(d, CG_ERANGE, file, line, "rule set '%s' has more than %u entries", set,
+                    CG_RULESET_MAX_ENTRIES);
 }
 
 /* cg__utf8_seq: see diag.h. Any thread. */

@@ -42,6 +42,11 @@ typedef struct cg__diag {
 int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char *fmt, ...)
     CG__PRINTF(5, 6);
 
+/* cg__fail_set_full: "rule set 'SET' has more than N entries" (CG_ERANGE),
+ * for a set that reached CG_RULESET_MAX_ENTRIES, through cg__fail. Any
+ * thread; one diag per thread. */
+int cg__fail_set_full(cg__diag *d, const char *file, uint32_t line, const char *set);
+
 /* How cg__quote cuts and escapes. The configuration's excerpts and the CIDR
  * parser's reasons have always differed, and both are pinned by tests. */
 typedef enum cg__quote_style {
