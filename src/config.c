@@ -1,10 +1,11 @@
 /* config.c — what the sections and keys of condgate.ini mean (SPEC §2).
  *
- * config_ini.c feeds section headers and keys in file order; this file
- * checks each value, builds the rule sets and listeners into a cg_config,
- * loads the files that [rules] sections name, and at the end resolves the
- * listeners' rule sets, freezes every set and collects the warnings. The
- * first error stops the load and everything built so far is freed.
+ * config_ini.c feeds section headers and keys in file order through a
+ * cg__ini_sink; this file checks each value, builds the rule sets and
+ * listeners into a cg_config, loads the files that [rules] sections name,
+ * and at the end resolves the listeners' rule sets, freezes every set and
+ * collects the warnings. The first error stops the load and everything
+ * built so far is freed.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,7 +20,10 @@
 #include <unistd.h>
 #endif
 
-#include "config_internal.h"
+#include "condgate/config.h"
+#include "config_ini.h"
+#include "config_json.h"
+#include "config_list.h"
 #include "diag.h"
 
 /* ------------------------------------------------------------------------
@@ -115,7 +119,8 @@ typedef struct listener_build {
     uint32_t rules_line; /* its line */
 } listener_build;
 
-struct cg__loader {
+/* The state of one load, fed by config_ini.c through a cg__ini_sink. */
+typedef struct loader {
     cg_config *cfg;
     cg__diag *d;
     const char *path; /* the INI file as given */
@@ -135,9 +140,9 @@ struct cg__loader {
     listener_build *lb; /* parallel to cfg->listeners */
     size_t nlb;
     size_t lb_cap;
-};
+} loader;
 
-static int oom(cg__loader *ld, uint32_t line)
+static int oom(loader *ld, uint32_t line)
 {
     return cg__fail(ld->d, CG_ENOMEM, ld->path, line, "out of memory");
 }
@@ -180,7 +185,7 @@ static bool parse_decimal(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-static int number(cg__loader *ld, const char *key, const char *value, uint32_t line, uint64_t min,
+static int number(loader *ld, const char *key, const char *value, uint32_t line, uint64_t min,
                   uint64_t max, uint64_t *out)
 {
     char q[CG__QUOTE_MAX];
@@ -205,7 +210,7 @@ static unsigned parse_port(const char *s, size_t len, bool *syntax_ok)
 }
 
 /* endpoint: "A.B.C.D:PORT" or "[IPV6]:PORT" (of `len` bytes) into *ep. */
-static int endpoint(cg__loader *ld, const char *key, const char *s, size_t len, uint32_t line,
+static int endpoint(loader *ld, const char *key, const char *s, size_t len, uint32_t line,
                     bool backend, cg_endpoint *ep)
 {
     char q[CG__QUOTE_MAX];
@@ -292,10 +297,10 @@ bad:
 }
 
 /* A callback for each item of a comma-separated list. */
-typedef int (*item_fn)(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+typedef int (*item_fn)(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                        void *arg);
 
-static int each_item(cg__loader *ld, const char *key, const char *value, uint32_t line, item_fn fn,
+static int each_item(loader *ld, const char *key, const char *value, uint32_t line, item_fn fn,
                      void *arg)
 {
     const char *p = value;
@@ -321,7 +326,7 @@ static int each_item(cg__loader *ld, const char *key, const char *value, uint32_
 }
 
 /* add_prefix: one allow/deny item into the set `arg`. */
-static int add_prefix(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+static int add_prefix(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                       void *arg)
 {
     char why[256] = "";
@@ -338,7 +343,7 @@ static int add_prefix(cg__loader *ld, const char *key, const char *item, size_t 
 }
 
 /* add_backend: one backend endpoint to the current listener. */
-static int add_backend(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+static int add_backend(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                        void *arg)
 {
     cg_listener_conf *l = arg;
@@ -368,7 +373,7 @@ static int add_backend(cg__loader *ld, const char *key, const char *item, size_t
 
 /* resolve: a path named in the INI file, relative to the INI file's
  * directory unless absolute. Returns a new string or NULL. */
-static char *resolve(const cg__loader *ld, const char *rel)
+static char *resolve(const loader *ld, const char *rel)
 {
     bool absolute = rel[0] == '/';
 #if defined(_WIN32)
@@ -385,7 +390,7 @@ static char *resolve(const cg__loader *ld, const char *rel)
 }
 
 /* include_file: `include`, `allow_file` or `deny_file` in a [rules] section. */
-static int include_file(cg__loader *ld, const char *key, const char *value, uint32_t line)
+static int include_file(loader *ld, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     char *path = NULL, *text = NULL;
@@ -434,7 +439,7 @@ free_path:
 
 /* ---- sections ---------------------------------------------------------- */
 
-static int close_section(cg__loader *ld)
+static int close_section(loader *ld)
 {
     if (ld->kind != SECT_LISTENER)
         return 0;
@@ -449,7 +454,7 @@ static int close_section(cg__loader *ld)
     return 0;
 }
 
-static int open_ruleset(cg__loader *ld, const char *name, uint32_t line)
+static int open_ruleset(loader *ld, const char *name, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     for (size_t i = 0; i < cfg->nrulesets; i++)
@@ -482,7 +487,7 @@ static int open_ruleset(cg__loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
-static int open_listener(cg__loader *ld, const char *name, uint32_t line)
+static int open_listener(loader *ld, const char *name, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     for (size_t i = 0; i < cfg->nlisteners; i++)
@@ -519,9 +524,12 @@ static int open_listener(cg__loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
-/* cg__loader_section: see config_internal.h. The loading thread. */
-int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t line)
+/* on_section: the sink's section callback, a "[name]" header of `len`
+ * bytes at `line`. Closes the section before it. Returns 0 or a negative
+ * code with the error in the load's diag. The loading thread. */
+static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
 {
+    loader *ld = ctx;
     static const char *const sections[] = {"gateway", "admin", "rules", "listener", NULL};
     char q[CG__QUOTE_MAX];
     int rc = close_section(ld);
@@ -606,7 +614,7 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
 
 /* ---- keys -------------------------------------------------------------- */
 
-static int gateway_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int gateway_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     char q[CG__QUOTE_MAX];
@@ -650,7 +658,7 @@ static int gateway_key(cg__loader *ld, int k, const char *key, const char *value
     return rc;
 }
 
-static int admin_allow_set(cg__loader *ld, uint32_t line)
+static int admin_allow_set(loader *ld, uint32_t line)
 {
     if (ld->cfg->admin.allow)
         return 0;
@@ -659,7 +667,7 @@ static int admin_allow_set(cg__loader *ld, uint32_t line)
     return 0;
 }
 
-static int admin_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int admin_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     cg_admin_conf *a = &ld->cfg->admin;
     switch (k) {
@@ -696,7 +704,7 @@ static int admin_key(cg__loader *ld, int k, const char *key, const char *value, 
     return 0;
 }
 
-static int rules_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int rules_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     cg_ruleset *rs = ld->cfg->rulesets[ld->cur];
@@ -720,7 +728,7 @@ static int rules_key(cg__loader *ld, int k, const char *key, const char *value, 
     }
 }
 
-static int listener_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int listener_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     cg_listener_conf *l = &ld->cfg->listeners[ld->cur];
@@ -783,9 +791,12 @@ static const char *home_of(const char *key)
     return NULL;
 }
 
-/* cg__loader_key: see config_internal.h. The loading thread. */
-int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t line)
+/* on_key: the sink's key callback, a "key = value" line (value already
+ * trimmed by inih). Returns 0 or a negative code with the error in the
+ * load's diag. The loading thread. */
+static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
 {
+    loader *ld = ctx;
     char q[CG__QUOTE_MAX];
     const key_def *keys = NULL;
     const char *names[MAX_SECTION_KEYS + 1];
@@ -881,10 +892,9 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
 
 /* ---- the end of the file ----------------------------------------------- */
 
-static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt, ...)
-    CG__PRINTF(4, 5);
+static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...) CG__PRINTF(4, 5);
 
-static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt, ...)
+static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...)
 {
     cg_config *cfg = ld->cfg;
     char buf[2 * CG_SOURCE_MAX + 512];
@@ -910,7 +920,7 @@ static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt
     return 0;
 }
 
-static int freeze(cg__loader *ld, cg_ruleset *rs, uint32_t line)
+static int freeze(loader *ld, cg_ruleset *rs, uint32_t line)
 {
     if (cg_ruleset_freeze(rs))
         return oom(ld, line);
@@ -945,7 +955,7 @@ static bool is_loopback(const cg_endpoint *ep)
     return memcmp(&sin6->sin6_addr, one, 16) == 0;
 }
 
-static int finish(cg__loader *ld, uint32_t last_line)
+static int finish(loader *ld, uint32_t last_line)
 {
     cg_config *cfg = ld->cfg;
     int rc = close_section(ld);
@@ -1080,7 +1090,7 @@ static int set_defaults(cg_config *cfg)
 int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
 {
     cg__diag d = {err, errlen, 0};
-    cg__loader ld;
+    loader ld;
     char *text = NULL;
     size_t len = 0;
     uint32_t lines = 0;
@@ -1125,7 +1135,8 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
     if (rc)
         goto fail;
 
-    rc = cg__ini_parse(path, text, len, &ld, &d, &lines);
+    const cg__ini_sink sink = {on_section, on_key, &ld};
+    rc = cg__ini_parse(path, text, len, &sink, &d, &lines);
     if (!rc)
         rc = finish(&ld, lines);
     if (rc)

@@ -9,12 +9,14 @@
  * in the list. Because the depth is checked before cJSON parses, a file
  * nested too deep is reported as such even when a syntax error comes first.
  */
+#include "config_json.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "config_internal.h"
+#include "condgate/config.h"
 
 typedef struct line_map {
     uint32_t *v;
@@ -326,7 +328,7 @@ static size_t count_nodes(const cJSON *item)
     return n;
 }
 
-/* cg__load_json: see config_internal.h. One thread per call (cJSON records
+/* cg__load_json: see config_json.h. One thread per call (cJSON records
  * its last error in a global, which only cJSON_GetErrorPtr reads). */
 int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs, cg__diag *d)
 {

@@ -7,9 +7,11 @@
  * million lines are routine, so the file is scanned in place: no copy, no
  * allocation and no stdio per line.
  */
+#include "config_list.h"
+
 #include <string.h>
 
-#include "config_internal.h"
+#include "condgate/config.h"
 
 /* first_nul_line: the line holding the first NUL byte of text[0..len). */
 static uint32_t first_nul_line(const char *text, size_t len)
@@ -21,7 +23,7 @@ static uint32_t first_nul_line(const char *text, size_t len)
     return line;
 }
 
-/* cg__load_list: see config_internal.h. One thread per call. */
+/* cg__load_list: see config_list.h. One thread per call. */
 int cg__load_list(const char *path, const char *text, size_t len, cg_action action, const char *key,
                   cg_ruleset *rs, cg__diag *d)
 {

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "condgate/rules.h"
-#include "config_internal.h"
+#include "config_list.h"
 #include "fuzz_common.h"
 
 #define ERR_LEN 1024
