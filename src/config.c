@@ -12,19 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(_WIN32)
-#include <windows.h>
-#else
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <unistd.h>
-#endif
-
 #include "condgate/config.h"
 #include "config_ini.h"
 #include "config_json.h"
 #include "config_list.h"
 #include "diag.h"
+#include "net.h"
+#include "sys.h"
 
 /* ------------------------------------------------------------------------
  * Names
@@ -375,11 +369,7 @@ static int add_backend(loader *ld, const char *key, const char *item, size_t len
  * directory unless absolute. Returns a new string or NULL. */
 static char *resolve(const loader *ld, const char *rel)
 {
-    bool absolute = rel[0] == '/';
-#if defined(_WIN32)
-    absolute = absolute || rel[0] == '\\' || (rel[0] && rel[1] == ':');
-#endif
-    size_t dl = absolute ? 0 : ld->dirlen;
+    size_t dl = cg__sys_path_is_absolute(rel) ? 0 : ld->dirlen;
     size_t rl = strlen(rel);
     char *p = malloc(dl + rl + 1);
     if (p) {
@@ -1054,18 +1044,11 @@ static int finish(loader *ld, uint32_t last_line)
  * Public API
  */
 
+/* One worker per processor, up to the most the gate runs. */
 static unsigned cpu_count(void)
 {
-#if defined(_WIN32)
-    SYSTEM_INFO si;
-    GetSystemInfo(&si);
-    long n = (long)si.dwNumberOfProcessors;
-#else
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-#endif
-    if (n < 1)
-        return 1;
-    return n > CG_CONFIG_MAX_WORKERS ? CG_CONFIG_MAX_WORKERS : (unsigned)n;
+    unsigned n = cg__sys_cpu_count();
+    return n > CG_CONFIG_MAX_WORKERS ? CG_CONFIG_MAX_WORKERS : n;
 }
 
 static int set_defaults(cg_config *cfg)
@@ -1110,13 +1093,7 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
         return cg__fail(&d, CG_ENOMEM, path, 0, "out of memory");
     ld.d = &d;
     ld.path = path;
-    for (size_t i = 0; path[i]; i++)
-        if (path[i] == '/'
-#if defined(_WIN32)
-            || path[i] == '\\'
-#endif
-        )
-            ld.dirlen = i + 1;
+    ld.dirlen = cg__sys_dir_len(path);
     ld.cfg->path = dup_n(path, strlen(path));
     if (!ld.cfg->path) {
         rc = cg__fail(&d, CG_ENOMEM, path, 0, "out of memory");
