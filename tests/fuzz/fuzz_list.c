@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "condgate/config.h"
 #include "condgate/rules.h"
 #include "config_list.h"
 #include "fuzz_common.h"
