@@ -208,7 +208,7 @@ static int endpoint(loader *ld, const char *key, const char *s, size_t len, uint
                     bool backend, cg_endpoint *ep)
 {
     char q[CG__QUOTE_MAX];
-    char why[CG_ERR_MAX];
+    char why[CG__REASON_MAX];
     const char *host, *port;
     size_t hlen, colons = 0;
     int family;
@@ -323,8 +323,7 @@ static int each_item(loader *ld, const char *key, const char *value, uint32_t li
 static int add_prefix(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                       void *arg)
 {
-    char why[CG_ERR_MAX];
-    why[0] = '\0';
+    char why[CG__REASON_MAX] = "";
     cg_source src = {ld->path, line};
     cg_action action = strcmp(key, "deny") == 0 ? CG_DENY : CG_ALLOW;
     int rc = cg_ruleset_add_text(arg, item, len, action, &src, NULL, why, sizeof why);
@@ -1000,7 +999,7 @@ static int finish(loader *ld, uint32_t last_line)
     if (!cfg->admin.allow) {
         static const char *const loopback[] = {"127.0.0.0/8", "::1"};
         cg_source src = {"(default)", 0};
-        char why[CG_ERR_MAX];
+        char why[CG__REASON_MAX];
         rc = admin_allow_set(ld, last_line);
         for (size_t i = 0; !rc && i < 2; i++)
             if (cg_ruleset_add_text(cfg->admin.allow, loopback[i], strlen(loopback[i]), CG_ALLOW,

@@ -163,8 +163,7 @@ static const char *type_name(const cJSON *item)
 static int add_cidr(json_walk *w, const char *text, cg_action action, uint32_t line,
                     const char *label)
 {
-    char why[CG_ERR_MAX];
-    why[0] = '\0';
+    char why[CG__REASON_MAX] = "";
     cg_source src = {w->path, line};
     int rc = cg_ruleset_add_text(w->rs, text, strlen(text), action, &src, label, why, sizeof why);
     if (rc == CG_EINVAL)

@@ -27,7 +27,7 @@ static uint32_t first_nul_line(const char *text, size_t len)
 int cg__load_list(const char *path, const char *text, size_t len, cg_action action, const char *key,
                   cg_ruleset *rs, cg__diag *d)
 {
-    char why[CG_ERR_MAX];
+    char why[CG__REASON_MAX];
     char q[CG__QUOTE_MAX];
     const char *p = text;
     const char *end = text + len;

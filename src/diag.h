@@ -47,6 +47,13 @@ int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char 
  * thread; one diag per thread. */
 int cg__fail_set_full(cg__diag *d, const char *file, uint32_t line, const char *set);
 
+/* Room for a reason from the rule engine (cg_cidr_parse,
+ * cg_ruleset_add_text) that a loader puts into a message. This is smaller
+ * than CG_ERR_MAX on purpose: a reason quoting 64 bytes that each need an
+ * escape is cut here, and the messages (and the model in
+ * tests/fuzz/fuzz_list.c) depend on that cut. */
+#define CG__REASON_MAX 256
+
 /* How cg__quote cuts and escapes. The configuration's excerpts and the CIDR
  * parser's reasons have always differed, and both are pinned by tests. */
 typedef enum cg__quote_style {
