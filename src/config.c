@@ -1,265 +1,24 @@
 /* config.c — what the sections and keys of condgate.ini mean (SPEC §2).
  *
- * config_ini.c feeds section headers and keys in file order; this file
- * checks each value, builds the rule sets and listeners into a cg_config,
- * loads the files that [rules] sections name, and at the end resolves the
- * listeners' rule sets, freezes every set and collects the warnings. The
- * first error stops the load and everything built so far is freed.
+ * config_ini.c feeds section headers and keys in file order through a
+ * cg__ini_sink; this file checks each value, builds the rule sets and
+ * listeners into a cg_config, loads the files that [rules] sections name,
+ * and at the end resolves the listeners' rule sets, freezes every set and
+ * collects the warnings. The first error stops the load and everything
+ * built so far is freed.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#if defined(_WIN32)
-#include <windows.h>
-#else
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <unistd.h>
-#endif
-
-#include "config_internal.h"
-
-/* ------------------------------------------------------------------------
- * Messages and files (shared by the config_*.c files)
- */
-
-/* cg__fail: see config_internal.h. Any thread. */
-int cg__fail(cg__diag *d, int code, const char *file, uint32_t line, const char *fmt, ...)
-{
-    if (d->code)
-        return d->code;
-    d->code = code;
-    if (!d->buf || d->len == 0)
-        return code;
-    int n = snprintf(d->buf, d->len, "%s:%u: ", file ? file : "(unknown)", (unsigned)line);
-    if (n >= 0 && (size_t)n < d->len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(d->buf + n, d->len - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    char *end = d->buf + strlen(d->buf);
-    for (char *p = d->buf; p < end;) {
-        size_t seq = cg__utf8_seq((const unsigned char *)p, (size_t)(end - p));
-        if (seq == 0 || (unsigned char)*p < 0x20 || *p == 0x7f) {
-            *p++ = '?';
-            continue;
-        }
-        p += seq;
-    }
-    return code;
-}
-
-/* cg__utf8_seq: see config_internal.h. Any thread. */
-size_t cg__utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* past U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
-/* cg__quote: see config_internal.h. Any thread. */
-const char *cg__quote(char *buf, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    buf[o++] = '\'';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (o + 8 >= CG__QUOTE_MAX) {
-            memcpy(buf + o, "...", 3);
-            o += 3;
-            break;
-        }
-        /* Bytes past ASCII too: an excerpt shows what is in the file, and a
-         * byte order mark or a zero-width space would otherwise be
-         * invisible ("unknown key 'workers'"). */
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
-            buf[o++] = '\\';
-            if (c == '\\') {
-                buf[o++] = '\\';
-            } else {
-                buf[o++] = 'x';
-                buf[o++] = hex[c >> 4];
-                buf[o++] = hex[c & 15];
-            }
-        } else {
-            buf[o++] = (char)c;
-        }
-    }
-    buf[o++] = '\'';
-    buf[o] = '\0';
-    return buf;
-}
-
-/* cg__errno_text: see config_internal.h. Any thread. */
-const char *cg__errno_text(int e)
-{
-    switch (e) {
-    case ENOENT:
-        return "no such file or directory";
-    case EACCES:
-        return "permission denied";
-    case EISDIR:
-        return "is a directory";
-    case ENODEV:
-        return "not a regular file (a device, FIFO or socket)";
-    case ENOTDIR:
-        return "a part of the path is not a directory";
-    case ENAMETOOLONG:
-        return "file name too long";
-    case EMFILE:
-    case ENFILE:
-        return "too many open files";
-    case ENOMEM:
-        return "out of memory";
-    case EIO:
-        return "input/output error";
-#if defined(ELOOP)
-    case ELOOP:
-        return "too many levels of symbolic links";
-#endif
-    default:
-        return "cannot read the file";
-    }
-}
-
-/* cg__read_file: see config_internal.h. Any thread. */
-int cg__read_file(const char *path, size_t max, char **data, size_t *len, int *sys_errno)
-{
-    int rc = 0;
-    size_t cap = 64 * 1024;
-    size_t n = 0;
-    char *buf = NULL;
-
-    *sys_errno = 0;
-    /* Only regular files: a FIFO would block the loader (and a reload with
-     * it) for ever, and /dev/zero would be read up to the size bound. */
-    struct stat pre;
-    if (stat(path, &pre) == 0) {
-        if (!S_ISREG(pre.st_mode)) {
-            *sys_errno = S_ISDIR(pre.st_mode) ? EISDIR : ENODEV;
-            return CG_EIO;
-        }
-        /* Too large already: refuse it without reading (and holding) `max`
-         * bytes first. The loop below still bounds a file that grows. */
-        if ((uint64_t)pre.st_size > (uint64_t)max)
-            return CG_ERANGE;
-    }
-    errno = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        *sys_errno = errno;
-        return errno == ENOENT ? CG_ENOENT : errno == EACCES ? CG_EACCES : CG_EIO;
-    }
-    for (;;) {
-        if (!buf || n == cap) {
-            if (buf)
-                cap *= 2;
-            if (cap > max + 1)
-                cap = max + 1;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                rc = CG_ENOMEM;
-                goto close_file;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n > max) {
-            rc = CG_ERANGE;
-            goto close_file;
-        }
-        if (got == 0 || n < cap) {
-            if (ferror(f)) {
-                *sys_errno = errno ? errno : EIO;
-                rc = CG_EIO;
-                goto close_file;
-            }
-            if (feof(f))
-                break;
-        }
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *len = n;
-    buf = NULL;
-close_file:
-    fclose(f);
-    free(buf);
-    return rc;
-}
-
-/* cg__suggest: see config_internal.h. Any thread. */
-const char *cg__suggest(const char *word, const char *const *candidates)
-{
-    enum { MAXW = 48 };
-    size_t wl = strlen(word);
-    const char *best = NULL;
-    size_t best_d = 3;
-
-    if (wl == 0 || wl >= MAXW)
-        return NULL;
-    for (size_t c = 0; candidates[c]; c++) {
-        const char *cand = candidates[c];
-        size_t cl = strlen(cand);
-        size_t row[MAXW + 1];
-        if (cl >= MAXW)
-            continue;
-        /* Levenshtein distance, one row at a time, ignoring ASCII case. */
-        for (size_t j = 0; j <= cl; j++)
-            row[j] = j;
-        for (size_t i = 1; i <= wl; i++) {
-            size_t diag = row[0];
-            row[0] = i;
-            for (size_t j = 1; j <= cl; j++) {
-                char a = word[i - 1], b = cand[j - 1];
-                if (a >= 'A' && a <= 'Z')
-                    a = (char)(a - 'A' + 'a');
-                size_t sub = diag + (a == b ? 0 : 1);
-                size_t del = row[j] + 1, ins = row[j - 1] + 1;
-                diag = row[j];
-                row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-            }
-        }
-        if (row[cl] < best_d && row[cl] < cl) {
-            best_d = row[cl];
-            best = cand;
-        }
-    }
-    return best;
-}
+#include "condgate/config.h"
+#include "config_ini.h"
+#include "config_json.h"
+#include "config_list.h"
+#include "diag.h"
+#include "net.h"
+#include "sys.h"
 
 /* ------------------------------------------------------------------------
  * Names
@@ -354,7 +113,8 @@ typedef struct listener_build {
     uint32_t rules_line; /* its line */
 } listener_build;
 
-struct cg__loader {
+/* The state of one load, fed by config_ini.c through a cg__ini_sink. */
+typedef struct loader {
     cg_config *cfg;
     cg__diag *d;
     const char *path; /* the INI file as given */
@@ -374,9 +134,9 @@ struct cg__loader {
     listener_build *lb; /* parallel to cfg->listeners */
     size_t nlb;
     size_t lb_cap;
-};
+} loader;
 
-static int oom(cg__loader *ld, uint32_t line)
+static int oom(loader *ld, uint32_t line)
 {
     return cg__fail(ld->d, CG_ENOMEM, ld->path, line, "out of memory");
 }
@@ -419,15 +179,15 @@ static bool parse_decimal(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-static int number(cg__loader *ld, const char *key, const char *value, uint32_t line, uint64_t min,
+static int number(loader *ld, const char *key, const char *value, uint32_t line, uint64_t min,
                   uint64_t max, uint64_t *out)
 {
     char q[CG__QUOTE_MAX];
     if (!parse_decimal(value, strlen(value), out))
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "bad value %s for '%s' in %s: expected a whole number from %llu to %llu",
-                        cg__quote(q, value, strlen(value)), key, ld->section,
-                        (unsigned long long)min, (unsigned long long)max);
+                        cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT), key,
+                        ld->section, (unsigned long long)min, (unsigned long long)max);
     if (*out < min || *out > max)
         return cg__fail(ld->d, CG_ERANGE, ld->path, line,
                         "'%s' in %s must be from %llu to %llu, not %llu", key, ld->section,
@@ -444,11 +204,11 @@ static unsigned parse_port(const char *s, size_t len, bool *syntax_ok)
 }
 
 /* endpoint: "A.B.C.D:PORT" or "[IPV6]:PORT" (of `len` bytes) into *ep. */
-static int endpoint(cg__loader *ld, const char *key, const char *s, size_t len, uint32_t line,
+static int endpoint(loader *ld, const char *key, const char *s, size_t len, uint32_t line,
                     bool backend, cg_endpoint *ep)
 {
     char q[CG__QUOTE_MAX];
-    char why[256];
+    char why[CG__REASON_MAX];
     const char *host, *port;
     size_t hlen, colons = 0;
     int family;
@@ -494,7 +254,7 @@ static int endpoint(cg__loader *ld, const char *key, const char *s, size_t len, 
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "'%s' in %s: %s is not an address one can connect to; use 127.0.0.1 "
                         "or [::1] for this host",
-                        key, ld->section, cg__quote(q, s, len));
+                        key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT));
 
     memset(ep, 0, sizeof *ep);
     if (family == 4) {
@@ -521,20 +281,20 @@ bad:
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "'%s' in %s: bad endpoint %s; write IPv6 addresses in brackets, such "
                         "as [::1]:8080",
-                        key, ld->section, cg__quote(q, s, len));
+                        key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT));
     return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                     "'%s' in %s: bad endpoint %s; expected IPV4:PORT or [IPV6]:PORT such as "
                     "%s",
-                    key, ld->section, cg__quote(q, s, len),
+                    key, ld->section, cg__quote(q, sizeof q, s, len, CG__QUOTE_EXCERPT),
                     backend ? "127.0.0.1:8081 or [::1]:8081"
                             : "0.0.0.0:8080, 127.0.0.1:8080, [::]:8080 or [::1]:8080");
 }
 
 /* A callback for each item of a comma-separated list. */
-typedef int (*item_fn)(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+typedef int (*item_fn)(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                        void *arg);
 
-static int each_item(cg__loader *ld, const char *key, const char *value, uint32_t line, item_fn fn,
+static int each_item(loader *ld, const char *key, const char *value, uint32_t line, item_fn fn,
                      void *arg)
 {
     const char *p = value;
@@ -560,25 +320,24 @@ static int each_item(cg__loader *ld, const char *key, const char *value, uint32_
 }
 
 /* add_prefix: one allow/deny item into the set `arg`. */
-static int add_prefix(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+static int add_prefix(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                       void *arg)
 {
-    char why[256] = "";
+    char why[CG__REASON_MAX] = "";
     cg_source src = {ld->path, line};
     cg_action action = strcmp(key, "deny") == 0 ? CG_DENY : CG_ALLOW;
     int rc = cg_ruleset_add_text(arg, item, len, action, &src, NULL, why, sizeof why);
     if (rc == CG_EINVAL)
         return cg__fail(ld->d, rc, ld->path, line, "%s: %s", key, why);
     if (rc == CG_ERANGE)
-        return cg__fail(ld->d, rc, ld->path, line, "rule set '%s' has more than %u entries",
-                        cg_ruleset_name(arg), CG_RULESET_MAX_ENTRIES);
+        return cg__fail_set_full(ld->d, ld->path, line, cg_ruleset_name(arg));
     if (rc)
         return oom(ld, line);
     return 0;
 }
 
 /* add_backend: one backend endpoint to the current listener. */
-static int add_backend(cg__loader *ld, const char *key, const char *item, size_t len, uint32_t line,
+static int add_backend(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
                        void *arg)
 {
     cg_listener_conf *l = arg;
@@ -608,13 +367,9 @@ static int add_backend(cg__loader *ld, const char *key, const char *item, size_t
 
 /* resolve: a path named in the INI file, relative to the INI file's
  * directory unless absolute. Returns a new string or NULL. */
-static char *resolve(const cg__loader *ld, const char *rel)
+static char *resolve(const loader *ld, const char *rel)
 {
-    bool absolute = rel[0] == '/';
-#if defined(_WIN32)
-    absolute = absolute || rel[0] == '\\' || (rel[0] && rel[1] == ':');
-#endif
-    size_t dl = absolute ? 0 : ld->dirlen;
+    size_t dl = cg__sys_path_is_absolute(rel) ? 0 : ld->dirlen;
     size_t rl = strlen(rel);
     char *p = malloc(dl + rl + 1);
     if (p) {
@@ -625,7 +380,7 @@ static char *resolve(const cg__loader *ld, const char *rel)
 }
 
 /* include_file: `include`, `allow_file` or `deny_file` in a [rules] section. */
-static int include_file(cg__loader *ld, const char *key, const char *value, uint32_t line)
+static int include_file(loader *ld, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     char *path = NULL, *text = NULL;
@@ -650,12 +405,14 @@ static int include_file(cg__loader *ld, const char *key, const char *value, uint
     rc = cg__read_file(path, max, &text, &len, &sys);
     if (rc == CG_ERANGE)
         rc = cg__fail(ld->d, rc, ld->path, line, "%s: %s is larger than %u MiB", key,
-                      cg__quote(q, path, strlen(path)), (unsigned)(max >> 20));
+                      cg__quote(q, sizeof q, path, strlen(path), CG__QUOTE_EXCERPT),
+                      (unsigned)(max >> 20));
     else if (rc == CG_ENOMEM)
         rc = oom(ld, line);
     else if (rc)
         rc = cg__fail(ld->d, rc, ld->path, line, "%s: cannot read %s: %s", key,
-                      cg__quote(q, path, strlen(path)), cg__errno_text(sys));
+                      cg__quote(q, sizeof q, path, strlen(path), CG__QUOTE_EXCERPT),
+                      cg__errno_text(sys));
     if (rc)
         goto free_path;
 
@@ -672,7 +429,7 @@ free_path:
 
 /* ---- sections ---------------------------------------------------------- */
 
-static int close_section(cg__loader *ld)
+static int close_section(loader *ld)
 {
     if (ld->kind != SECT_LISTENER)
         return 0;
@@ -687,7 +444,7 @@ static int close_section(cg__loader *ld)
     return 0;
 }
 
-static int open_ruleset(cg__loader *ld, const char *name, uint32_t line)
+static int open_ruleset(loader *ld, const char *name, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     for (size_t i = 0; i < cfg->nrulesets; i++)
@@ -720,7 +477,7 @@ static int open_ruleset(cg__loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
-static int open_listener(cg__loader *ld, const char *name, uint32_t line)
+static int open_listener(loader *ld, const char *name, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     for (size_t i = 0; i < cfg->nlisteners; i++)
@@ -757,9 +514,12 @@ static int open_listener(cg__loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
-/* cg__loader_section: see config_internal.h. The loading thread. */
-int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t line)
+/* on_section: the sink's section callback, a "[name]" header of `len`
+ * bytes at `line`. Closes the section before it. Returns 0 or a negative
+ * code with the error in the load's diag. The loading thread. */
+static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
 {
+    loader *ld = ctx;
     static const char *const sections[] = {"gateway", "admin", "rules", "listener", NULL};
     char q[CG__QUOTE_MAX];
     int rc = close_section(ld);
@@ -773,7 +533,7 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "section name %s is too long; names of rule sets and listeners have at "
                         "most %d characters",
-                        cg__quote(q, name, len), CG_CONFIG_MAX_NAME);
+                        cg__quote(q, sizeof q, name, len, CG__QUOTE_EXCERPT), CG_CONFIG_MAX_NAME);
     snprintf(ld->section, sizeof ld->section, "[%.*s]", (int)len, name);
 
     const char *colon = memchr(name, ':', len);
@@ -811,12 +571,14 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
                             ld->section, base);
         } else if (sublen > CG_CONFIG_MAX_NAME) {
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                            "name %s in %s is longer than %d characters", cg__quote(q, sub, sublen),
-                            ld->section, CG_CONFIG_MAX_NAME);
+                            "name %s in %s is longer than %d characters",
+                            cg__quote(q, sizeof q, sub, sublen, CG__QUOTE_EXCERPT), ld->section,
+                            CG_CONFIG_MAX_NAME);
         } else if (!cg_config_name_ok(sub, sublen)) {
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad name %s in %s: use 1 to %d letters, digits, '_', '-' or '.'",
-                            cg__quote(q, sub, sublen), ld->section, CG_CONFIG_MAX_NAME);
+                            cg__quote(q, sizeof q, sub, sublen, CG__QUOTE_EXCERPT), ld->section,
+                            CG_CONFIG_MAX_NAME);
         } else {
             memcpy(sname, sub, sublen);
             sname[sublen] = '\0';
@@ -842,7 +604,7 @@ int cg__loader_section(cg__loader *ld, const char *name, size_t len, uint32_t li
 
 /* ---- keys -------------------------------------------------------------- */
 
-static int gateway_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int gateway_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     cg_config *cfg = ld->cfg;
     char q[CG__QUOTE_MAX];
@@ -871,7 +633,7 @@ static int gateway_key(cg__loader *ld, int k, const char *key, const char *value
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "bad value %s for 'log_level' in [gateway]: expected error, warn, info "
                         "or debug",
-                        cg__quote(q, value, strlen(value)));
+                        cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT));
     case K_LOGFORMAT:
         if (strcmp(value, "text") == 0)
             cfg->log_format = CG_LOG_TEXT;
@@ -880,13 +642,13 @@ static int gateway_key(cg__loader *ld, int k, const char *key, const char *value
         else
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad value %s for 'log_format' in [gateway]: expected text or json",
-                            cg__quote(q, value, strlen(value)));
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT));
         break;
     }
     return rc;
 }
 
-static int admin_allow_set(cg__loader *ld, uint32_t line)
+static int admin_allow_set(loader *ld, uint32_t line)
 {
     if (ld->cfg->admin.allow)
         return 0;
@@ -895,7 +657,7 @@ static int admin_allow_set(cg__loader *ld, uint32_t line)
     return 0;
 }
 
-static int admin_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int admin_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     cg_admin_conf *a = &ld->cfg->admin;
     switch (k) {
@@ -932,7 +694,7 @@ static int admin_key(cg__loader *ld, int k, const char *key, const char *value, 
     return 0;
 }
 
-static int rules_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int rules_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     cg_ruleset *rs = ld->cfg->rulesets[ld->cur];
@@ -945,7 +707,8 @@ static int rules_key(cg__loader *ld, int k, const char *key, const char *value, 
         else
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad value %s for 'default' in %s: expected allow or deny",
-                            cg__quote(q, value, strlen(value)), ld->section);
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT),
+                            ld->section);
         return 0;
     case K_ALLOW:
     case K_DENY:
@@ -955,7 +718,7 @@ static int rules_key(cg__loader *ld, int k, const char *key, const char *value, 
     }
 }
 
-static int listener_key(cg__loader *ld, int k, const char *key, const char *value, uint32_t line)
+static int listener_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
     cg_listener_conf *l = &ld->cfg->listeners[ld->cur];
@@ -982,7 +745,8 @@ static int listener_key(cg__loader *ld, int k, const char *key, const char *valu
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "bad rule set name %s for 'rules' in %s: use 1 to %d letters, "
                             "digits, '_', '-' or '.'",
-                            cg__quote(q, value, strlen(value)), ld->section, CG_CONFIG_MAX_NAME);
+                            cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT),
+                            ld->section, CG_CONFIG_MAX_NAME);
         b->rules = dup_n(value, strlen(value));
         b->rules_line = line;
         return b->rules ? 0 : oom(ld, line);
@@ -1017,9 +781,12 @@ static const char *home_of(const char *key)
     return NULL;
 }
 
-/* cg__loader_key: see config_internal.h. The loading thread. */
-int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t line)
+/* on_key: the sink's key callback, a "key = value" line (value already
+ * trimmed by inih). Returns 0 or a negative code with the error in the
+ * load's diag. The loading thread. */
+static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
 {
+    loader *ld = ctx;
     char q[CG__QUOTE_MAX];
     const key_def *keys = NULL;
     const char *names[MAX_SECTION_KEYS + 1];
@@ -1036,7 +803,7 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                         "key %s is outside any section; start with a section such as "
                         "[gateway] or [rules]",
-                        cg__quote(q, key, strlen(key)));
+                        cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT));
     }
     case SECT_GATEWAY:
         keys = gateway_keys;
@@ -1066,9 +833,9 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
             return cg__fail(ld->d, CG_EINVAL, ld->path, line,
                             "unknown key '%s' in %s; it belongs in %s", key, ld->section, home);
         if (hint)
-            return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                            "unknown key %s in %s; did you mean '%s'?",
-                            cg__quote(q, key, strlen(key)), ld->section, hint);
+            return cg__fail(
+                ld->d, CG_EINVAL, ld->path, line, "unknown key %s in %s; did you mean '%s'?",
+                cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT), ld->section, hint);
         char list[160] = "";
         for (size_t i = 0; i < n; i++) {
             size_t used = strlen(list);
@@ -1079,7 +846,8 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
                      names[i]);
         }
         return cg__fail(ld->d, CG_EINVAL, ld->path, line, "unknown key %s in %s; expected %s",
-                        cg__quote(q, key, strlen(key)), ld->section, list);
+                        cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT), ld->section,
+                        list);
     }
     if (ld->seen[k] && !keys[k].repeats)
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
@@ -1114,10 +882,9 @@ int cg__loader_key(cg__loader *ld, const char *key, const char *value, uint32_t 
 
 /* ---- the end of the file ----------------------------------------------- */
 
-static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt, ...)
-    CG__PRINTF(4, 5);
+static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...) CG__PRINTF(4, 5);
 
-static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt, ...)
+static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...)
 {
     cg_config *cfg = ld->cfg;
     char buf[2 * CG_SOURCE_MAX + 512];
@@ -1143,7 +910,7 @@ static int warn(cg__loader *ld, const char *file, uint32_t line, const char *fmt
     return 0;
 }
 
-static int freeze(cg__loader *ld, cg_ruleset *rs, uint32_t line)
+static int freeze(loader *ld, cg_ruleset *rs, uint32_t line)
 {
     if (cg_ruleset_freeze(rs))
         return oom(ld, line);
@@ -1178,7 +945,7 @@ static bool is_loopback(const cg_endpoint *ep)
     return memcmp(&sin6->sin6_addr, one, 16) == 0;
 }
 
-static int finish(cg__loader *ld, uint32_t last_line)
+static int finish(loader *ld, uint32_t last_line)
 {
     cg_config *cfg = ld->cfg;
     int rc = close_section(ld);
@@ -1232,7 +999,7 @@ static int finish(cg__loader *ld, uint32_t last_line)
     if (!cfg->admin.allow) {
         static const char *const loopback[] = {"127.0.0.0/8", "::1"};
         cg_source src = {"(default)", 0};
-        char why[256];
+        char why[CG__REASON_MAX];
         rc = admin_allow_set(ld, last_line);
         for (size_t i = 0; !rc && i < 2; i++)
             if (cg_ruleset_add_text(cfg->admin.allow, loopback[i], strlen(loopback[i]), CG_ALLOW,
@@ -1277,18 +1044,11 @@ static int finish(cg__loader *ld, uint32_t last_line)
  * Public API
  */
 
+/* One worker per processor, up to the most the gate runs. */
 static unsigned cpu_count(void)
 {
-#if defined(_WIN32)
-    SYSTEM_INFO si;
-    GetSystemInfo(&si);
-    long n = (long)si.dwNumberOfProcessors;
-#else
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-#endif
-    if (n < 1)
-        return 1;
-    return n > CG_CONFIG_MAX_WORKERS ? CG_CONFIG_MAX_WORKERS : (unsigned)n;
+    unsigned n = cg__sys_cpu_count();
+    return n > CG_CONFIG_MAX_WORKERS ? CG_CONFIG_MAX_WORKERS : n;
 }
 
 static int set_defaults(cg_config *cfg)
@@ -1313,7 +1073,7 @@ static int set_defaults(cg_config *cfg)
 int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
 {
     cg__diag d = {err, errlen, 0};
-    cg__loader ld;
+    loader ld;
     char *text = NULL;
     size_t len = 0;
     uint32_t lines = 0;
@@ -1333,13 +1093,7 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
         return cg__fail(&d, CG_ENOMEM, path, 0, "out of memory");
     ld.d = &d;
     ld.path = path;
-    for (size_t i = 0; path[i]; i++)
-        if (path[i] == '/'
-#if defined(_WIN32)
-            || path[i] == '\\'
-#endif
-        )
-            ld.dirlen = i + 1;
+    ld.dirlen = cg__sys_dir_len(path);
     ld.cfg->path = dup_n(path, strlen(path));
     if (!ld.cfg->path) {
         rc = cg__fail(&d, CG_ENOMEM, path, 0, "out of memory");
@@ -1358,7 +1112,8 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
     if (rc)
         goto fail;
 
-    rc = cg__ini_parse(path, text, len, &ld, &d, &lines);
+    const cg__ini_sink sink = {on_section, on_key, &ld};
+    rc = cg__ini_parse(path, text, len, &sink, &d, &lines);
     if (!rc)
         rc = finish(&ld, lines);
     if (rc)

@@ -8,18 +8,21 @@
  * inih every line without its leading blanks, so inih never takes a line for
  * a multi-line continuation, whichever way it was built.
  */
+#include "config_ini.h"
+
+#include <stdbool.h>
 #include <string.h>
 
 #include <ini.h>
 
-#include "config_internal.h"
+#include "condgate/common.h"
 
 typedef struct ini_stream {
     const char *path;
     const char *pos; /* start of the next line */
     const char *end;
     uint32_t line; /* the line last handed to inih */
-    cg__loader *ld;
+    const cg__ini_sink *sink;
     cg__diag *d;
     uint32_t fail_line; /* line of the first error, 0 while none */
     char section[64];   /* the section inih should be in, for a sanity check */
@@ -54,24 +57,26 @@ static int stream_fail(ini_stream *s, int code)
 }
 
 /* section_line: a trimmed line starting with '['. Reports the header to the
- * loader and writes the line inih should see into str. */
+ * sink and writes the line inih should see into str. */
 static int section_line(ini_stream *s, const char *b, const char *e, char *str, int num)
 {
     char q[CG__QUOTE_MAX];
     const char *close = find_stop(b + 1, e, "]");
     if (close == e || *close != ']')
-        return stream_fail(s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
-                                       "syntax error: section header %s has no closing ']'",
-                                       cg__quote(q, b, (size_t)(e - b))));
+        return stream_fail(s,
+                           cg__fail(s->d, CG_EINVAL, s->path, s->line,
+                                    "syntax error: section header %s has no closing ']'",
+                                    cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT)));
     const char *rest = close + 1;
     while (rest < e && is_blank(*rest))
         rest++;
     if (rest < e && *rest != ';' && *rest != '#')
-        return stream_fail(s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
-                                       "syntax error: unexpected text %s after the section header",
-                                       cg__quote(q, rest, (size_t)(e - rest))));
+        return stream_fail(
+            s, cg__fail(s->d, CG_EINVAL, s->path, s->line,
+                        "syntax error: unexpected text %s after the section header",
+                        cg__quote(q, sizeof q, rest, (size_t)(e - rest), CG__QUOTE_EXCERPT)));
     size_t nlen = (size_t)(close - (b + 1));
-    int rc = cg__loader_section(s->ld, b + 1, nlen, s->line);
+    int rc = s->sink->section(s->sink->ctx, b + 1, nlen, s->line);
     if (rc)
         return stream_fail(s, rc);
     /* The loader accepts only names much shorter than inih's section buffer
@@ -169,11 +174,11 @@ static char *reader(char *str, int num, void *stream)
             cg__fail(s->d, CG_EINVAL, s->path, s->line,
                      "syntax error: %s is not 'key = value'; continuation lines are not "
                      "supported, repeat the key instead",
-                     cg__quote(q, b, (size_t)(e - b)));
+                     cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT));
         else
             cg__fail(s->d, CG_EINVAL, s->path, s->line,
                      "syntax error: expected '[section]' or 'key = value', not %s",
-                     cg__quote(q, b, (size_t)(e - b)));
+                     cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT));
         stream_fail(s, CG_EINVAL);
         return NULL;
     }
@@ -200,7 +205,7 @@ static int on_key(ini_stream *s, const char *section, const char *name, const ch
                                 "syntax error: expected '[section]' or 'key = value'"));
         return 0;
     }
-    if (cg__loader_key(s->ld, name, value, s->line)) {
+    if (s->sink->key(s->sink->ctx, name, value, s->line)) {
         stream_fail(s, CG_EINVAL);
         return 0;
     }
@@ -220,16 +225,16 @@ static int handler(void *user, const char *section, const char *name, const char
 }
 #endif
 
-/* cg__ini_parse: see config_internal.h. One thread per call. */
-int cg__ini_parse(const char *path, const char *text, size_t len, cg__loader *ld, cg__diag *d,
-                  uint32_t *lines)
+/* cg__ini_parse: see config_ini.h. One thread per call. */
+int cg__ini_parse(const char *path, const char *text, size_t len, const cg__ini_sink *sink,
+                  cg__diag *d, uint32_t *lines)
 {
     ini_stream s;
     memset(&s, 0, sizeof s);
     s.path = path;
     s.pos = text;
     s.end = text + len;
-    s.ld = ld;
+    s.sink = sink;
     s.d = d;
 
     int ret = ini_parse_stream(reader, &s, handler, &s);

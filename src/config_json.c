@@ -9,12 +9,14 @@
  * in the list. Because the depth is checked before cJSON parses, a file
  * nested too deep is reported as such even when a syntax error comes first.
  */
+#include "config_json.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "config_internal.h"
+#include "condgate/config.h"
 
 typedef struct line_map {
     uint32_t *v;
@@ -100,7 +102,7 @@ static int scan(const char *path, const char *text, size_t len, line_map *m, cg_
                 return cg__fail(d, CG_ENOMEM, path, line, "out of memory");
             for (i++; i < len && text[i] != '"'; i++) {
                 if (text[i] == '\n')
-                    line++; /* not valid JSON; cJSON will say so */
+                    line++;          /* not valid JSON; cJSON will say so */
                 if (text[i] == '\0') /* cJSON keeps it, and C strings stop there */
                     return cg__fail(d, CG_EINVAL, path, line,
                                     "NUL byte in the file; is this a text file?");
@@ -161,14 +163,13 @@ static const char *type_name(const cJSON *item)
 static int add_cidr(json_walk *w, const char *text, cg_action action, uint32_t line,
                     const char *label)
 {
-    char why[256] = "";
+    char why[CG__REASON_MAX] = "";
     cg_source src = {w->path, line};
     int rc = cg_ruleset_add_text(w->rs, text, strlen(text), action, &src, label, why, sizeof why);
     if (rc == CG_EINVAL)
         return cg__fail(w->d, rc, w->path, line, "%s: %s", cg_action_name(action), why);
     if (rc == CG_ERANGE)
-        return cg__fail(w->d, rc, w->path, line, "rule set '%s' has more than %u entries",
-                        cg_ruleset_name(w->rs), CG_RULESET_MAX_ENTRIES);
+        return cg__fail_set_full(w->d, w->path, line, cg_ruleset_name(w->rs));
     if (rc)
         return cg__fail(w->d, rc, w->path, line, "%s", cg_strerror(rc));
     return 0;
@@ -214,13 +215,14 @@ static int rule(json_walk *w, const cJSON *obj, uint32_t line)
         if (!rule_keys[k]) {
             const char *hint = cg__suggest(m->string, rule_keys);
             if (hint)
-                return cg__fail(w->d, CG_EINVAL, w->path, l,
-                                "unknown key %s in a rule; did you mean \"%s\"?",
-                                cg__quote(q, m->string, strlen(m->string)), hint);
-            return cg__fail(w->d, CG_EINVAL, w->path, l,
-                            "unknown key %s in a rule; expected \"action\", \"cidr\" or "
-                            "\"label\"",
-                            cg__quote(q, m->string, strlen(m->string)));
+                return cg__fail(
+                    w->d, CG_EINVAL, w->path, l, "unknown key %s in a rule; did you mean \"%s\"?",
+                    cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT), hint);
+            return cg__fail(
+                w->d, CG_EINVAL, w->path, l,
+                "unknown key %s in a rule; expected \"action\", \"cidr\" or "
+                "\"label\"",
+                cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT));
         }
         if (val[k])
             return cg__fail(w->d, CG_EINVAL, w->path, l,
@@ -244,7 +246,7 @@ static int rule(json_walk *w, const cJSON *obj, uint32_t line)
     else
         return cg__fail(w->d, CG_EINVAL, w->path, lines[0],
                         "\"action\" must be \"allow\" or \"deny\", not %s",
-                        cg__quote(q, val[0], strlen(val[0])));
+                        cg__quote(q, sizeof q, val[0], strlen(val[0]), CG__QUOTE_EXCERPT));
     if (!val[1])
         return cg__fail(w->d, CG_EINVAL, w->path, line,
                         "rule has no \"cidr\"; add \"cidr\": \"ADDRESS[/LEN]\"");
@@ -287,11 +289,13 @@ static int document(json_walk *w, const cJSON *root)
         if (!top_keys[k]) {
             const char *hint = cg__suggest(m->string, top_keys);
             if (hint)
-                return cg__fail(w->d, CG_EINVAL, w->path, l, "unknown key %s; did you mean \"%s\"?",
-                                cg__quote(q, m->string, strlen(m->string)), hint);
-            return cg__fail(w->d, CG_EINVAL, w->path, l,
-                            "unknown key %s; expected \"allow\", \"deny\" or \"rules\"",
-                            cg__quote(q, m->string, strlen(m->string)));
+                return cg__fail(
+                    w->d, CG_EINVAL, w->path, l, "unknown key %s; did you mean \"%s\"?",
+                    cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT), hint);
+            return cg__fail(
+                w->d, CG_EINVAL, w->path, l,
+                "unknown key %s; expected \"allow\", \"deny\" or \"rules\"",
+                cg__quote(q, sizeof q, m->string, strlen(m->string), CG__QUOTE_EXCERPT));
         }
         if (seen[k])
             return cg__fail(w->d, CG_EINVAL, w->path, l, "duplicate key \"%s\" (first on line %u)",
@@ -324,7 +328,7 @@ static size_t count_nodes(const cJSON *item)
     return n;
 }
 
-/* cg__load_json: see config_internal.h. One thread per call (cJSON records
+/* cg__load_json: see config_json.h. One thread per call (cJSON records
  * its last error in a global, which only cJSON_GetErrorPtr reads). */
 int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs, cg__diag *d)
 {
@@ -346,8 +350,9 @@ int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs
             rc = cg__fail(d, CG_EINVAL, path, line_at(text, off),
                           "JSON syntax error: unexpected end of file");
         else
-            rc = cg__fail(d, CG_EINVAL, path, line_at(text, off), "JSON syntax error at %s",
-                          cg__quote(q, text + off, strcspn(text + off, "\r\n")));
+            rc = cg__fail(
+                d, CG_EINVAL, path, line_at(text, off), "JSON syntax error at %s",
+                cg__quote(q, sizeof q, text + off, strcspn(text + off, "\r\n"), CG__QUOTE_EXCERPT));
         goto free_map;
     }
     for (; end && end < text + len && is_ws(*end); end++)
@@ -355,7 +360,7 @@ int cg__load_json(const char *path, const char *text, size_t len, cg_ruleset *rs
     if (end && end < text + len) {
         rc = cg__fail(d, CG_EINVAL, path, line_at(text, (size_t)(end - text)),
                       "JSON syntax error: text after the end of the top-level value: %s",
-                      cg__quote(q, end, strcspn(end, "\r\n")));
+                      cg__quote(q, sizeof q, end, strcspn(end, "\r\n"), CG__QUOTE_EXCERPT));
         goto free_root;
     }
     if (count_nodes(root) != map.n) {

@@ -7,9 +7,11 @@
  * million lines are routine, so the file is scanned in place: no copy, no
  * allocation and no stdio per line.
  */
+#include "config_list.h"
+
 #include <string.h>
 
-#include "config_internal.h"
+#include "condgate/config.h"
 
 /* first_nul_line: the line holding the first NUL byte of text[0..len). */
 static uint32_t first_nul_line(const char *text, size_t len)
@@ -21,11 +23,11 @@ static uint32_t first_nul_line(const char *text, size_t len)
     return line;
 }
 
-/* cg__load_list: see config_internal.h. One thread per call. */
+/* cg__load_list: see config_list.h. One thread per call. */
 int cg__load_list(const char *path, const char *text, size_t len, cg_action action, const char *key,
                   cg_ruleset *rs, cg__diag *d)
 {
-    char why[256];
+    char why[CG__REASON_MAX];
     char q[CG__QUOTE_MAX];
     const char *p = text;
     const char *end = text + len;
@@ -71,11 +73,11 @@ int cg__load_list(const char *path, const char *text, size_t len, cg_action acti
         if (rc == CG_EINVAL)
             return cg__fail(d, rc, path, src.line, "%s: %s", key, why);
         if (rc == CG_ERANGE)
-            return cg__fail(d, rc, path, src.line, "rule set '%s' has more than %u entries",
-                            cg_ruleset_name(rs), CG_RULESET_MAX_ENTRIES);
+            return cg__fail_set_full(d, path, src.line, cg_ruleset_name(rs));
         if (rc)
             return cg__fail(d, rc, path, src.line, "%s: %s: %s", key,
-                            cg__quote(q, b, (size_t)(e - b)), cg_strerror(rc));
+                            cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT),
+                            cg_strerror(rc));
     }
     return 0;
 }

@@ -1,4 +1,5 @@
-/* rules.c — CIDR text, rule sets, and the frozen longest-prefix range tables.
+/* rules.c — rule sets, the frozen longest-prefix range tables and their hit
+ * counters (CIDR text and lookup keys are cidr.c's).
  *
  * A set is built by appending raw entries (insertion order, one compact
  * vector per family). Freezing sorts them, merges duplicates, resolves
@@ -14,14 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(_WIN32)
-#include <winsock2.h>
-#include <ws2tcpip.h>
-#else
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#endif
+#include "cidr.h"
 
 /* File ids take 24 bits of an IPv4 entry. Every entry names one file, so a
  * set within CG_RULESET_MAX_ENTRIES never needs more. */
@@ -34,10 +28,6 @@
 
 /* Top-16-bit direct index: one slot per bucket plus the end. */
 #define BUCKETS 65536u
-
-/* Error messages quote at most this many bytes of the offending text. */
-#define QUOTE_MAX 64
-#define QUOTE_BUF (QUOTE_MAX * 4 + 4)
 
 /* One IPv4 entry, 16 bytes. The same layout serves while building (insertion
  * order) and once frozen (address order, merged). */
@@ -129,40 +119,6 @@ struct cg_ruleset {
  * Small helpers
  */
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
-static uint32_t load_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t load_be64(const uint8_t *p)
-{
-    return (uint64_t)load_be32(p) << 32 | load_be32(p + 4);
-}
-
-static void store_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static void store_be64(uint8_t *p, uint64_t v)
-{
-    store_be32(p, (uint32_t)(v >> 32));
-    store_be32(p + 4, (uint32_t)v);
-}
-
 /* Host bits of an IPv4 prefix of length len (0..32). */
 static uint32_t hostmask4(unsigned len)
 {
@@ -181,343 +137,14 @@ static void hostmask6(unsigned len, uint64_t *hi, uint64_t *lo)
     }
 }
 
-static bool is_mapped(const uint8_t *a)
-{
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    return memcmp(a, prefix, sizeof prefix) == 0;
-}
-
-/* Copies at most QUOTE_MAX bytes of s, escaping what is not printable ASCII
- * so that an error message always stays on one line. */
-static void quote(char *dst, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    size_t lim = n < QUOTE_MAX ? n : QUOTE_MAX;
-
-    for (size_t i = 0; i < lim; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\t' || c == '\n' || c == '\r') {
-            dst[o++] = '\\';
-            dst[o++] = c == '\t' ? 't' : c == '\n' ? 'n' : 'r';
-        } else if (c < 0x20 || c >= 0x7f || c == '\\') {
-            if (c == '\\') {
-                dst[o++] = '\\';
-                dst[o++] = '\\';
-            } else {
-                dst[o++] = '\\';
-                dst[o++] = 'x';
-                dst[o++] = hex[c >> 4];
-                dst[o++] = hex[c & 15];
-            }
-        } else {
-            dst[o++] = (char)c;
-        }
-    }
-    if (lim < n) {
-        memcpy(dst + o, "...", 3);
-        o += 3;
-    }
-    dst[o] = '\0';
-}
-
-/* Writes "WHAT 'TEXT'" into err (when there is one) and returns CG_EINVAL. */
-static int fail_quoted(char *err, size_t errlen, const char *what, const char *s, size_t n)
-{
-    if (err && errlen > 0) {
-        char q[QUOTE_BUF];
-        quote(q, s, n);
-        snprintf(err, errlen, "%s '%s'", what, q);
-    }
-    return CG_EINVAL;
-}
-
-static int fail_plain(char *err, size_t errlen, const char *msg)
-{
-    if (err && errlen > 0)
-        snprintf(err, errlen, "%s", msg);
-    return CG_EINVAL;
-}
-
 /* ------------------------------------------------------------------------
- * CIDR text
+ * Names
  */
 
 /* cg_action_name: see rules.h. Any thread. */
 const char *cg_action_name(cg_action a)
 {
     return a == CG_ALLOW ? "allow" : "deny";
-}
-
-/* cg_reason_name: see rules.h. Any thread. */
-const char *cg_reason_name(cg_reason r)
-{
-    return r == CG_REASON_RULE ? "rule" : "default";
-}
-
-enum parse4_result { P4_OK, P4_BAD, P4_LEADING_ZERO, P4_SHORT };
-
-/* Strict dotted quad: exactly four decimal octets 0..255, no leading zeros
- * (inet_aton would read "010" as octal 8; refusing it avoids the surprise),
- * no shortened forms. */
-static enum parse4_result parse4(const char *s, size_t n, uint32_t *out)
-{
-    uint32_t v = 0;
-    unsigned octets = 0;
-    size_t i = 0;
-
-    for (;;) {
-        unsigned o = 0, digits = 0;
-
-        if (i >= n || !is_digit(s[i]))
-            return P4_BAD;
-        if (s[i] == '0' && i + 1 < n && is_digit(s[i + 1]))
-            return P4_LEADING_ZERO;
-        while (i < n && is_digit(s[i])) {
-            if (++digits > 3)
-                return P4_BAD;
-            o = o * 10 + (unsigned)(s[i] - '0');
-            i++;
-        }
-        if (o > 255)
-            return P4_BAD;
-        v = v << 8 | o;
-        octets++;
-        if (i == n)
-            break;
-        if (s[i] != '.' || octets == 4)
-            return P4_BAD;
-        i++;
-    }
-    if (octets < 4)
-        return P4_SHORT;
-    *out = v;
-    return P4_OK;
-}
-
-/* Clears the host bits of c past its length. Returns true if any were set. */
-static bool mask_cidr(cg_cidr *c)
-{
-    unsigned bytes = c->family == 4 ? 4 : 16;
-    bool changed = false;
-
-    for (unsigned i = 0; i < bytes; i++) {
-        int bits = (int)c->len - (int)(8 * i);
-        uint8_t m = bits >= 8 ? 0xff : bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
-        if (c->addr[i] & (uint8_t)~m) {
-            c->addr[i] &= m;
-            changed = true;
-        }
-    }
-    return changed;
-}
-
-/* An IPv4-mapped prefix that only covers mapped addresses is the IPv4
- * prefix it names, because mapped callers are judged as IPv4. */
-static void normalise_mapped(cg_cidr *c)
-{
-    if (c->family == 6 && c->len >= 96 && is_mapped(c->addr)) {
-        uint8_t v4[4];
-        memcpy(v4, c->addr + 12, 4);
-        memset(c->addr, 0, sizeof c->addr);
-        memcpy(c->addr, v4, 4);
-        c->family = 4;
-        c->len = (uint8_t)(c->len - 96);
-    }
-}
-
-/* cg_cidr_parse: see rules.h. Any thread. */
-int cg_cidr_parse(const char *s, size_t len, cg_cidr *out, char *err, size_t errlen)
-{
-    cg_cidr c;
-    size_t slash = len, alen;
-    unsigned maxlen;
-
-    if (!s || len == 0)
-        return fail_plain(err, errlen, "empty address");
-    for (size_t i = 0; i < len; i++) {
-        if (is_space(s[i]))
-            return fail_quoted(err, errlen, "whitespace in address", s, len);
-        if (s[i] == '\0') /* inet_pton would stop there and ignore the rest */
-            return fail_quoted(err, errlen, "NUL byte in address", s, len);
-        if (s[i] == '/' && slash == len)
-            slash = i;
-    }
-    alen = slash;
-    if (alen == 0)
-        return fail_quoted(err, errlen, "missing address in", s, len);
-
-    memset(&c, 0, sizeof c);
-    if (memchr(s, ':', alen)) {
-        char buf[INET6_ADDRSTRLEN];
-
-        if (memchr(s, '%', alen))
-            return fail_quoted(err, errlen, "zone id not allowed in", s, alen);
-        /* inet_pton wants a C string; the longest valid text fits buf. */
-        if (alen >= sizeof buf)
-            return fail_quoted(err, errlen, "invalid address", s, alen);
-        memcpy(buf, s, alen);
-        buf[alen] = '\0';
-        if (inet_pton(AF_INET6, buf, c.addr) != 1)
-            return fail_quoted(err, errlen, "invalid address", s, alen);
-        c.family = 6;
-        maxlen = 128;
-    } else {
-        uint32_t v = 0;
-
-        switch (parse4(s, alen, &v)) {
-        case P4_OK:
-            break;
-        case P4_LEADING_ZERO:
-            return fail_quoted(err, errlen, "leading zero in address", s, alen);
-        case P4_SHORT:
-            return fail_quoted(err, errlen, "incomplete IPv4 address", s, alen);
-        default:
-            return fail_quoted(err, errlen, "invalid address", s, alen);
-        }
-        store_be32(c.addr, v);
-        c.family = 4;
-        maxlen = 32;
-    }
-
-    if (slash == len) {
-        c.len = (uint8_t)maxlen;
-    } else {
-        const char *p = s + slash + 1;
-        size_t plen = len - slash - 1;
-        unsigned v = 0;
-
-        if (plen == 0)
-            return fail_quoted(err, errlen, "missing prefix length in", s, len);
-        if (p[0] == '0' && plen > 1)
-            return fail_quoted(err, errlen, "invalid prefix length", p - 1, plen + 1);
-        for (size_t i = 0; i < plen; i++) {
-            if (!is_digit(p[i]))
-                return fail_quoted(err, errlen, "invalid prefix length", p - 1, plen + 1);
-            if (v <= 1000) /* saturate: anything this large is out of range */
-                v = v * 10 + (unsigned)(p[i] - '0');
-        }
-        if (v > maxlen) {
-            if (err && errlen > 0) {
-                char q[QUOTE_BUF];
-                quote(q, p, plen);
-                snprintf(err, errlen, "prefix length /%s out of range for %s (0-%u)", q,
-                         maxlen == 32 ? "IPv4" : "IPv6", maxlen);
-            }
-            return CG_EINVAL;
-        }
-        c.len = (uint8_t)v;
-    }
-
-    if (mask_cidr(&c)) {
-        if (err && errlen > 0) {
-            char m[CG_CIDR_STRLEN];
-            snprintf(err, errlen, "host bits set past /%u; did you mean %s?", (unsigned)c.len,
-                     cg_cidr_format(&c, m, sizeof m));
-        }
-        return CG_EINVAL;
-    }
-    normalise_mapped(&c);
-    if (out)
-        *out = c;
-    return 0;
-}
-
-/* Writes a decimal number, returns the count of characters. */
-static size_t put_uint(char *p, unsigned v)
-{
-    char tmp[10];
-    size_t n = 0, i;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
-/* cg_cidr_format: see rules.h. Any thread. */
-char *cg_cidr_format(const cg_cidr *c, char *buf, size_t buflen)
-{
-    char tmp[CG_CIDR_STRLEN + 8];
-    size_t n = 0;
-
-    if (!buf || buflen == 0)
-        return buf;
-    if (c && c->family == 4) {
-        for (unsigned i = 0; i < 4; i++) {
-            if (i)
-                tmp[n++] = '.';
-            n += put_uint(tmp + n, c->addr[i]);
-        }
-    } else if (c && c->family == 6) {
-        if (!inet_ntop(AF_INET6, c->addr, tmp, INET6_ADDRSTRLEN))
-            tmp[0] = '\0';
-        n = strlen(tmp);
-    }
-    if (c && (c->family == 4 || c->family == 6)) {
-        tmp[n++] = '/';
-        n += put_uint(tmp + n, c->len);
-    }
-    if (n >= buflen)
-        n = buflen - 1;
-    memcpy(buf, tmp, n);
-    buf[n] = '\0';
-    return buf;
-}
-
-/* cg_cidr_contains: see rules.h. Any thread. */
-bool cg_cidr_contains(const cg_cidr *c, const cg_cidr *a)
-{
-    unsigned full, rem;
-
-    if (!c || !a || c->family != a->family || (c->family != 4 && c->family != 6))
-        return false;
-    if (c->len > (c->family == 4 ? 32 : 128))
-        return false;
-    full = c->len / 8u;
-    rem = c->len % 8u;
-    if (memcmp(c->addr, a->addr, full) != 0)
-        return false;
-    if (rem) {
-        uint8_t m = (uint8_t)(0xff << (8 - rem));
-        if ((c->addr[full] & m) != (a->addr[full] & m))
-            return false;
-    }
-    return true;
-}
-
-/* cg_addr_from_sockaddr: see rules.h. The structures are copied out rather
- * than cast, since callers hand in sockaddr_storage or raw buffers. Any
- * thread. */
-int cg_addr_from_sockaddr(const struct sockaddr *sa, cg_cidr *out)
-{
-    struct sockaddr head;
-
-    if (!sa || !out)
-        return CG_EINVAL;
-    memset(out, 0, sizeof *out);
-    memcpy(&head, sa, sizeof head);
-    if (head.sa_family == AF_INET) {
-        struct sockaddr_in sin;
-        memcpy(&sin, sa, sizeof sin);
-        memcpy(out->addr, &sin.sin_addr, 4);
-        out->family = 4;
-        out->len = 32;
-        return 0;
-    }
-    if (head.sa_family == AF_INET6) {
-        struct sockaddr_in6 sin6;
-        memcpy(&sin6, sa, sizeof sin6);
-        memcpy(out->addr, &sin6.sin6_addr, 16);
-        out->family = 6;
-        out->len = 128;
-        normalise_mapped(out);
-        return 0;
-    }
-    return CG_EINVAL;
 }
 
 /* ------------------------------------------------------------------------
@@ -726,14 +353,14 @@ static int add_entry(cg_ruleset *rs, const cg_cidr *c, cg_action action, const c
 
     if (c->family == 4) {
         struct e4 *e = &rs->e4[rs->n4++];
-        e->addr = load_be32(c->addr);
+        e->addr = cg__load_be32(c->addr);
         e->line = line;
         e->label = loff;
         e->meta = fid | (uint32_t)c->len << 24 | (action == CG_ALLOW ? 1u << 31 : 0);
     } else {
         struct e6 *e = &rs->e6[rs->n6++];
-        e->hi = load_be64(c->addr);
-        e->lo = load_be64(c->addr + 8);
+        e->hi = cg__load_be64(c->addr);
+        e->lo = cg__load_be64(c->addr + 8);
         e->line = line;
         e->label = loff;
         e->file = fid;
@@ -759,9 +386,9 @@ int cg_ruleset_add(cg_ruleset *rs, const cg_cidr *cidr, cg_action action, const 
         return CG_EINVAL;
     if (c.family == 4)
         memset(c.addr + 4, 0, 12);
-    if (mask_cidr(&c))
+    if (cg__cidr_mask(&c))
         return CG_EINVAL;
-    normalise_mapped(&c);
+    cg__cidr_normalise_mapped(&c);
     return add_entry(rs, &c, action, src, label);
 }
 
@@ -987,7 +614,7 @@ static void merge4(cg_ruleset *rs)
             memset(&c, 0, sizeof c);
             c.family = 4;
             c.len = (uint8_t)(lm >> 24);
-            store_be32(c.addr, addr);
+            cg__store_be32(c.addr, addr);
             remember_conflict(rs, &c, e[fa].meta & (FILE_ID_LIMIT - 1), e[fa].line,
                               e[fd].meta & (FILE_ID_LIMIT - 1), e[fd].line);
         }
@@ -1020,8 +647,8 @@ static void merge6(cg_ruleset *rs)
             memset(&c, 0, sizeof c);
             c.family = 6;
             c.len = e[i].len;
-            store_be64(c.addr, e[i].hi);
-            store_be64(c.addr + 8, e[i].lo);
+            cg__store_be64(c.addr, e[i].hi);
+            cg__store_be64(c.addr + 8, e[i].lo);
             remember_conflict(rs, &c, e[fa].file, e[fa].line, e[fd].file, e[fd].line);
         }
         e[w++] = e[nd ? fd : fa];
@@ -1407,11 +1034,11 @@ static uint32_t find6(const cg_ruleset *rs, uint64_t xh, uint64_t xl)
 static uint32_t find(const cg_ruleset *rs, const cg_cidr *a)
 {
     if (a->family == 4)
-        return find4(rs, load_be32(a->addr));
+        return find4(rs, cg__load_be32(a->addr));
     if (a->family == 6) {
-        if (is_mapped(a->addr))
-            return find4(rs, load_be32(a->addr + 12));
-        return find6(rs, load_be64(a->addr), load_be64(a->addr + 8));
+        if (cg__addr_is_mapped(a->addr))
+            return find4(rs, cg__load_be32(a->addr + 12));
+        return find6(rs, cg__load_be64(a->addr), cg__load_be64(a->addr + 8));
     }
     return RES_NONE;
 }
@@ -1480,7 +1107,7 @@ int cg_ruleset_rule(const cg_ruleset *rs, cg_rule_id id, cg_rule_info *out)
         const struct e4 *e = &rs->e4[id];
         out->cidr.family = 4;
         out->cidr.len = (uint8_t)((e->meta >> 24) & 0x3f);
-        store_be32(out->cidr.addr, e->addr);
+        cg__store_be32(out->cidr.addr, e->addr);
         out->action = (e->meta >> 31) ? CG_ALLOW : CG_DENY;
         out->file = rs->files[e->meta & (FILE_ID_LIMIT - 1)];
         out->line = e->line;
@@ -1489,8 +1116,8 @@ int cg_ruleset_rule(const cg_ruleset *rs, cg_rule_id id, cg_rule_info *out)
         const struct e6 *e = &rs->e6[id - rs->n4];
         out->cidr.family = 6;
         out->cidr.len = e->len;
-        store_be64(out->cidr.addr, e->hi);
-        store_be64(out->cidr.addr + 8, e->lo);
+        cg__store_be64(out->cidr.addr, e->hi);
+        cg__store_be64(out->cidr.addr + 8, e->lo);
         out->action = e->action == CG_ALLOW ? CG_ALLOW : CG_DENY;
         out->file = rs->files[e->file];
         out->line = e->line;

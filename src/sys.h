@@ -1,7 +1,9 @@
-/* sys.h — the few operating-system services the gate needs that differ
- * between POSIX (src/unix/sys.c) and Windows (src/win/sys.c): process set-up,
- * listening sockets, closing a socket, the descriptor limit, and the
- * relay's fast paths.
+/* sys.h — the few operating-system services that differ between POSIX
+ * (src/unix/) and Windows (src/win/): process set-up, listening sockets,
+ * closing a socket, the descriptor limit and the relay's fast paths
+ * (sys.c, in the daemon library); and the number of processors and the
+ * syntax of paths, which the configuration loader needs (host.c, in the
+ * core library, which links neither libuv nor the logger that sys.c uses).
  *
  * Errors come back as negative CG_E* codes, with the system's own text in a
  * caller-supplied buffer where a person will read it.
@@ -72,5 +74,22 @@ void cg__sys_release_memory(void);
  * libuv's uv_shutdown does it; CG_ESYS when the socket is no longer
  * connected (the peer reset it). The thread that owns fd. */
 int cg__sys_shutdown_send(cg_socket_t fd);
+
+/* ------------------------------------------------------------------------
+ * This host (host.c). Any thread.
+ */
+
+/* cg__sys_cpu_count: the number of processors online, at least 1. */
+unsigned cg__sys_cpu_count(void);
+
+/* cg__sys_path_is_absolute: whether `path` is taken from the root rather
+ * than from the current directory: it starts with '/' (on Windows also
+ * with '\' or a drive, "C:"). */
+bool cg__sys_path_is_absolute(const char *path);
+
+/* cg__sys_dir_len: the bytes of `path` that name its directory, up to and
+ * including the last separator ('/', on Windows also '\'); 0 when path is
+ * a bare file name. */
+size_t cg__sys_dir_len(const char *path);
 
 #endif /* CG_SYS_H */

@@ -130,15 +130,6 @@ int cg_ruleset_freeze(cg_ruleset *rs);
 typedef uint32_t cg_rule_id;
 #define CG_RULE_NONE UINT32_MAX
 
-/* Why a verdict was reached. */
-typedef enum cg_reason {
-    CG_REASON_RULE = 0,    /* an entry matched */
-    CG_REASON_DEFAULT = 1, /* nothing matched: the set's default */
-} cg_reason;
-
-/* cg_reason_name: "rule" or "default". */
-const char *cg_reason_name(cg_reason r);
-
 /* cg_ruleset_lookup: the verdict for address `addr` (a host prefix from
  * cg_addr_from_sockaddr or cg_cidr_parse) in a frozen set, and the entry
  * that decided it (CG_RULE_NONE for the default) in *rule if rule is not

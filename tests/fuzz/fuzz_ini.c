@@ -30,7 +30,7 @@
 #include <sys/socket.h>
 
 #include "condgate/config.h"
-#include "config_internal.h"
+#include "diag.h"
 #include "fuzz_common.h"
 
 #define ERR_LEN 2048

@@ -19,7 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "condgate/rules.h"
-#include "config_internal.h"
+#include "config_json.h"
 #include "fuzz_common.h"
 
 #define ERR_LEN 1024

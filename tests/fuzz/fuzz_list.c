@@ -18,8 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "condgate/config.h"
 #include "condgate/rules.h"
-#include "config_internal.h"
+#include "config_list.h"
 #include "fuzz_common.h"
 
 #define ERR_LEN 1024
