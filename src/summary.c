@@ -44,7 +44,6 @@ static void print_admin(const cg_config *cfg, FILE *out)
     fprintf(out, " token=%s\n", a->token ? "set" : "none");
 }
 
-
 /* cg_listener_backends_text: see config.h. Any thread. */
 const char *cg_listener_backends_text(const cg_listener_conf *lc, char *buf, size_t len)
 {
