@@ -1,0 +1,82 @@
+/* prefilter.h — the kernel judge: callers refused before the handshake.
+ *
+ * On Linux two BPF programs judge by the caller's address alone, with the
+ * verdicts compiled from the one judge (prefilter_compile.c):
+ *
+ *   refuse  an sk_lookup program attached to the network namespace answers
+ *           SK_DROP for a refused caller of one of our listeners: the kernel
+ *           resets the SYN, the caller's connect fails with ECONNREFUSED, the
+ *           process never sees it;
+ *   drop    a socket filter on the listening socket discards a refused
+ *           caller's SYN: its connect times out.
+ *
+ * What the kernel holds is one table per generation (prefilter_abi.h), built
+ * off to the side and swapped in with one map update. Nothing is pinned: the
+ * programs and maps go when the process's descriptors close, crash included.
+ *
+ * Built only where libbpf, clang and bpftool are found (CG_HAVE_PREFILTER);
+ * elsewhere cg__prefilter_open answers CG_ENOTSUP.
+ */
+#ifndef CG_PREFILTER_H
+#define CG_PREFILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bpf/prefilter_abi.h"
+#include "condgate/accept.h"
+
+typedef struct cg__prefilter cg__prefilter;
+
+/* One generation's table: n elements, the CG_PF_MAX_SLOTS headers first. */
+typedef struct cg__pf_table {
+    struct cg_pf_elem *elems;
+    size_t n;
+} cg__pf_table;
+
+/* A table loaded into a kernel map, not yet in force. */
+typedef struct cg__pf_staged cg__pf_staged;
+
+/* cg__prefilter_open: load the programs and maps and attach the sk_lookup
+ * program to the process's network namespace; no listener is judged until
+ * added and a table installed. Returns 0 and *out, or CG_EACCES (no right
+ * to load BPF programs: root, or CAP_BPF with CAP_NET_ADMIN), CG_ENOTSUP
+ * (built without it, or the kernel lacks it) or CG_ESYS, with the reason in
+ * why. Any thread. */
+int cg__prefilter_open(cg__prefilter **out, char *why, size_t whylen);
+
+/* cg__prefilter_add_listener: judge packets for the listening socket fd,
+ * bound to bind, as `slot` (< CG_PF_MAX_SLOTS): its address and port (for a
+ * dual-stack [::] socket also the IPv4 wildcard) go into the listener map,
+ * and the drop mode's socket filter is attached to fd (it passes every
+ * packet but a refused caller's SYN on a drop slot, so accepted sockets,
+ * which inherit it, are never filtered). Returns 0 or a CG_E* code with the
+ * reason in why. Control thread. */
+int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
+                               const struct sockaddr *bind, socklen_t bindlen, char *why,
+                               size_t whylen);
+
+/* cg__prefilter_stage: load table t into a new kernel map, off to the side
+ * (nothing changes yet). Returns 0 and *out, or CG_ENOMEM / CG_ERANGE /
+ * CG_ESYS with the reason in why. Any thread. */
+int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged **out, char *why,
+                        size_t whylen);
+
+/* cg__prefilter_commit: put staged table s in force with one map update,
+ * and free s (also on failure). Returns 0 or CG_ESYS. Control thread. */
+int cg__prefilter_commit(cg__prefilter *p, cg__pf_staged *s);
+
+/* cg__pf_staged_free: drop a staged table that will not be committed.
+ * Accepts NULL. Any thread. */
+void cg__pf_staged_free(cg__pf_staged *s);
+
+/* cg__prefilter_counts: callers refused in the kernel for slot, by reason
+ * (summed over CPUs), into out[CG_PF_NREASONS]. Returns 0 or CG_ESYS. Any
+ * thread. */
+int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_PF_NREASONS]);
+
+/* cg__prefilter_close: detach and free everything. Accepts NULL. */
+void cg__prefilter_close(cg__prefilter *p);
+
+#endif /* CG_PREFILTER_H */
