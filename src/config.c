@@ -40,6 +40,22 @@ const char *cg_log_level_name(cg_log_level l)
     return "unknown";
 }
 
+/* cg_prefilter_mode_name: see config.h. */
+const char *cg_prefilter_mode_name(cg_prefilter_mode m)
+{
+    switch (m) {
+    case CG_PREFILTER_AUTO:
+        return "auto";
+    case CG_PREFILTER_REFUSE:
+        return "refuse";
+    case CG_PREFILTER_DROP:
+        return "drop";
+    case CG_PREFILTER_OFF:
+        return "off";
+    }
+    return "unknown";
+}
+
 /* cg_log_format_name: "text" or "json" (static storage). */
 const char *cg_log_format_name(cg_log_format f)
 {
@@ -89,13 +105,14 @@ static const key_def rules_keys[] = {
     {"allow_file", true}, {"deny_file", true}, {NULL, false},
 };
 
-enum { K_BIND, K_BACKEND, K_RULES, K_CONNECT_TIMEOUT, K_IDLE_TIMEOUT };
+enum { K_BIND, K_BACKEND, K_RULES, K_CONNECT_TIMEOUT, K_IDLE_TIMEOUT, K_PREFILTER };
 static const key_def listener_keys[] = {
     {"bind", false},
     {"backend", true},
     {"rules", false},
     {"connect_timeout_ms", false},
     {"idle_timeout_ms", false},
+    {"prefilter", false},
     {NULL, false},
 };
 
@@ -509,6 +526,7 @@ static int open_listener(loader *ld, const char *name, uint32_t line)
     l->line = line;
     l->connect_timeout_ms = 3000;
     l->idle_timeout_ms = 300000;
+    l->prefilter = CG_PREFILTER_AUTO;
     ld->cur = cfg->nlisteners++;
     ld->nlb = cfg->nlisteners;
     return 0;
@@ -718,6 +736,28 @@ static int rules_key(loader *ld, int k, const char *key, const char *value, uint
     }
 }
 
+/* `prefilter = auto | refuse | drop | off`; drop only where the platform
+ * has it. */
+static int prefilter_mode(loader *ld, const char *value, uint32_t line, cg_prefilter_mode *out)
+{
+    char q[CG__QUOTE_MAX];
+    for (int m = CG_PREFILTER_AUTO; m <= CG_PREFILTER_OFF; m++) {
+        if (strcmp(value, cg_prefilter_mode_name((cg_prefilter_mode)m)) != 0)
+            continue;
+        if (m == CG_PREFILTER_DROP && !cg__sys_prefilter_can_drop())
+            return cg__fail(ld->d, CG_EINVAL, ld->path, line,
+                            "'prefilter = drop' in %s is not available on this platform: "
+                            "conditional accept can refuse a caller but not discard its SYN "
+                            "(use refuse, auto or off)",
+                            ld->section);
+        *out = (cg_prefilter_mode)m;
+        return 0;
+    }
+    return cg__fail(ld->d, CG_EINVAL, ld->path, line,
+                    "bad value %s for 'prefilter' in %s: expected auto, refuse, drop or off",
+                    cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT), ld->section);
+}
+
 static int listener_key(loader *ld, int k, const char *key, const char *value, uint32_t line)
 {
     char q[CG__QUOTE_MAX];
@@ -758,6 +798,8 @@ static int listener_key(loader *ld, int k, const char *key, const char *value, u
         rc = number(ld, key, value, line, 1, TIMEOUT_MAX, &v);
         l->idle_timeout_ms = (uint32_t)v;
         return rc;
+    case K_PREFILTER:
+        return prefilter_mode(ld, value, line, &l->prefilter);
     }
     return 0;
 }

@@ -1086,6 +1086,38 @@ cg_action cg_ruleset_judge(const cg_ruleset *rs, const struct sockaddr *sa, cg_r
     return verdict(rs, r, rule);
 }
 
+/* cg_ruleset_each_interval: see rules.h. An IPv4 interval's start is its
+ * bucket (the top 16 bits) and its key; an IPv6 interval's is its two key
+ * halves. Any thread. */
+int cg_ruleset_each_interval(const cg_ruleset *rs, int family,
+                             int (*fn)(void *arg, const cg_cidr *start), void *arg)
+{
+    cg_cidr c;
+    int rc = 0;
+
+    if (!rs || !rs->frozen || (family != 4 && family != 6))
+        return CG_EINVAL;
+    memset(&c, 0, sizeof c);
+    if (family == 4) {
+        c.family = 4;
+        c.len = 32;
+        for (uint32_t b = 0; b < BUCKETS && rc == 0; b++)
+            for (uint32_t i = rs->t4.base[b]; i < rs->t4.base[b + 1] && rc == 0; i++) {
+                cg__store_be32(c.addr, b << 16 | rs->t4.key[i]);
+                rc = fn(arg, &c);
+            }
+        return rc;
+    }
+    c.family = 6;
+    c.len = 128;
+    for (size_t i = 0; i < rs->t6.n && rc == 0; i++) {
+        cg__store_be64(c.addr, rs->t6.khi[i]);
+        cg__store_be64(c.addr + 8, rs->t6.klo[i]);
+        rc = fn(arg, &c);
+    }
+    return rc;
+}
+
 /* cg_ruleset_count_hit: see rules.h. Any thread. */
 void cg_ruleset_count_hit(const cg_ruleset *rs, cg_rule_id rule)
 {

@@ -87,6 +87,11 @@ unsigned cg__sys_cpu_count(void);
  * with '\' or a drive, "C:"). */
 bool cg__sys_path_is_absolute(const char *path);
 
+/* cg__sys_prefilter_can_drop: whether `prefilter = drop` exists here
+ * (Linux: a socket filter discards the SYN; Windows' conditional accept can
+ * only refuse). */
+bool cg__sys_prefilter_can_drop(void);
+
 /* cg__sys_dir_len: the bytes of `path` that name its directory, up to and
  * including the last separator ('/', on Windows also '\'); 0 when path is
  * a bare file name. */

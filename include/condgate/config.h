@@ -71,6 +71,18 @@ typedef enum cg_log_format {
 const char *cg_log_level_name(cg_log_level l);
 const char *cg_log_format_name(cg_log_format f);
 
+/* Where a listener's callers are judged first (SPEC §10). */
+typedef enum cg_prefilter_mode {
+    CG_PREFILTER_AUTO = 0,   /* refuse where the process may load it, else off */
+    CG_PREFILTER_REFUSE = 1, /* in the kernel, before the handshake: reset */
+    CG_PREFILTER_DROP = 2,   /* in the kernel, before the handshake: SYN discarded */
+    CG_PREFILTER_OFF = 3,    /* after accept only */
+} cg_prefilter_mode;
+
+/* cg_prefilter_mode_name: "auto", "refuse", "drop" or "off" (static
+ * storage). */
+const char *cg_prefilter_mode_name(cg_prefilter_mode m);
+
 typedef struct cg_listener_conf {
     char *name;    /* from [listener:NAME] */
     uint32_t line; /* line of the section header */
@@ -81,6 +93,7 @@ typedef struct cg_listener_conf {
     size_t ruleset;              /* index into cg_config.rulesets */
     uint32_t connect_timeout_ms; /* default 3000 */
     uint32_t idle_timeout_ms;    /* default 300000 */
+    cg_prefilter_mode prefilter; /* default auto */
 } cg_listener_conf;
 
 typedef struct cg_admin_conf {

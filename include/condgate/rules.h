@@ -146,6 +146,17 @@ cg_action cg_ruleset_judge(const cg_ruleset *rs, const struct sockaddr *sa, cg_r
  * ids past the last entry count nothing. Any thread, lock-free. */
 void cg_ruleset_count_hit(const cg_ruleset *rs, cg_rule_id rule);
 
+/* cg_ruleset_each_interval: call fn(arg, start) for every interval of the
+ * frozen set's range table of `family` (4 or 6), in address order. An
+ * interval is a run of addresses with one lookup result: start is its first
+ * address (a /32 or /128 host prefix) and it ends where the next one starts;
+ * the first starts at address 0. IPv4-mapped IPv6 addresses are looked up
+ * as IPv4, so the IPv6 intervals over ::ffff:0:0/96 do not decide them.
+ * Stops at the first non-zero answer of fn and returns it; 0 otherwise, or
+ * CG_EINVAL for an unfrozen set or another family. Any thread. */
+int cg_ruleset_each_interval(const cg_ruleset *rs, int family,
+                             int (*fn)(void *arg, const cg_cidr *start), void *arg);
+
 /* A read-only view of one entry of a frozen set. Pointers stay valid as long
  * as the set. */
 typedef struct cg_rule_info {

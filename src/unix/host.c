@@ -26,3 +26,9 @@ size_t cg__sys_dir_len(const char *path)
             len = i + 1;
     return len;
 }
+
+/* cg__sys_prefilter_can_drop: see sys.h; a socket filter on the listening socket. */
+bool cg__sys_prefilter_can_drop(void)
+{
+    return true;
+}

@@ -30,3 +30,9 @@ size_t cg__sys_dir_len(const char *path)
             len = i + 1;
     return len;
 }
+
+/* cg__sys_prefilter_can_drop: see sys.h; conditional accept refuses or accepts, never discards. */
+bool cg__sys_prefilter_can_drop(void)
+{
+    return false;
+}
