@@ -369,6 +369,21 @@ static enum MHD_Result serve_health(cg__admin *a, struct MHD_Connection *c)
     return reply_static(c, MHD_HTTP_OK, TYPE_TEXT, "ok\n", 3, NULL, NULL);
 }
 
+/* Add to t the callers the kernel refused for listener l before any accept
+ * (counted under their reason like every other refusal). Returns the
+ * kernel's mode for l; *refused gets how many it refused. */
+static const char *add_kernel(cg__admin *a, size_t l, cg__lsum *t, uint64_t *refused)
+{
+    uint64_t k[CG__REJ_COUNT] = {0};
+    const char *mode = a->view.prefilter(a->view.ctx, l, k);
+    *refused = 0;
+    for (int r = 0; r < CG__REJ_COUNT; r++) {
+        t->rejected[r] += k[r];
+        *refused += k[r];
+    }
+    return mode;
+}
+
 static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
@@ -377,7 +392,10 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     cg__lsum t;
     cJSON *root = cJSON_CreateObject();
 
+    uint64_t refused;
     cg__stats_sum_all(st, &t);
+    for (size_t i = 0; i < st->nlisteners; i++)
+        add_kernel(a, i, &t, &refused);
     put_str(&oom, root, "version", CG_VERSION_STRING);
     put_u64(&oom, root, "uptime_s", a->view.uptime_ms(a->view.ctx) / 1000);
     put_u64(&oom, root, "generation", gen->number);
@@ -401,6 +419,7 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
         const cg_listener_conf *lc = cg__gen_listener(gen, i);
         cJSON *o = push_obj(&oom, listeners);
         cg__stats_sum_listener(st, i, &t);
+        const char *mode = add_kernel(a, i, &t, &refused);
         put_str(&oom, o, "name", lc->name);
         put_str(&oom, o, "bind", lc->bind.text);
         put_str(&oom, o, "rules", cg_ruleset_name(gen->cfg->rulesets[lc->ruleset]));
@@ -417,6 +436,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
         put_u64(&oom, o, "bytes_in", t.bytes_in);
         put_u64(&oom, o, "bytes_out", t.bytes_out);
         put_rejected_by(&oom, o, &t);
+        cJSON *pf = put_obj(&oom, o, "prefilter");
+        put_str(&oom, pf, "mode", mode);
+        put_u64(&oom, pf, "refused", refused);
     }
 
     cJSON *workers = put_arr(&oom, root, "workers");
@@ -443,15 +465,18 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
     cg__stats *st = a->view.stats(a->view.ctx);
     size_t n = st->nlisteners;
     cg__lsum *sums = calloc(n ? n : 1, sizeof(*sums));
+    uint64_t *kernel = calloc(n ? n : 1, sizeof(*kernel)); /* refused before accept */
     strbuf b = {.p = malloc(4096), .cap = 4096};
     enum MHD_Result rc;
 
-    if (sums == NULL || b.p == NULL) {
+    if (sums == NULL || kernel == NULL || b.p == NULL) {
         rc = reply_oom(c);
         goto release;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         cg__stats_sum_listener(st, i, &sums[i]);
+        add_kernel(a, i, &sums[i], &kernel[i]);
+    }
 
 #define LNAME(i) (cg__gen_listener(gen, (i))->name)
     metric_family(&b, "condgate_connections_accepted_total", "counter",
@@ -460,11 +485,18 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
         metric_sample(&b, "condgate_connections_accepted_total", "listener", LNAME(i), NULL, NULL,
                       sums[i].accepted);
     metric_family(&b, "condgate_connections_rejected_total", "counter",
-                  "Connections refused at accept: a deny rule, the default, or max_connections.");
+                  "Connections refused: a deny rule, the default, or max_connections; in the "
+                  "kernel before the handshake, or at accept.");
     for (size_t i = 0; i < n; i++)
         for (int r = 0; r < CG__REJ_COUNT; r++)
             metric_sample(&b, "condgate_connections_rejected_total", "listener", LNAME(i), "reason",
                           cg__reject_reason_name((cg__reject_reason)r), sums[i].rejected[r]);
+    metric_family(&b, "condgate_prefilter_refused_total", "counter",
+                  "Callers the kernel prefilter refused before the handshake (also counted in "
+                  "condgate_connections_rejected_total).");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(&b, "condgate_prefilter_refused_total", "listener", LNAME(i), NULL, NULL,
+                      kernel[i]);
     metric_family(&b, "condgate_connections_active", "gauge", "Relayed connections open now.");
     for (size_t i = 0; i < n; i++)
         metric_sample(&b, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
@@ -520,6 +552,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
 release:
     free(b.p);
     free(sums);
+    free(kernel);
     cg__gen_unref(gen);
     return rc;
 }
@@ -589,6 +622,22 @@ static const char *query_arg(struct MHD_Connection *c, const char *key, bool *nu
     return v;
 }
 
+/* Whether the kernel refuses a caller the judge refused by rule set rs:
+ * some listener on rs has its prefilter on. */
+static bool kernel_refuses(cg__admin *a, const cg__gen *gen, const cg_ruleset *rs,
+                           const cg__judgement *j)
+{
+    if (j->admit || j->stage != CG__STAGE_RULE)
+        return false;
+    for (size_t i = 0; i < gen->nlisteners; i++) {
+        uint64_t ignored[CG__REJ_COUNT] = {0};
+        if (gen->cfg->rulesets[cg__gen_listener(gen, i)->ruleset] == rs &&
+            strcmp(a->view.prefilter(a->view.ctx, i, ignored), "off") != 0)
+            return true;
+    }
+    return false;
+}
+
 static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
 {
     bool nul = false;
@@ -651,6 +700,8 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
         put_str(&oom, root, "rule", NULL);
     put_str(&oom, root, "reason", cg__reject_reason_name(matched ? CG__REJ_RULE : CG__REJ_DEFAULT));
     put_str(&oom, root, "family", host.family == 4 ? "ipv4" : "ipv6");
+    put_str(&oom, root, "stage", cg__stage_name(j.stage));
+    put_bool(&oom, root, "prefilter", kernel_refuses(a, gen, rs, &j));
     put_u64(&oom, root, "generation", gen->number);
     cg__gen_unref(gen);
     return reply_json(c, MHD_HTTP_OK, root, oom, NULL, NULL);

@@ -70,6 +70,11 @@ static int view_reload_wait(void *ctx, uint64_t *generation, char *err, size_t e
     return cg__reloader_wait(((daemon *)ctx)->reloader, generation, err, errlen);
 }
 
+static const char *view_prefilter(void *ctx, size_t listener, uint64_t counts[CG__REJ_COUNT])
+{
+    return cg__gate_prefilter(((daemon *)ctx)->gate, listener, counts);
+}
+
 /* ------------------------------------------------------------------------
  * Reloads
  */
@@ -89,12 +94,21 @@ static void note_admin_change(const daemon *d, const cg_admin_conf *na)
     cg__log_event(CG_LOG_WARN, "reload_note", "message", msg, NULL);
 }
 
-static int apply(void *arg, cg_config *cfg, uint64_t *generation, char *err, size_t errlen)
+static int prepare(void *arg, cg_config *cfg, void **prepared, char *err, size_t errlen)
 {
     daemon *d = arg;
-    int rc = cg__gate_apply(d->gate, cfg, generation, err, errlen);
-    if (rc == 0)
-        note_admin_change(d, &cfg->admin); /* the gate's now, and current */
+    return cg__gate_prepare(d->gate, cfg, (cg__gate_next **)prepared, err, errlen);
+}
+
+static int apply(void *arg, void *prepared, uint64_t *generation, char *err, size_t errlen)
+{
+    daemon *d = arg;
+    int rc = cg__gate_commit(d->gate, prepared, generation, err, errlen);
+    if (rc == 0) {
+        cg__gen *gen = cg__gate_acquire(d->gate);
+        note_admin_change(d, &gen->cfg->admin);
+        cg__gen_unref(gen);
+    }
     return rc;
 }
 
@@ -185,6 +199,7 @@ static int start_admin(daemon *d)
         .max_connections = view_max_connections,
         .workers = view_workers,
         .reload_wait = view_reload_wait,
+        .prefilter = view_prefilter,
     };
     int rc = 0;
     if (conf->enabled) {
@@ -233,7 +248,12 @@ static int start(daemon *d, const char *path, cg_config *cfg)
     }
     if (start_pool(d) != 0)
         return 1;
-    const cg__reload_hooks hooks = {.apply = apply, .generation = current_generation, .arg = d};
+    const cg__reload_hooks hooks = {
+        .prepare = prepare,
+        .apply = apply,
+        .generation = current_generation,
+        .arg = d,
+    };
     if (cg__reloader_new(&d->loop, path, cg__gate_stats(d->gate), &hooks, &d->reloader) != 0) {
         fail("out of memory at start", NULL);
         return 1;

@@ -15,6 +15,8 @@
 #include "listener.h"
 #include "log.h"
 #include "policy.h"
+#include "prefilter.h"
+#include "prefilter_compile.h"
 
 /* How often to say that descriptors ran out. */
 #define EMFILE_LOG_MS 10000
@@ -52,7 +54,22 @@ struct cg__gate {
     void (*drained)(void *arg);
     void *drained_arg;
 
+    /* The kernel prefilter: loaded at open (then fixed until restart), or
+     * NULL with the reason in pf_why. pf_mode: each listener's mode in
+     * force (CG_PF_MODE_*), read by the admin port; pf_logged: refusals
+     * already summarised in the log (control thread). */
+    cg__prefilter *pf;
+    char pf_why[256];
+    _Atomic uint32_t *pf_mode;
+    uint64_t *pf_logged;
+
     uint64_t started_ns; /* uv_hrtime() at start, for uptime from any thread */
+};
+
+struct cg__gate_next {
+    cg__gen *gen; /* numbered at commit */
+    uint32_t *modes;
+    cg__pf_staged *staged; /* NULL without the prefilter */
 };
 
 static uint64_t now_ms(cg__gate *g)
@@ -238,31 +255,158 @@ static void swap_generation(cg__gate *g, cg__gen *ng)
     cg__gen_unref(old);
 }
 
-int cg__gate_apply(cg__gate *g, cg_config *cfg, uint64_t *generation, char *err, size_t errlen)
+/* Each listener's kernel mode for generation gen: what its `prefilter`
+ * asks, where the prefilter could be loaded. */
+static const char *pf_mode_name(uint32_t m)
 {
-    size_t *lmap = calloc(g->nlisteners ? g->nlisteners : 1, sizeof(*lmap));
-    if (lmap == NULL) {
-        snprintf(err, errlen, "%s: out of memory", cfg->path);
-        return CG_ENOMEM;
+    return m == CG_PF_MODE_REFUSE ? "refuse" : m == CG_PF_MODE_DROP ? "drop" : "off";
+}
+
+bool cg__gate_kernel_mode(cg_prefilter_mode m, bool loaded, uint32_t *mode)
+{
+    *mode = CG_PF_MODE_OFF;
+    if (m == CG_PREFILTER_OFF || (!loaded && m == CG_PREFILTER_AUTO))
+        return true;
+    if (!loaded)
+        return false;
+    *mode = m == CG_PREFILTER_DROP ? CG_PF_MODE_DROP : CG_PF_MODE_REFUSE;
+    return true;
+}
+
+static int kernel_modes(const cg__gate *g, const cg__gen *gen, uint32_t *modes, char *err,
+                        size_t errlen)
+{
+    for (size_t i = 0; i < g->nlisteners; i++) {
+        const cg_listener_conf *lc = cg__gen_listener(gen, i);
+        if (!cg__gate_kernel_mode(lc->prefilter, g->pf != NULL, &modes[i])) {
+            snprintf(err, errlen, "%s:%" PRIu32 ": listener '%s': prefilter = %s: %s",
+                     gen->cfg->path, lc->line, lc->name, cg_prefilter_mode_name(lc->prefilter),
+                     g->pf_why);
+            return CG_ENOTSUP;
+        }
     }
-    int rc = cg__gate_map_listeners(g->names, g->binds, g->nlisteners, cfg, lmap, err, errlen);
-    cg__gen *ng = rc == 0 ? cg__gen_new(cfg, g->next_generation, lmap, g->nlisteners) : NULL;
-    free(lmap);
-    if (rc != 0)
-        return rc;
-    if (ng == NULL) {
-        snprintf(err, errlen, "%s: out of memory", cfg->path);
-        return CG_ENOMEM;
-    }
-    if (cfg->workers != g->gen->cfg->workers)
-        cg__log_event(CG_LOG_WARN, "reload_note", "message",
-                      "a change of workers needs a restart; keeping the running count", NULL);
-    swap_generation(g, ng);
-    g->next_generation++;
-    cg__log_setup(cfg->log_level, cfg->log_format);
-    cg__admission_set_max(&g->admission, effective_max(g, ng));
-    *generation = ng->number;
     return 0;
+}
+
+int cg__gate_print_prefilter(const cg_config *cfg, FILE *out)
+{
+    char why[256] = "every listener has prefilter = off";
+    cg__prefilter *pf = NULL;
+    bool wanted = false, ok = true;
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        wanted = wanted || cfg->listeners[i].prefilter != CG_PREFILTER_OFF;
+    if (wanted && cg__prefilter_open(&pf, why, sizeof(why)) != 0)
+        pf = NULL;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const cg_listener_conf *lc = &cfg->listeners[i];
+        uint32_t m;
+        bool fits = cg__gate_kernel_mode(lc->prefilter, pf != NULL, &m);
+        fprintf(out, "prefilter %s mode=%s", lc->name, fits ? pf_mode_name(m) : "unavailable");
+        if (!fits)
+            fprintf(out, " (prefilter = %s: %s)", cg_prefilter_mode_name(lc->prefilter), why);
+        else if (m == CG_PF_MODE_OFF && lc->prefilter == CG_PREFILTER_AUTO)
+            fprintf(out, " (auto: %s)", why);
+        fputc('\n', out);
+        ok = ok && fits;
+    }
+    cg__prefilter_close(pf);
+    return ok ? 0 : 1;
+}
+
+/* The kernel's table for gen, loaded into a map of its own. */
+static int stage_kernel(const cg__gate *g, cg__gate_next *n, char *err, size_t errlen)
+{
+    char why[256] = "";
+    cg__pf_table t = {0};
+    if (g->pf == NULL)
+        return 0;
+    int rc = cg__pf_compile(n->gen, n->modes, &t);
+    if (rc == 0)
+        rc = cg__prefilter_stage(g->pf, &t, &n->staged, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "%s", cg_strerror(rc));
+    cg__pf_table_free(&t);
+    if (rc != 0)
+        snprintf(err, errlen, "%s: kernel prefilter: %s", n->gen->cfg->path, why);
+    return rc;
+}
+
+void cg__gate_next_free(cg__gate_next *next)
+{
+    if (next == NULL)
+        return;
+    cg__pf_staged_free(next->staged);
+    cg__gen_unref(next->gen);
+    free(next->modes);
+    free(next);
+}
+
+int cg__gate_prepare(cg__gate *g, cg_config *cfg, cg__gate_next **out, char *err, size_t errlen)
+{
+    size_t n = g->nlisteners ? g->nlisteners : 1;
+    size_t *lmap = calloc(n, sizeof(*lmap));
+    cg__gate_next *next = calloc(1, sizeof(*next));
+    int rc = lmap && next && (next->modes = calloc(n, sizeof(*next->modes))) ? 0 : CG_ENOMEM;
+    if (rc == 0)
+        rc = cg__gate_map_listeners(g->names, g->binds, g->nlisteners, cfg, lmap, err, errlen);
+    else
+        snprintf(err, errlen, "%s: out of memory", cfg->path);
+    if (rc == 0 && (next->gen = cg__gen_new(cfg, 0, lmap, g->nlisteners)) == NULL) {
+        rc = CG_ENOMEM;
+        snprintf(err, errlen, "%s: out of memory", cfg->path);
+    }
+    free(lmap);
+    if (next == NULL || next->gen == NULL)
+        cg_config_free(cfg); /* else the generation has it */
+    if (rc == 0)
+        rc = kernel_modes(g, next->gen, next->modes, err, errlen);
+    if (rc == 0)
+        rc = stage_kernel(g, next, err, errlen);
+    if (rc != 0) {
+        cg__gate_next_free(next);
+        return rc;
+    }
+    *out = next;
+    return 0;
+}
+
+/* Put the kernel's table and the generation in force, one right after the
+ * other: a caller the kernel lets through is judged again by the callback,
+ * so the user-space judge always has the last word. */
+static int install(cg__gate *g, cg__gate_next *next, char *err, size_t errlen)
+{
+    if (next->staged != NULL) {
+        int rc = cg__prefilter_commit(g->pf, next->staged);
+        next->staged = NULL;
+        if (rc != 0) {
+            snprintf(err, errlen, "%s: kernel prefilter: the new table could not be put in force",
+                     next->gen->cfg->path);
+            return rc;
+        }
+    }
+    for (size_t i = 0; i < g->nlisteners; i++)
+        atomic_store_explicit(&g->pf_mode[i], next->modes[i], memory_order_relaxed);
+    next->gen->number = g->next_generation++;
+    swap_generation(g, cg__gen_ref(next->gen));
+    return 0;
+}
+
+int cg__gate_commit(cg__gate *g, cg__gate_next *next, uint64_t *generation, char *err,
+                    size_t errlen)
+{
+    const cg_config *cfg = next->gen->cfg;
+    bool workers_changed = cfg->workers != g->gen->cfg->workers;
+    int rc = install(g, next, err, errlen);
+    if (rc == 0) {
+        if (workers_changed)
+            cg__log_event(CG_LOG_WARN, "reload_note", "message",
+                          "a change of workers needs a restart; keeping the running count", NULL);
+        cg__log_setup(cfg->log_level, cfg->log_format);
+        cg__admission_set_max(&g->admission, effective_max(g, g->gen));
+        *generation = g->gen->number;
+    }
+    cg__gate_next_free(next);
+    return rc;
 }
 
 uint64_t cg__gate_generation(const cg__gate *g)
@@ -301,6 +445,39 @@ uint64_t cg__gate_uptime_ms(const cg__gate *g)
 unsigned cg__gate_workers(const cg__gate *g)
 {
     return g->workers;
+}
+
+/* ------------------------------------------------------------------------
+ * The kernel's refusals
+ */
+
+const char *cg__gate_prefilter(cg__gate *g, size_t l, uint64_t counts[CG__REJ_COUNT])
+{
+    uint64_t k[CG_PF_NREASONS];
+    if (l >= g->nlisteners)
+        return "off";
+    if (g->pf != NULL && cg__prefilter_counts(g->pf, (uint32_t)l, k) == 0)
+        for (int r = 0; r < CG__REJ_COUNT && r < CG_PF_NREASONS; r++)
+            counts[r] += k[r];
+    return pf_mode_name(atomic_load_explicit(&g->pf_mode[l], memory_order_relaxed));
+}
+
+/* One line a second per listener whose callers the kernel refused: they
+ * cannot be logged one by one. */
+static void log_kernel_refusals(cg__gate *g)
+{
+    for (size_t i = 0; g->pf != NULL && i < g->nlisteners; i++) {
+        uint64_t counts[CG__REJ_COUNT] = {0}, total = 0;
+        cg__gate_prefilter(g, i, counts);
+        for (int r = 0; r < CG__REJ_COUNT; r++)
+            total += counts[r];
+        if (total == g->pf_logged[i])
+            continue;
+        char n[24];
+        u64s(n, sizeof(n), total - g->pf_logged[i]);
+        g->pf_logged[i] = total;
+        cg__log_event(CG_LOG_INFO, "prefilter_refused", "listener", g->names[i], "count", n, NULL);
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -349,9 +526,12 @@ void cg__gate_log_stats(cg__gate *g, const char *event, bool per_listener)
 {
     cg__lsum t;
     cg__stats_sum_all(g->stats, &t);
+    for (size_t i = 0; i < g->nlisteners; i++)
+        cg__gate_prefilter(g, i, t.rejected);
     log_counters(g, event, NULL, &t);
     for (size_t i = 0; per_listener && i < g->nlisteners; i++) {
         cg__stats_sum_listener(g->stats, i, &t);
+        cg__gate_prefilter(g, i, t.rejected);
         log_counters(g, "listener_stats", g->names[i], &t);
     }
 }
@@ -405,6 +585,7 @@ static void on_limiter_timer(uv_timer_t *t)
     cg__gate *g = t->data;
     if (g->limiter.suppressed > 0 && now_ms(g) - g->limiter.window_start_ms >= 1000)
         cg__log_limiter_flush(&g->limiter, now_ms(g));
+    log_kernel_refusals(g);
 }
 
 static int gate_init(cg__gate *g, const cg_config *cfg)
@@ -413,8 +594,12 @@ static int gate_init(cg__gate *g, const cg_config *cfg)
     g->listeners = calloc(n, sizeof(*g->listeners));
     g->names = calloc(n, sizeof(*g->names));
     g->binds = calloc(n, sizeof(*g->binds));
+    g->pf_mode = calloc(n, sizeof(*g->pf_mode));
+    g->pf_logged = calloc(n, sizeof(*g->pf_logged));
     g->stats = cg__stats_new(cfg->nlisteners, cfg->workers);
-    int rc = g->listeners && g->names && g->binds && g->stats ? 0 : CG_ENOMEM;
+    int rc = g->listeners && g->names && g->binds && g->pf_mode && g->pf_logged && g->stats
+                 ? 0
+                 : CG_ENOMEM;
     for (size_t i = 0; rc == 0 && i < cfg->nlisteners; i++) {
         g->binds[i] = cfg->listeners[i].bind;
         if ((g->names[i] = strdup(cfg->listeners[i].name)) == NULL)
@@ -460,6 +645,62 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **
     return 0;
 }
 
+/* Load the kernel prefilter for the listeners that ask for it; `why` says
+ * why it is not there otherwise. */
+static void load_prefilter(cg__gate *g)
+{
+    bool wanted = false;
+    for (size_t i = 0; i < g->nlisteners; i++)
+        wanted = wanted || cg__gen_listener(g->gen, i)->prefilter != CG_PREFILTER_OFF;
+    if (!wanted) {
+        snprintf(g->pf_why, sizeof(g->pf_why),
+                 "every listener had prefilter = off at start; turning it on needs a restart");
+        return;
+    }
+    int rc = cg__prefilter_open(&g->pf, g->pf_why, sizeof(g->pf_why));
+    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++)
+        rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, cg__listener_fd(g->listeners[i]),
+                                        (const struct sockaddr *)&g->binds[i].addr,
+                                        g->binds[i].addrlen, g->pf_why, sizeof(g->pf_why));
+    if (rc != 0) {
+        cg__prefilter_close(g->pf);
+        g->pf = NULL;
+    }
+}
+
+/* Generation 1's table in force, or the one warning that auto listeners
+ * are judged after accept only. */
+static int start_prefilter(cg__gate *g, char *err, size_t errlen)
+{
+    cg__gate_next next = {.gen = g->gen};
+    load_prefilter(g);
+    next.modes = calloc(g->nlisteners ? g->nlisteners : 1, sizeof(*next.modes));
+    if (next.modes == NULL) {
+        snprintf(err, errlen, "out of memory at start");
+        return CG_ENOMEM;
+    }
+    int rc = kernel_modes(g, g->gen, next.modes, err, errlen);
+    if (rc == 0)
+        rc = stage_kernel(g, &next, err, errlen);
+    if (rc == 0 && next.staged != NULL && cg__prefilter_commit(g->pf, next.staged) != 0) {
+        snprintf(err, errlen, "kernel prefilter: the table could not be put in force");
+        rc = CG_ESYS;
+    }
+    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++)
+        atomic_store_explicit(&g->pf_mode[i], next.modes[i], memory_order_relaxed);
+    bool fell_back = false;
+    for (size_t i = 0; rc == 0 && g->pf == NULL && i < g->nlisteners; i++)
+        fell_back = fell_back || cg__gen_listener(g->gen, i)->prefilter == CG_PREFILTER_AUTO;
+    if (fell_back) {
+        char msg[320];
+        snprintf(msg, sizeof(msg), "kernel prefilter off: %s; callers are judged after accept",
+                 g->pf_why);
+        cg__log_event(CG_LOG_WARN, "prefilter_off", "message", msg, NULL);
+    }
+    free(next.modes);
+    return rc;
+}
+
 int cg__gate_open(cg__gate *g, char *err, size_t errlen)
 {
     const cg__listener_hooks hooks = {
@@ -475,7 +716,7 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
         if (rc != 0)
             return rc;
     }
-    return 0;
+    return start_prefilter(g, err, errlen);
 }
 
 void cg__gate_start(cg__gate *g, cg__pool *pool)
@@ -486,7 +727,8 @@ void cg__gate_start(cg__gate *g, cg__pool *pool)
         char backends[CG_BACKENDS_STRLEN];
         cg__log_event(CG_LOG_INFO, "listen", "listener", lc->name, "bind", lc->bind.text, "rules",
                       cg_ruleset_name(g->gen->cfg->rulesets[lc->ruleset]), "backend",
-                      cg_listener_backends_text(lc, backends, sizeof(backends)), NULL);
+                      cg_listener_backends_text(lc, backends, sizeof(backends)), "prefilter",
+                      pf_mode_name(atomic_load(&g->pf_mode[i])), NULL);
     }
 }
 
@@ -520,6 +762,9 @@ void cg__gate_free(cg__gate *g)
     free(g->listeners);
     free(g->names);
     free(g->binds);
+    free((void *)g->pf_mode);
+    free(g->pf_logged);
+    cg__prefilter_close(g->pf);
     uv_mutex_destroy(&g->gen_lock);
     free(g);
 }

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <uv.h>
 
@@ -33,21 +34,43 @@ typedef struct cg__gate cg__gate;
  * Listens on nothing yet. Returns 0 and *out, or CG_ENOMEM. */
 int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **out);
 
-/* cg__gate_open: bind and listen on every listener. Returns 0, or a negative
- * CG_E* code with the one-line reason in err (the listeners opened so far
- * are closed by cg__gate_close). Callers are taken once the loop runs and
- * the pool is given (cg__gate_start). */
+/* cg__gate_open: bind and listen on every listener, and load the kernel
+ * prefilter for those whose `prefilter` is not off (auto falls back to off
+ * with one warning where it cannot be loaded; refuse and drop fail). Returns
+ * 0, or a negative CG_E* code with the one-line reason in err (what was
+ * opened so far is closed by cg__gate_close). Callers are taken once the
+ * loop runs and the pool is given (cg__gate_start). */
 int cg__gate_open(cg__gate *g, char *err, size_t errlen);
 
 /* cg__gate_start: hand admitted callers to pool from now on (it must outlive
  * the gate's listeners), and log each listener (event=listen). */
 void cg__gate_start(cg__gate *g, cg__pool *pool);
 
-/* cg__gate_apply: install cfg (a reload) as the next generation, taking it
- * on success: the same listener names and binds, else a refusal naming the
- * line that changed. Returns 0 and the new number in *generation, or
- * CG_EINVAL / CG_ENOMEM with the reason in err (cfg stays the caller's). */
-int cg__gate_apply(cg__gate *g, cg_config *cfg, uint64_t *generation, char *err, size_t errlen);
+/* A reload's next generation, prepared but not in force. */
+typedef struct cg__gate_next cg__gate_next;
+
+/* cg__gate_prepare: make cfg (a reload; taken whatever happens) the next
+ * generation, off to the side: the same listener names and binds, else a
+ * refusal naming the line that changed; and what the kernel prefilter will
+ * hold for it, loaded into a kernel map of its own. Returns 0 and *next,
+ * or a negative CG_E* code with the reason in err. Any thread (the reload
+ * thread), one at a time. */
+int cg__gate_prepare(cg__gate *g, cg_config *cfg, cg__gate_next **next, char *err, size_t errlen);
+
+/* cg__gate_commit: put `next` in force (taken whatever happens): the
+ * kernel's table and the generation the condition callback reads, one right
+ * after the other on this thread. Returns 0 and the new number in
+ * *generation, or CG_ESYS with the reason in err (nothing changed). */
+int cg__gate_commit(cg__gate *g, cg__gate_next *next, uint64_t *generation, char *err,
+                    size_t errlen);
+
+/* cg__gate_next_free: drop a prepared generation. Accepts NULL. Any thread. */
+void cg__gate_next_free(cg__gate_next *next);
+
+/* cg__gate_prefilter: listener l's kernel prefilter: its mode in force
+ * ("refuse", "drop" or "off") and the callers the kernel refused, by reason,
+ * added to counts[CG__REJ_COUNT]. Any thread. */
+const char *cg__gate_prefilter(cg__gate *g, size_t l, uint64_t counts[CG__REJ_COUNT]);
 
 /* cg__gate_drain: stop accepting (close every listener) and call
  * drained(arg) once no connection is open or drain_timeout_ms has passed.
@@ -109,5 +132,16 @@ uint64_t cg__gate_fit_connections(uint64_t fd_limit, size_t nlisteners, unsigned
  * in cfg->listeners. */
 int cg__gate_map_listeners(char *const *names, const cg_endpoint *binds, size_t n,
                            const cg_config *cfg, size_t *lmap, char *err, size_t errlen);
+
+/* cg__gate_kernel_mode: what the kernel does (CG_PF_MODE_*) for a listener
+ * whose `prefilter` is m, with the prefilter loaded or not. False when m asks
+ * for it by name (refuse, drop) and it could not be loaded. */
+bool cg__gate_kernel_mode(cg_prefilter_mode m, bool loaded, uint32_t *mode);
+
+/* cg__gate_print_prefilter: for `condgate -t`: try to load the kernel
+ * prefilter as a start would, and print each listener's mode in force, with
+ * the reason when it is off, one line each. Returns 0, or 1 when a listener
+ * asks for a mode that cannot be had here (the line says why). */
+int cg__gate_print_prefilter(const cg_config *cfg, FILE *out);
 
 #endif /* CG_GATE_H */

@@ -43,6 +43,10 @@ typedef struct cg__gate_view {
      * gate is stopping). Blocks; any thread but the gate's control thread,
      * which is the one that carries the reload out. */
     int (*reload_wait)(void *ctx, uint64_t *generation, char *err, size_t errlen);
+    /* Listener l's kernel prefilter: the mode in force ("refuse", "drop" or
+     * "off"), and the callers the kernel refused added to counts by reason.
+     * Any thread. */
+    const char *(*prefilter)(void *ctx, size_t l, uint64_t counts[CG__REJ_COUNT]);
 } cg__gate_view;
 
 #endif /* CG_GATE_VIEW_H */

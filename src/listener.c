@@ -159,6 +159,11 @@ int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind
     return 0;
 }
 
+cg_socket_t cg__listener_fd(const cg__listener *l)
+{
+    return l->fd;
+}
+
 void cg__listener_close(cg__listener *l)
 {
     if (l == NULL || l->fd == CG_INVALID_SOCKET)

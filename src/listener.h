@@ -43,6 +43,10 @@ int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind
                       const cg__listener_hooks *hooks, cg__listener **out, char *err,
                       size_t errlen);
 
+/* cg__listener_fd: the listening socket (CG_INVALID_SOCKET once closed),
+ * for the kernel prefilter to watch. */
+cg_socket_t cg__listener_fd(const cg__listener *l);
+
 /* cg__listener_close: stop accepting, reject deferred callers and close the
  * socket; its handles finish closing as the loop runs on. A second call does
  * nothing. Accepts NULL. */

@@ -6,6 +6,7 @@
 
 #include "condgate.h"
 #include "daemon.h"
+#include "gate.h"
 #include "log.h"
 
 #define DEFAULT_CONFIG "/etc/condgate/condgate.ini"
@@ -71,6 +72,8 @@ int main(int argc, char **argv)
         return cg__daemon_run(path, cfg); /* the daemon owns cfg from here */
     }
     int rc = cg_config_print(cfg, stdout);
+    if (rc == 0)
+        rc = cg__gate_print_prefilter(cfg, stdout);
     fflush(stdout);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         fprintf(stderr, "%s\n", cfg->warnings[i]);

@@ -36,9 +36,9 @@ struct cg__reloader {
 
     uv_work_t work;
     bool running;
-    bool again;    /* a SIGHUP came in while one was running */
-    bool stopping; /* control thread: start no more */
-    cg_config *loaded;
+    bool again;     /* a SIGHUP came in while one was running */
+    bool stopping;  /* control thread: start no more */
+    void *prepared; /* what prepare made of the loaded configuration */
     int load_rc;
     char load_err[CG_ERR_MAX];
 
@@ -75,9 +75,13 @@ static waiter *take_waiting(cg__reloader *r)
 static void load_work(uv_work_t *w)
 {
     cg__reloader *r = w->data;
-    r->loaded = NULL;
+    cg_config *cfg = NULL;
+    r->prepared = NULL;
     r->load_err[0] = '\0';
-    r->load_rc = cg_config_load(r->path, &r->loaded, r->load_err, sizeof(r->load_err));
+    r->load_rc = cg_config_load(r->path, &cfg, r->load_err, sizeof(r->load_err));
+    if (r->load_rc == 0)
+        r->load_rc =
+            r->hooks.prepare(r->hooks.arg, cfg, &r->prepared, r->load_err, sizeof(r->load_err));
 }
 
 static void start_load(cg__reloader *r);
@@ -101,19 +105,19 @@ static void load_done(uv_work_t *w, int status)
     cg__reloader *r = w->data;
     char err[CG_ERR_MAX] = "";
     int rc = r->load_rc;
-    cg_config *cfg = r->loaded;
     uint64_t number = 0;
 
-    r->loaded = NULL;
+    /* uv_queue_work's work ran (or was cancelled before it ran, leaving
+     * nothing prepared); apply takes what it prepared either way. */
     if (status != 0) {
         rc = CG_ESYS;
         snprintf(err, sizeof(err), "%s: reload cancelled", r->path);
     } else if (rc != 0) {
         snprintf(err, sizeof(err), "%s", r->load_err);
-    } else if ((rc = r->hooks.apply(r->hooks.arg, cfg, &number, err, sizeof(err))) == 0) {
-        cfg = NULL; /* applied: the owner has it */
+    } else {
+        rc = r->hooks.apply(r->hooks.arg, r->prepared, &number, err, sizeof(err));
     }
-    cg_config_free(cfg);
+    r->prepared = NULL;
     if (rc != 0)
         number = r->hooks.generation(r->hooks.arg);
     log_outcome(r, rc, number, err);

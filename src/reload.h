@@ -2,8 +2,9 @@
  * coalescing.
  *
  * A reload reads every file again in the libuv thread pool, so the control
- * loop keeps accepting meanwhile; the loaded configuration is handed to the
- * owner's apply hook on the control thread, which swaps it in or refuses it.
+ * loop keeps accepting meanwhile, and there the owner's prepare hook builds
+ * what the new configuration needs (a generation, kernel tables); its apply
+ * hook then puts it in force on the control thread, or refuses it.
  * One load runs at a time. Requests that come while one runs (SIGHUP, POST
  * /reload) are served by one more load after it, so the files are always
  * read after the request; any number of waiting requests share it.
@@ -20,10 +21,15 @@
 #include "stats.h"
 
 typedef struct cg__reload_hooks {
-    /* Install cfg (control thread). Returns 0 with the new generation's
-     * number in *generation, taking cfg; or a negative CG_E* code with the
-     * one-line reason in err, cfg staying the caller's. */
-    int (*apply)(void *arg, cg_config *cfg, uint64_t *generation, char *err, size_t errlen);
+    /* Build what cfg needs to be put in force, off to the side (in the
+     * thread pool, right after the load): takes cfg whatever happens.
+     * Returns 0 and *prepared, or a negative CG_E* code with the one-line
+     * reason in err. */
+    int (*prepare)(void *arg, cg_config *cfg, void **prepared, char *err, size_t errlen);
+    /* Put it in force (control thread), taking `prepared` whatever happens.
+     * Returns 0 with the new generation's number in *generation, or a
+     * negative CG_E* code with the reason in err. */
+    int (*apply)(void *arg, void *prepared, uint64_t *generation, char *err, size_t errlen);
     /* The generation in force (control thread), for failed reloads. */
     uint64_t (*generation)(void *arg);
     void *arg;

@@ -89,9 +89,9 @@ int cg_config_print(const cg_config *cfg, FILE *out)
         char backends[CG_BACKENDS_STRLEN];
         fprintf(out, "%-9s %-*s bind=%s backend=%s", "listener", w, l->name, l->bind.text,
                 cg_listener_backends_text(l, backends, sizeof(backends)));
-        fprintf(out, " rules=%s connect_timeout_ms=%u idle_timeout_ms=%u\n",
+        fprintf(out, " rules=%s connect_timeout_ms=%u idle_timeout_ms=%u prefilter=%s\n",
                 cg_ruleset_name(cfg->rulesets[l->ruleset]), (unsigned)l->connect_timeout_ms,
-                (unsigned)l->idle_timeout_ms);
+                (unsigned)l->idle_timeout_ms, cg_prefilter_mode_name(l->prefilter));
     }
     return ferror(out) ? CG_EIO : 0;
 }

@@ -344,6 +344,14 @@ static int gate_reload_wait(void *ctx, uint64_t *generation, char *err, size_t e
     return 0;
 }
 
+/* The stand-in has no kernel prefilter: every listener "off", nothing
+ * refused before accept. */
+static const char *gate_prefilter(void *ctx, size_t l, uint64_t counts[CG__REJ_COUNT])
+{
+    (void)ctx, (void)l, (void)counts;
+    return "off";
+}
+
 static const cg__gate_view view = {
     .ctx = &gate,
     .acquire = gate_acquire,
@@ -352,6 +360,7 @@ static const cg__gate_view view = {
     .max_connections = gate_max_connections,
     .workers = gate_workers,
     .reload_wait = gate_reload_wait,
+    .prefilter = gate_prefilter,
 };
 
 /* ------------------------------------------------------------------------
