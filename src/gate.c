@@ -711,8 +711,11 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
         .arg = g,
     };
     for (size_t i = 0; i < g->nlisteners; i++) {
-        int rc = cg__listener_open(g->loop, g->names[i], &g->binds[i], i, &hooks, &g->listeners[i],
-                                   err, errlen);
+        /* Windows' conditional accept is set before listen: a reload that
+         * turns a listener's prefilter on or off there takes a restart. */
+        bool conditional = cg__gen_listener(g->gen, i)->prefilter != CG_PREFILTER_OFF;
+        int rc = cg__listener_open(g->loop, g->names[i], &g->binds[i], i, conditional, &hooks,
+                                   &g->listeners[i], err, errlen);
         if (rc != 0)
             return rc;
     }

@@ -122,7 +122,8 @@ static void on_closed_noop(uv_handle_t *h)
 }
 
 int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind, size_t index,
-                      const cg__listener_hooks *hooks, cg__listener **out, char *err, size_t errlen)
+                      bool conditional, const cg__listener_hooks *hooks, cg__listener **out,
+                      char *err, size_t errlen)
 {
     char why[256];
     cg__listener *l = calloc(1, sizeof(*l));
@@ -135,8 +136,8 @@ int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind
     l->hooks = *hooks;
     l->fd = CG_INVALID_SOCKET;
     l->state = L_CLOSED;
-    int rc = cg__sys_listen((const struct sockaddr *)&bind->addr, bind->addrlen, &l->fd, why,
-                            sizeof(why));
+    int rc = cg__sys_listen((const struct sockaddr *)&bind->addr, bind->addrlen, conditional,
+                            &l->fd, why, sizeof(why));
     if (rc != 0) {
         snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", name, bind->text, why);
         return rc;

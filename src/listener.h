@@ -35,13 +35,14 @@ typedef struct cg__listener_hooks {
 typedef struct cg__listener cg__listener;
 
 /* cg__listener_open: listen on `bind` as listener `name` (index `index` in
- * the hooks' calls) and start accepting on loop. hooks is copied. Returns 0
+ * the hooks' calls) and start accepting on loop; `conditional` as for
+ * cg__sys_listen. hooks is copied. Returns 0
  * and *out, or a negative CG_E* code with "listener 'NAME': ..." in err. On
  * failure *out is still set when anything was made: free it with
  * cg__listener_close and cg__listener_free like an open one. */
 int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind, size_t index,
-                      const cg__listener_hooks *hooks, cg__listener **out, char *err,
-                      size_t errlen);
+                      bool conditional, const cg__listener_hooks *hooks, cg__listener **out,
+                      char *err, size_t errlen);
 
 /* cg__listener_fd: the listening socket (CG_INVALID_SOCKET once closed),
  * for the kernel prefilter to watch. */

@@ -32,13 +32,15 @@ void cg__sys_cleanup(void);
 void cg__sys_thread_init(void);
 
 /* cg__sys_listen: a non-blocking, non-inheritable TCP socket bound to sa and
- * listening. IPv6 [::] is dual-stack, a specific IPv6 address v6-only. On
- * Windows the socket asks for conditional accept (SO_CONDITIONAL_ACCEPT)
- * before listen, so that the condition callback runs before the handshake
- * completes. Returns 0 and *out (close with cg__sys_close_socket), or a
- * CG_E* code with the system's message in why. Any thread. */
-int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out, char *why,
-                   size_t whylen);
+ * listening. IPv6 [::] is dual-stack, a specific IPv6 address v6-only. With
+ * `conditional`, on Windows the socket asks for conditional accept
+ * (SO_CONDITIONAL_ACCEPT) before listen, so that the condition callback runs
+ * before the handshake completes (the listener's `prefilter` is not off);
+ * elsewhere it changes nothing (Linux judges in the kernel with the
+ * prefilter instead). Returns 0 and *out (close with cg__sys_close_socket),
+ * or a CG_E* code with the system's message in why. Any thread. */
+int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
+                   char *why, size_t whylen);
 
 /* cg__sys_close_socket: close a socket gracefully. Ignores
  * CG_INVALID_SOCKET. The thread that owns fd. */

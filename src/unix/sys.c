@@ -64,9 +64,10 @@ static int from_errno(int e)
 }
 
 /* cg__sys_listen: see sys.h. Any thread. */
-int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out, char *why,
-                   size_t whylen)
+int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
+                   char *why, size_t whylen)
 {
+    (void)conditional; /* Linux: the kernel prefilter judges instead */
     int one = 1, e;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 

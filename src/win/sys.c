@@ -66,8 +66,8 @@ static void want_conditional(SOCKET s)
 /* cg__sys_listen: see sys.h. SO_EXCLUSIVEADDRUSE keeps another process from
  * binding the same port (Windows' SO_REUSEADDR would allow that). Any
  * thread. */
-int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out, char *why,
-                   size_t whylen)
+int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
+                   char *why, size_t whylen)
 {
     BOOL on = TRUE;
     u_long nb = 1;
@@ -86,7 +86,8 @@ int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, cg_socket_t *out,
     }
     if (bind(s, sa, salen) != 0)
         goto close_socket;
-    want_conditional(s); /* before listen, or it has no effect */
+    if (conditional)
+        want_conditional(s); /* before listen, or it has no effect */
     if (listen(s, SOMAXCONN) != 0 || ioctlsocket(s, FIONBIO, &nb) != 0)
         goto close_socket;
     *out = s;

@@ -65,7 +65,7 @@ static SOCKET listen_on(int family, const char *ip, uint16_t *port)
     int optlen = (int)sizeof on;
     char why[256];
 
-    if (cg__sys_listen((const struct sockaddr *)&ss, len, &s, why, sizeof why) != 0) {
+    if (cg__sys_listen((const struct sockaddr *)&ss, len, true, &s, why, sizeof why) != 0) {
         print_message("listen on %s: %s\n", ip, why);
         return INVALID_SOCKET;
     }
