@@ -110,7 +110,7 @@ static cg__gen *random_gen(size_t nsets, size_t nl, unsigned entries)
     cfg->nlisteners = nl;
     size_t lmap[8];
     for (size_t s = 0; s < nsets; s++) {
-        char name[16];
+        char name[32];
         snprintf(name, sizeof(name), "set%zu", s);
         cfg->rulesets[s] = random_set(name, entries);
     }
