@@ -229,6 +229,33 @@ SANITIZER_MARKERS = (
 )
 
 
+def _with_prefilter(template, mode):
+    """`prefilter = mode` added to each [listener:...] section without one,
+    after its last key line."""
+    if mode is None:
+        return template
+    out, section, has, last_key = [], None, False, None
+    lines = template.split("\n")
+
+    def close():
+        if section is not None and section.startswith("listener:") and not has \
+                and last_key is not None:
+            out.insert(last_key + 1, "prefilter = %s" % mode)
+
+    for line in lines:
+        m = re.match(r"^\s*\[([^\]]*)\]", line)
+        if m:
+            close()
+            section, has, last_key = m.group(1).strip(), False, None
+        elif re.match(r"^\s*prefilter\s*=", line):
+            has = True
+        if re.match(r"^\s*[A-Za-z_]+\s*=", line) or m:
+            last_key = len(out)
+        out.append(line)
+    close()
+    return "\n".join(out)
+
+
 class Gate:
     """One condgate process driven by a test.
 
@@ -264,8 +291,12 @@ class Gate:
     # -- configuration ----------------------------------------------------
 
     def write(self, ini, files=None, admin_off=True, admin=False, admin_allow=None,
-              token=None):
-        self.template = textwrap.dedent(ini).lstrip("\n")
+              token=None, prefilter="off"):
+        """prefilter: written into every [listener:...] section that does
+        not say (at the end of its keys): "off" by default, so that tests of
+        judging after accept keep testing it whatever the machine may load;
+        None leaves the listeners at the product's default (auto)."""
+        self.template = _with_prefilter(textwrap.dedent(ini).lstrip("\n"), prefilter)
         self._admin_off = admin_off
         self._admin = (admin, admin_allow, token)
         if files:
