@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -362,3 +363,61 @@ def test_unprivileged_falls_back_to_off(gate, unprivileged):
     gate._spawn((), unprivileged, None)
     assert gate.wait_exit() == 1
     assert gate.grep(r"prefilter = refuse: .*CAP_BPF")
+
+
+def test_reloads_under_load(gate, kernel):
+    """100 reloads alternating two sets while callers keep coming: an
+    always-allowed caller is never refused, an always-denied one is always
+    refused by the kernel, and a caller whose verdict flips is served or
+    refused — by the kernel, or at accept when the kernel let its SYN through
+    under the old set and the new one was in force by the time it was
+    accepted (a reset, no byte)."""
+    ini = """
+        [gateway]
+        workers = 2
+
+        [rules]
+        default = deny
+        allow = 127.0.0.0/8
+        deny = 127.0.0.66, %s
+
+        [listener:web]
+        bind = 127.0.0.1:$web
+        backend = echo
+        prefilter = refuse
+        """
+    flip = {"a": "127.0.1.0/24", "b": "127.0.2.0/24"}
+    gate.write(ini % flip["a"], admin=True)
+    gate.start()
+    port = gate.port("web")
+    tally = {"allowed": {}, "denied": {}, "flip": {}}
+    stop = []
+
+    def caller():
+        k = 0
+        while not stop:
+            k += 1
+            for kind, src in (("allowed", "127.0.3.%d" % (1 + k % 250)),
+                              ("denied", "127.0.0.66"),
+                              ("flip", "127.0.%d.%d" % (1 + k % 2, 1 + k % 250))):
+                o = outcome(port, src, timeout=2.0)
+                tally[kind][o] = tally[kind].get(o, 0) + 1
+
+    threads = [threading.Thread(target=caller) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        generation = 1
+        for i in range(100):
+            gate.write(ini % flip["b" if i % 2 == 0 else "a"], admin=True)
+            answer = gate.json("/reload", method="POST")
+            generation += 1
+            assert answer == {"ok": True, "generation": generation}
+    finally:
+        stop.append(True)
+        for t in threads:
+            t.join()
+    assert set(tally["allowed"]) == {"served"}, tally
+    assert set(tally["denied"]) == {"refused"}, tally
+    assert set(tally["flip"]) <= {"served", "refused", "reset"}, tally
+    assert sum(tally["allowed"].values()) > 50, tally
