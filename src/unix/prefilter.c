@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -213,11 +214,20 @@ int cg__prefilter_commit(cg__prefilter *p, cg__pf_staged *s)
     return rc == 0 ? 0 : CG_ESYS;
 }
 
+/* Close a descriptor the bpf(2) system call made. Raw, like its making:
+ * ThreadSanitizer does not see bpf(2) create descriptors, so its close(2)
+ * would mistake a table's descriptor for the socket that last had that
+ * number on a worker thread and report a race that is not there. */
+static void close_bpf_fd(int fd)
+{
+    syscall(SYS_close, fd);
+}
+
 void cg__pf_staged_free(cg__pf_staged *s)
 {
     if (s == NULL)
         return;
-    close(s->fd);
+    close_bpf_fd(s->fd);
     free(s);
 }
 
