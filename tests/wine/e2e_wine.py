@@ -242,11 +242,15 @@ listen = 127.0.0.1:{ports['admin']}
 bind = 127.0.0.1:{ports['strict']}
 backend = echo
 rules = default
+; both judge after accept, so that verdicts, hits and explain compare alike
+; (Linux would refuse in the kernel, which Windows has no counterpart of)
+prefilter = off
 
 [listener:open]
 bind = 127.0.0.1:{ports['open']}
 backend = echo
 rules = open
+prefilter = off
 """)
     return d
 
