@@ -288,14 +288,21 @@ static int kernel_modes(const cg__gate *g, const cg__gen *gen, uint32_t *modes, 
     return 0;
 }
 
+/* Whether any listener of cfg asks for the kernel prefilter. */
+static bool prefilter_wanted(const cg_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        if (cfg->listeners[i].prefilter != CG_PREFILTER_OFF)
+            return true;
+    return false;
+}
+
 int cg__gate_print_prefilter(const cg_config *cfg, FILE *out)
 {
     char why[256] = "every listener has prefilter = off";
     cg__prefilter *pf = NULL;
-    bool wanted = false, ok = true;
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-        wanted = wanted || cfg->listeners[i].prefilter != CG_PREFILTER_OFF;
-    if (wanted && cg__prefilter_open(&pf, why, sizeof(why)) != 0)
+    bool ok = true;
+    if (prefilter_wanted(cfg) && cg__prefilter_open(&pf, why, sizeof(why)) != 0)
         pf = NULL;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const cg_listener_conf *lc = &cfg->listeners[i];
@@ -649,10 +656,7 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **
  * why it is not there otherwise. */
 static void load_prefilter(cg__gate *g)
 {
-    bool wanted = false;
-    for (size_t i = 0; i < g->nlisteners; i++)
-        wanted = wanted || cg__gen_listener(g->gen, i)->prefilter != CG_PREFILTER_OFF;
-    if (!wanted) {
+    if (!prefilter_wanted(g->gen->cfg)) {
         snprintf(g->pf_why, sizeof(g->pf_why),
                  "every listener had prefilter = off at start; turning it on needs a restart");
         return;
