@@ -1340,6 +1340,21 @@ def gate_fds(gate):
     return n
 
 
+def settled_fds(gate, quiet=0.2, timeout=5.0):
+    """gate_fds once it has not changed for `quiet` seconds: a relayed
+    connection is counted closed (active drops) before libuv's close
+    callback has closed its sockets, so a count taken right after
+    /stats says active=0 can still include them."""
+    deadline = time.monotonic() + timeout
+    last, since = gate_fds(gate), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.02)
+        n = gate_fds(gate)
+        if n != last:
+            last, since = n, time.monotonic()
+    return last
+
+
 def wait_fds(gate, want, timeout=30.0, what="descriptors"):
     """Poll until the gate has exactly `want` descriptors open."""
     last = [None]

@@ -27,8 +27,8 @@ import threading
 import time
 
 from cgtest import (connect, cpu_used, echo_check, event_re, expect_rejected, gate_fds,
-                    half_open, listen_queue, rss_bytes, sanitizer_of, silent_handler, wait_fds,
-                    wait_for)
+                    half_open, listen_queue, rss_bytes, sanitizer_of, settled_fds,
+                    silent_handler, wait_fds, wait_for)
 
 MiB = 1024 * 1024
 
@@ -261,7 +261,7 @@ def test_10000_idle_connections_held_and_released(gate, cgload):
         return lambda: gate.json("/stats")["connections"]["active"] == n
 
     wait_for(active(0), 10, "/stats active=0 after the warm-up")
-    base_fds = gate_fds(gate)
+    base_fds = settled_fds(gate)
     base_rss = rss_bytes(gate.pid)
     figures = []
     peak = []
