@@ -527,6 +527,11 @@ static int open_listener(loader *ld, const char *name, uint32_t line)
     l->connect_timeout_ms = 3000;
     l->idle_timeout_ms = 300000;
     l->prefilter = CG_PREFILTER_AUTO;
+    l->mode = CG_MODE_ENFORCE;
+    l->sources.prefix4 = 32;
+    l->sources.prefix6 = 64;
+    l->sources.ban_ttl_s = 600;
+    l->sources.ban_ttl_max_s = 86400;
     ld->cur = cfg->nlisteners++;
     ld->nlb = cfg->nlisteners;
     return 0;
@@ -1098,6 +1103,9 @@ static int set_defaults(cg_config *cfg)
     cfg->workers = cpu_count();
     cfg->max_connections = 10000;
     cfg->drain_timeout_ms = 5000;
+    cfg->max_bans = 1000000;
+    cfg->source_table_max = 1000000;
+    cfg->preview_callers = 65536;
     cfg->log_level = CG_LOG_INFO;
     cfg->log_format = CG_LOG_TEXT;
     cfg->admin.enabled = true;

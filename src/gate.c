@@ -302,7 +302,7 @@ int cg__gate_print_prefilter(const cg_config *cfg, FILE *out)
     char why[256] = "every listener has prefilter = off";
     cg__prefilter *pf = NULL;
     bool ok = true;
-    if (prefilter_wanted(cfg) && cg__prefilter_open(&pf, why, sizeof(why)) != 0)
+    if (prefilter_wanted(cfg) && cg__prefilter_open(&pf, cfg->max_bans, why, sizeof(why)) != 0)
         pf = NULL;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         const cg_listener_conf *lc = &cfg->listeners[i];
@@ -661,7 +661,7 @@ static void load_prefilter(cg__gate *g)
                  "every listener had prefilter = off at start; turning it on needs a restart");
         return;
     }
-    int rc = cg__prefilter_open(&g->pf, g->pf_why, sizeof(g->pf_why));
+    int rc = cg__prefilter_open(&g->pf, g->gen->cfg->max_bans, g->pf_why, sizeof(g->pf_why));
     for (size_t i = 0; rc == 0 && i < g->nlisteners; i++)
         rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, cg__listener_fd(g->listeners[i]),
                                         (const struct sockaddr *)&g->binds[i].addr,

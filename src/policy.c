@@ -13,6 +13,10 @@ const char *cg__stage_name(cg__stage s)
         return "rule";
     case CG__STAGE_LIMIT:
         return "limit";
+    case CG__STAGE_BAN:
+        return "ban";
+    case CG__STAGE_SOURCE:
+        return "source";
     default:
         return "unknown";
     }
@@ -27,6 +31,12 @@ const char *cg__reject_reason_name(cg__reject_reason r)
         return "default";
     case CG__REJ_LIMIT:
         return "limit";
+    case CG__REJ_BAN:
+        return "ban";
+    case CG__REJ_SOURCE_LIMIT:
+        return "source_limit";
+    case CG__REJ_SOURCE_RATE:
+        return "source_rate";
     default:
         return "unknown";
     }

@@ -1,20 +1,21 @@
 /* policy.h — the one judge: how a caller is judged, stage by stage (SPEC §9).
  *
  * Every place that needs a verdict calls cg__policy_judge: the condition
- * callback of every listener, the admin port's /rules/explain and, as they
- * come, the reload preview and the kernel prefilter's compiler. The stages
- * run in order and the first that refuses decides; the judgement names that
- * stage, the reason counted for it, and the evidence (the rule set and entry
- * that decided the rule stage, with its FILE:LINE through cg_ruleset_rule).
+ * callback of every listener, the admin port's /rules/explain, the reload
+ * preview and the kernel prefilter's compiler. The stages run in order and
+ * the first that refuses decides; the judgement names that stage, the reason
+ * counted for it, and the evidence (the ban, or the rule set and entry that
+ * decided the rule stage, with its FILE:LINE through cg_ruleset_rule).
  *
- * Stages today:
+ *     caller ──► ban ──none──► rule ──allow──► source ──ok──► limit ──room──► admitted
+ *                 │             │                │               │
+ *                 ▼             ▼                ▼               ▼
+ *               ban        rule / default   source_limit /     limit
+ *                                           source_rate
  *
- *     caller ──► rule ──allow──► limit ──room──► admitted
- *                 │                │
- *                 │ deny           │ max_connections reached
- *                 ▼                ▼
- *          refused: rule      refused: limit
- *          (or default)
+ * A stage whose input is missing is skipped. The verdict is the same in
+ * enforce and shadow mode: what shadow changes (admitting the caller anyway)
+ * is the gate's business, not the judge's.
  */
 #ifndef CG_POLICY_H
 #define CG_POLICY_H
@@ -22,36 +23,54 @@
 #include <stdbool.h>
 
 #include "admission.h"
+#include "bans.h"
+#include "condgate/config.h"
 #include "condgate/rules.h"
+#include "limits.h"
 
 /* The stage that decided. CG__STAGE_NONE: every stage let the caller in. */
 typedef enum cg__stage {
     CG__STAGE_NONE = 0,
     CG__STAGE_RULE = 1,
     CG__STAGE_LIMIT = 2,
+    CG__STAGE_BAN = 3,
+    CG__STAGE_SOURCE = 4,
 } cg__stage;
 
-/* Why a caller was refused, as counted in rejected_by and the metrics. */
+/* Why a caller was refused, as counted in rejected_by and the metrics. The
+ * numbers are also the kernel prefilter's counter indices
+ * (prefilter_abi.h), so they never change; new reasons go at the end. */
 typedef enum cg__reject_reason {
-    CG__REJ_RULE = 0,    /* a deny entry matched */
-    CG__REJ_DEFAULT = 1, /* nothing matched and the default is deny */
-    CG__REJ_LIMIT = 2,   /* max_connections reached */
-    CG__REJ_COUNT = 3,
+    CG__REJ_RULE = 0,         /* a deny entry matched */
+    CG__REJ_DEFAULT = 1,      /* nothing matched and the default is deny */
+    CG__REJ_LIMIT = 2,        /* max_connections reached */
+    CG__REJ_BAN = 3,          /* a runtime ban covers the caller */
+    CG__REJ_SOURCE_LIMIT = 4, /* max_per_source open, or the source table full */
+    CG__REJ_SOURCE_RATE = 5,  /* rate_per_source reached */
+    CG__REJ_COUNT = 6,
 } cg__reject_reason;
 
-/* cg__stage_name: "none", "rule", "limit". Static storage. */
+/* cg__stage_name: "none", "ban", "rule", "source", "limit". Static storage. */
 const char *cg__stage_name(cg__stage s);
 
-/* cg__reject_reason_name: "rule", "default", "limit". Static storage. */
+/* cg__reject_reason_name: "rule", "default", "limit", "ban",
+ * "source_limit", "source_rate". Static storage. */
 const char *cg__reject_reason_name(cg__reject_reason r);
 
 /* What the judge looks at for one caller. A stage whose input is NULL is
  * skipped (explain of a bare rule set has no admission count). */
 typedef struct cg__policy {
+    cg__bans *bans;                 /* the ban stage */
     const cg_ruleset *set;          /* the rule stage */
+    cg__sources *sources;           /* the source stage, with limits */
+    const cg_source_limits *limits; /* (skipped when cg_source_limits_on is false) */
+    uint32_t listener;              /* gate listener index, for the source table */
     const cg__admission *admission; /* the limit stage */
-    bool count_hits;                /* count a hit on the deciding entry
-                                       (callers, not explanations) */
+    int64_t now_s;                  /* wall clock, for ban expiry */
+    uint64_t now_ms;                /* monotonic, for rates */
+    bool count_hits;                /* a real caller, not an explanation: count
+                                       hits on the deciding ban or entry, and
+                                       rate refusals toward ban_after */
 } cg__policy;
 
 /* The outcome, with its evidence. */
@@ -62,6 +81,9 @@ typedef struct cg__judgement {
     cg_action rule_action;    /* what the rule stage said (when it ran) */
     const cg_ruleset *set;    /* the set the rule stage judged by, or NULL */
     cg_rule_id rule;          /* its deciding entry; CG_RULE_NONE: the default */
+    cg__ban ban;              /* stage ban: the ban that refused */
+    cg__src_verdict source;   /* stage source: what the source table said */
+    cg__src_effect effect;    /* a real caller's source stage: an auto-ban due */
 } cg__judgement;
 
 /* cg__policy_judge: judge the caller `addr` (a host prefix: from

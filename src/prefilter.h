@@ -26,6 +26,7 @@
 
 #include "bpf/prefilter_abi.h"
 #include "condgate/accept.h"
+#include "condgate/rules.h"
 
 typedef struct cg__prefilter cg__prefilter;
 
@@ -38,13 +39,14 @@ typedef struct cg__pf_table {
 /* A table loaded into a kernel map, not yet in force. */
 typedef struct cg__pf_staged cg__pf_staged;
 
-/* cg__prefilter_open: load the programs and maps and attach the sk_lookup
- * program to the process's network namespace; no listener is judged until
+/* cg__prefilter_open: load the programs and maps (the ban map sized for
+ * max_bans prefixes) and attach the sk_lookup program to the process's
+ * network namespace; no listener is judged until
  * added and a table installed. Returns 0 and *out, or CG_EACCES (no right
  * to load BPF programs: root, or CAP_BPF with CAP_NET_ADMIN), CG_ENOTSUP
  * (built without it, or the kernel lacks it) or CG_ESYS, with the reason in
  * why. Any thread. */
-int cg__prefilter_open(cg__prefilter **out, char *why, size_t whylen);
+int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t whylen);
 
 /* cg__prefilter_add_listener: judge packets for the listening socket fd,
  * bound to bind, as `slot` (< CG_PF_MAX_SLOTS): its address and port (for a
@@ -70,6 +72,16 @@ int cg__prefilter_commit(cg__prefilter *p, cg__pf_staged *s);
 /* cg__pf_staged_free: drop a staged table that will not be committed.
  * Accepts NULL. Any thread. */
 void cg__pf_staged_free(cg__pf_staged *s);
+
+/* cg__prefilter_ban: put the ban on prefix c in force in the kernel (add
+ * true), or lift it (add false; a prefix not there is not an error). A
+ * banned caller of any slot whose mode is not off is refused (by that mode)
+ * before the table is searched, and counted under reason CG_PF_REASON_BAN.
+ * One map update: a caller sees the ban or not, never half of it. IPv4
+ * prefixes are held as IPv4-mapped IPv6 ones, so mapped callers are covered.
+ * Returns 0, CG_ERANGE when the kernel's ban map is full (it holds the
+ * max_bans of the start), or CG_ESYS. Any thread. */
+int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add);
 
 /* cg__prefilter_counts: callers refused in the kernel for slot, by reason
  * (summed over CPUs), into out[CG_PF_NREASONS]. Returns 0 or CG_ESYS. Any

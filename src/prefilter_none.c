@@ -4,8 +4,9 @@
 
 #include <stdio.h>
 
-int cg__prefilter_open(cg__prefilter **out, char *why, size_t whylen)
+int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t whylen)
 {
+    (void)max_bans;
     *out = NULL;
     snprintf(why, whylen, "built without BPF support (libbpf, clang, bpftool)");
     return CG_ENOTSUP;
@@ -51,4 +52,10 @@ int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_
 void cg__prefilter_close(cg__prefilter *p)
 {
     (void)p;
+}
+
+int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add)
+{
+    (void)p, (void)c, (void)add;
+    return CG_ENOTSUP;
 }

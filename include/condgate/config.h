@@ -37,6 +37,14 @@
 #define CG_CONFIG_MAX_WORKERS 64
 #define CG_CONFIG_MAX_CONNECTIONS 1000000
 #define CG_CONFIG_MAX_TOKEN 256
+/* Bounds of the dynamic state (SPEC §11, §12, §14). */
+#define CG_CONFIG_MAX_BANS (16u * 1024u * 1024u)    /* max_bans */
+#define CG_CONFIG_MAX_SOURCES (16u * 1024u * 1024u) /* source_table_max */
+#define CG_CONFIG_MAX_PREVIEW (1024u * 1024u)       /* preview_callers */
+#define CG_CONFIG_MAX_NEVER_BAN 1024                /* never_ban entries */
+#define CG_CONFIG_MAX_RATE 1000000u                 /* N of N/window */
+#define CG_CONFIG_MAX_WINDOW_MS 86400000u           /* one day */
+#define CG_CONFIG_MAX_BAN_TTL_S 31536000u           /* one year (SPEC §11) */
 /* Names of rule sets and listeners ([rules:NAME], [listener:NAME]): 1 to
  * CG_CONFIG_MAX_NAME letters, digits, '_', '-' or '.', so they are safe in
  * logs, metric labels and JSON without escaping. */
@@ -83,6 +91,44 @@ typedef enum cg_prefilter_mode {
  * storage). */
 const char *cg_prefilter_mode_name(cg_prefilter_mode m);
 
+/* What a listener does with a refused caller (SPEC §12). */
+typedef enum cg_listener_mode {
+    CG_MODE_ENFORCE = 0, /* refuse it */
+    CG_MODE_SHADOW = 1,  /* judge, count and log it, then admit it */
+} cg_listener_mode;
+
+/* cg_listener_mode_name: "enforce" or "shadow" (static storage). */
+const char *cg_listener_mode_name(cg_listener_mode m);
+
+/* N events per sliding window: `N/s`, `N/Ns`, `N/m` (rate_per_source,
+ * ban_after). count 0: off. */
+typedef struct cg_rate {
+    uint32_t count;     /* 1..CG_CONFIG_MAX_RATE, or 0: off */
+    uint32_t window_ms; /* 1000..CG_CONFIG_MAX_WINDOW_MS */
+} cg_rate;
+
+/* cg_rate_parse: parse "N/s", "N/Ns" or "N/m" (N >= 1, window 1 s to one
+ * day) into *out. Returns 0 or CG_EINVAL / CG_ERANGE with the reason (no
+ * file or line) in err. */
+int cg_rate_parse(const char *s, cg_rate *out, char *err, size_t errlen);
+
+/* A listener's per-source limits and auto-bans (SPEC §12). */
+typedef struct cg_source_limits {
+    uint32_t max_per_source; /* open connections per source; 0: off */
+    cg_rate rate;            /* rate_per_source; count 0: off */
+    uint8_t prefix4;         /* source_prefix for IPv4 (0..32, default 32) */
+    uint8_t prefix6;         /* and IPv6 (0..128, default 64) */
+    cg_rate ban_after;       /* count 0: off; needs rate */
+    uint32_t ban_ttl_s;      /* default 600 */
+    uint32_t ban_ttl_max_s;  /* default 86400, >= ban_ttl_s */
+} cg_source_limits;
+
+/* cg_source_limits_on: whether a listener tracks its sources at all. */
+static inline bool cg_source_limits_on(const cg_source_limits *s)
+{
+    return s->max_per_source != 0 || s->rate.count != 0;
+}
+
 typedef struct cg_listener_conf {
     char *name;    /* from [listener:NAME] */
     uint32_t line; /* line of the section header */
@@ -94,6 +140,8 @@ typedef struct cg_listener_conf {
     uint32_t connect_timeout_ms; /* default 3000 */
     uint32_t idle_timeout_ms;    /* default 300000 */
     cg_prefilter_mode prefilter; /* default auto */
+    cg_listener_mode mode;       /* default enforce */
+    cg_source_limits sources;    /* default: off */
 } cg_listener_conf;
 
 typedef struct cg_admin_conf {
@@ -112,6 +160,15 @@ typedef struct cg_config {
     cg_log_level log_level;    /* default info */
     cg_log_format log_format;  /* default text */
     cg_admin_conf admin;
+    /* Dynamic state ([gateway], SPEC §11, §12, §14). */
+    cg_ruleset *never_ban;     /* frozen, never NULL; named "never_ban"; its
+                                  allow entries are the addresses no ban may
+                                  cover (default 127.0.0.1, ::1), default deny */
+    char *state_file;          /* resolved path, NULL when not set */
+    uint32_t state_file_line;  /* its line in the INI file, 0 when not set */
+    uint32_t max_bans;         /* default 1000000 */
+    uint32_t source_table_max; /* default 1000000 */
+    uint32_t preview_callers;  /* default 65536; 0: no preview ring */
     cg_ruleset **rulesets; /* frozen; [0] is "default" when [rules] exists */
     size_t nrulesets;
     cg_listener_conf *listeners;

@@ -33,6 +33,8 @@ typedef uint64_t cg_pf_u64;
 /* Counters per slot, indexed by reason (policy.h's cg__reject_reason:
  * 0 rule, 1 default; room for the stages to come). */
 #define CG_PF_NREASONS 8
+/* The reason a ban counts under (policy.h's CG__REJ_BAN). */
+#define CG_PF_REASON_BAN 3
 /* Most intervals in one generation's table, all listeners together: two per
  * entry of a 16 M-entry set is the range tables' own bound; this one keeps a
  * table within 24 B x 8 M = 192 MiB. */

@@ -55,8 +55,9 @@ static int fail(int e, const char *what, char *why, size_t whylen)
                                                          : CG_ESYS;
 }
 
-int cg__prefilter_open(cg__prefilter **out, char *why, size_t whylen)
+int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t whylen)
 {
+    (void)max_bans; /* TODO(bans): size the kernel's ban map */
     *out = NULL;
     libbpf_set_print(quiet);
     cg__prefilter *p = calloc(1, sizeof(*p));
@@ -256,4 +257,10 @@ void cg__prefilter_close(cg__prefilter *p)
     bpf_link__destroy(p->link);
     cg_pf__destroy(p->skel);
     free(p);
+}
+
+int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add)
+{
+    (void)p, (void)c, (void)add; /* TODO(bans): the kernel's ban map */
+    return CG_ENOTSUP;
 }
