@@ -29,6 +29,9 @@
 #include <uv.h>
 
 #include "condgate/accept.h"
+#include "admin_bans.h"
+#include "admin_json.h"
+#include "admin_preview.h"
 #include "condgate/rules.h"
 #include "ct.h"
 #include "gen.h"
@@ -93,24 +96,30 @@ struct cg__admin {
     char start_msg[256];
 };
 
-typedef enum MHD_Result (*handler_fn)(cg__admin *a, struct MHD_Connection *c);
+typedef struct request request;
 
-/* One endpoint. A GET endpoint answers HEAD as well. */
+typedef enum MHD_Result (*handler_fn)(cg__admin *a, struct MHD_Connection *c, const request *req);
+
+/* One endpoint. A GET endpoint answers HEAD as well. Endpoints with the
+ * same path and other methods are listed one after the other. */
 typedef struct route {
     const char *path;
     const char *method;
     const char *allow; /* the Allow header of a 405 */
     bool open;         /* served without the token */
+    size_t body_max;   /* 0: the body is dropped (at most MAX_BODY); else kept */
     handler_fn fn;
 } route;
 
 /* Per request, from its request line (on_uri) to completion. */
-typedef struct request {
+struct request {
     const route *route;
-    size_t body;   /* bytes of body seen (and dropped) */
+    size_t body;   /* bytes of body seen */
+    char *kept;    /* the body, for a route with body_max (NUL-terminated) */
+    size_t cap;    /* bytes allocated at kept */
     bool headers;  /* on_request has had the headers (and counted in inflight) */
     bool path_nul; /* the path as sent holds %00 */
-} request;
+};
 
 /* ------------------------------------------------------------------------
  * Responses
@@ -187,6 +196,14 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned status, cJS
     return reply_owned(c, status, TYPE_JSON, body, n + 1, hname, hvalue);
 }
 
+/* Answer with what an endpoint function built (admin_bans.h). */
+static enum MHD_Result reply_built(struct MHD_Connection *c, unsigned status, cJSON *root)
+{
+    if (root == NULL)
+        return reply_oom(c);
+    return reply_json(c, status, root, false, NULL, NULL);
+}
+
 /* {"error": msg} with status and an optional extra header. */
 static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, const char *msg,
                                    const char *hname, const char *hvalue)
@@ -196,74 +213,46 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned status, co
     return reply_json(c, status, root, oom, hname, hvalue);
 }
 
-/* ------------------------------------------------------------------------
- * JSON building: each helper records an allocation failure in *oom and
- * does nothing when the parent is missing, so a handler checks once.
- */
-
-static void put_u64(bool *oom, cJSON *o, const char *key, uint64_t v)
-{
-    /* Raw digits: counters stay exact past 2^53, where a double would not. */
-    char num[24];
-    snprintf(num, sizeof(num), "%" PRIu64, v);
-    if (cJSON_AddRawToObject(o, key, num) == NULL)
-        *oom = true;
-}
-
-/* A string, or null when v is NULL. */
-static void put_str(bool *oom, cJSON *o, const char *key, const char *v)
-{
-    if ((v != NULL ? cJSON_AddStringToObject(o, key, v) : cJSON_AddNullToObject(o, key)) == NULL)
-        *oom = true;
-}
-
-static void put_bool(bool *oom, cJSON *o, const char *key, bool v)
-{
-    if (cJSON_AddBoolToObject(o, key, v) == NULL)
-        *oom = true;
-}
-
-static cJSON *put_obj(bool *oom, cJSON *o, const char *key)
-{
-    cJSON *child = cJSON_AddObjectToObject(o, key);
-    if (child == NULL)
-        *oom = true;
-    return child;
-}
-
-static cJSON *put_arr(bool *oom, cJSON *o, const char *key)
-{
-    cJSON *child = cJSON_AddArrayToObject(o, key);
-    if (child == NULL)
-        *oom = true;
-    return child;
-}
-
-/* A new object appended to array arr. */
-static cJSON *push_obj(bool *oom, cJSON *arr)
-{
-    cJSON *item = cJSON_CreateObject();
-    if (item != NULL && arr != NULL && cJSON_AddItemToArray(arr, item))
-        return item;
-    cJSON_Delete(item);
-    *oom = true;
-    return NULL;
-}
-
-static void push_str(bool *oom, cJSON *arr, const char *v)
-{
-    cJSON *item = cJSON_CreateString(v);
-    if (item != NULL && arr != NULL && cJSON_AddItemToArray(arr, item))
-        return;
-    cJSON_Delete(item);
-    *oom = true;
-}
-
 static void put_rejected_by(bool *oom, cJSON *o, const cg__lsum *t)
 {
     cJSON *by = put_obj(oom, o, "rejected_by");
     for (int r = 0; r < CG__REJ_COUNT; r++)
         put_u64(oom, by, cg__reject_reason_name((cg__reject_reason)r), t->rejected[r]);
+}
+
+/* Callers a shadow listener refused and admitted, in all and by reason. */
+static void put_shadow(bool *oom, cJSON *o, const cg__lsum *t)
+{
+    put_u64(oom, o, "shadow_rejected", cg__lsum_shadow(t));
+    cJSON *by = put_obj(oom, o, "shadow_rejected_by");
+    for (int r = 0; r < CG__REJ_COUNT; r++)
+        put_u64(oom, by, cg__reject_reason_name((cg__reject_reason)r), t->shadow_rejected[r]);
+}
+
+/* The runtime state: bans (how many, the newest, connections they closed)
+ * and the source table. */
+static void put_runtime(bool *oom, cJSON *root, cg__runtime *rt, const cg__lsum *t)
+{
+    cg__bans *bans = cg__runtime_bans(rt);
+    cg__sources *src = cg__runtime_sources(rt);
+    cg__ban newest;
+    cJSON *b = put_obj(oom, root, "bans");
+    put_u64(oom, b, "count", cg__bans_count(bans));
+    if (cg__bans_newest(bans, &newest) == 0) {
+        cJSON *o = cg__admin_ban_json(&newest, cg__runtime_now_s());
+        if (o == NULL || b == NULL || !cJSON_AddItemToObject(b, "newest", o)) {
+            cJSON_Delete(o);
+            *oom = true;
+        }
+    } else {
+        put_str(oom, b, "newest", NULL);
+    }
+    put_u64(oom, b, "closed_connections", t->closed_by_ban);
+    put_u64(oom, b, "kernel_full", cg__runtime_kernel_misses(rt));
+    cJSON *s = put_obj(oom, root, "sources");
+    put_u64(oom, s, "tracked", cg__sources_count(src));
+    put_u64(oom, s, "table_full", cg__sources_full(src));
+    put_u64(oom, s, "bytes", cg__sources_bytes(src));
 }
 
 /* {"cidr", "action", "source", "label", "hits"} of one entry. */
@@ -359,12 +348,12 @@ static void metric_sample(strbuf *b, const char *name, const char *k1, const cha
  * Endpoints
  */
 
-static enum MHD_Result serve_page(cg__admin *a, struct MHD_Connection *c)
+static enum MHD_Result serve_page(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     return reply_static(c, MHD_HTTP_OK, TYPE_HTML, PAGE, PAGE_LEN, NULL, NULL);
 }
 
-static enum MHD_Result serve_health(cg__admin *a, struct MHD_Connection *c)
+static enum MHD_Result serve_health(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     return reply_static(c, MHD_HTTP_OK, TYPE_TEXT, "ok\n", 3, NULL, NULL);
 }
@@ -384,7 +373,7 @@ static const char *add_kernel(cg__admin *a, size_t l, cg__lsum *t, uint64_t *ref
     return mode;
 }
 
-static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
+static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
     cg__stats *st = a->view.stats(a->view.ctx);
@@ -408,7 +397,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     put_u64(&oom, conns, "accepted", t.accepted);
     put_u64(&oom, conns, "rejected", cg__lsum_rejected(&t));
     put_u64(&oom, conns, "closed", t.closed);
+    put_u64(&oom, conns, "shadow_rejected", cg__lsum_shadow(&t));
     put_rejected_by(&oom, root, &t);
+    put_runtime(&oom, root, a->view.runtime(a->view.ctx), &t);
     cJSON *bytes = put_obj(&oom, root, "bytes");
     put_u64(&oom, bytes, "in", t.bytes_in);
     put_u64(&oom, bytes, "out", t.bytes_out);
@@ -436,6 +427,9 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
         put_u64(&oom, o, "bytes_in", t.bytes_in);
         put_u64(&oom, o, "bytes_out", t.bytes_out);
         put_rejected_by(&oom, o, &t);
+        put_str(&oom, o, "mode", cg_listener_mode_name(lc->mode));
+        put_shadow(&oom, o, &t);
+        put_u64(&oom, o, "closed_by_ban", t.closed_by_ban);
         cJSON *pf = put_obj(&oom, o, "prefilter");
         put_str(&oom, pf, "mode", mode);
         put_u64(&oom, pf, "refused", refused);
@@ -459,7 +453,7 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c)
     return reply_json(c, MHD_HTTP_OK, root, oom, NULL, NULL);
 }
 
-static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
+static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
     cg__stats *st = a->view.stats(a->view.ctx);
@@ -485,8 +479,8 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
         metric_sample(&b, "condgate_connections_accepted_total", "listener", LNAME(i), NULL, NULL,
                       sums[i].accepted);
     metric_family(&b, "condgate_connections_rejected_total", "counter",
-                  "Connections refused: a deny rule, the default, or max_connections; in the "
-                  "kernel before the handshake, or at accept.");
+                  "Connections refused: a ban, a deny rule, the default, a per-source limit or "
+                  "max_connections; in the kernel before the handshake, or at accept.");
     for (size_t i = 0; i < n; i++)
         for (int r = 0; r < CG__REJ_COUNT; r++)
             metric_sample(&b, "condgate_connections_rejected_total", "listener", LNAME(i), "reason",
@@ -497,6 +491,18 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
     for (size_t i = 0; i < n; i++)
         metric_sample(&b, "condgate_prefilter_refused_total", "listener", LNAME(i), NULL, NULL,
                       kernel[i]);
+    metric_family(&b, "condgate_shadow_rejected_total", "counter",
+                  "Callers a listener in shadow mode would have refused, and admitted.");
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < CG__REJ_COUNT; r++)
+            metric_sample(&b, "condgate_shadow_rejected_total", "listener", LNAME(i), "reason",
+                          cg__reject_reason_name((cg__reject_reason)r),
+                          sums[i].shadow_rejected[r]);
+    metric_family(&b, "condgate_connections_closed_by_ban_total", "counter",
+                  "Open connections reset because a new ban covered their caller.");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(&b, "condgate_connections_closed_by_ban_total", "listener", LNAME(i), NULL,
+                      NULL, sums[i].closed_by_ban);
     metric_family(&b, "condgate_connections_active", "gauge", "Relayed connections open now.");
     for (size_t i = 0; i < n; i++)
         metric_sample(&b, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
@@ -534,6 +540,19 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c)
         metric_sample(&b, "condgate_rule_entries", "set", name, "family", "ipv4", rs.v4);
         metric_sample(&b, "condgate_rule_entries", "set", name, "family", "ipv6", rs.v6);
     }
+    cg__runtime *rt = a->view.runtime(a->view.ctx);
+    metric_family(&b, "condgate_bans", "gauge", "Runtime bans in force.");
+    metric_sample(&b, "condgate_bans", NULL, NULL, NULL, NULL,
+                  cg__bans_count(cg__runtime_bans(rt)));
+    metric_family(&b, "condgate_sources_tracked", "gauge",
+                  "Sources in the per-source table (source_table_max bounds it).");
+    metric_sample(&b, "condgate_sources_tracked", NULL, NULL, NULL, NULL,
+                  cg__sources_count(cg__runtime_sources(rt)));
+    metric_family(&b, "condgate_source_table_full_total", "counter",
+                  "New sources refused because the source table was full of sources with open "
+                  "connections.");
+    metric_sample(&b, "condgate_source_table_full_total", NULL, NULL, NULL, NULL,
+                  cg__sources_full(cg__runtime_sources(rt)));
     metric_family(&b, "condgate_reloads_total", "counter", "Configuration reloads that succeeded.");
     metric_sample(&b, "condgate_reloads_total", NULL, NULL, NULL, NULL, atomic_load(&st->reloads));
     metric_family(&b, "condgate_config_generation", "gauge",
@@ -557,7 +576,7 @@ release:
     return rc;
 }
 
-static enum MHD_Result serve_rules(cg__admin *a, struct MHD_Connection *c)
+static enum MHD_Result serve_rules(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
     const cg_config *cfg = gen->cfg;
@@ -622,93 +641,201 @@ static const char *query_arg(struct MHD_Connection *c, const char *key, bool *nu
     return v;
 }
 
-/* Whether the kernel refuses a caller the judge refused by rule set rs:
- * some listener on rs has its prefilter on. */
-static bool kernel_refuses(cg__admin *a, const cg__gen *gen, const cg_ruleset *rs,
+/* Whether the kernel refuses a caller the judge refused: a ban, or a rule
+ * of set rs, on a listener (the one asked about, when `only` is not
+ * SIZE_MAX) whose prefilter is on. */
+static bool kernel_refuses(cg__admin *a, const cg__gen *gen, const cg_ruleset *rs, size_t only,
                            const cg__judgement *j)
 {
-    if (j->admit || j->stage != CG__STAGE_RULE)
+    if (j->admit || (j->stage != CG__STAGE_RULE && j->stage != CG__STAGE_BAN))
         return false;
     for (size_t i = 0; i < gen->nlisteners; i++) {
         uint64_t ignored[CG__REJ_COUNT] = {0};
-        if (gen->cfg->rulesets[cg__gen_listener(gen, i)->ruleset] == rs &&
+        bool on_set = gen->cfg->rulesets[cg__gen_listener(gen, i)->ruleset] == rs ||
+                      j->stage == CG__STAGE_BAN;
+        if ((only == SIZE_MAX || only == i) && on_set &&
             strcmp(a->view.prefilter(a->view.ctx, i, ignored), "off") != 0)
             return true;
     }
     return false;
 }
 
-static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c)
+/* The gate listener named `name`, or SIZE_MAX. */
+static size_t find_listener(const cg__gen *gen, const char *name)
+{
+    for (size_t i = 0; i < gen->nlisteners; i++)
+        if (strcmp(cg__gen_listener(gen, i)->name, name) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+/* 404 for a set or listener that is not there; the name goes back only when
+ * it could be one: anything else (bytes that are not UTF-8, quotes) has no
+ * place in the JSON. */
+static enum MHD_Result reply_no_such(struct MHD_Connection *c, const char *what, const char *name)
+{
+    char msg[160];
+    if (cg_config_name_ok(name, strlen(name)))
+        snprintf(msg, sizeof(msg), "no %s named '%s'", what, name);
+    else
+        snprintf(msg, sizeof(msg),
+                 "no %s by that name (names are 1-%d letters, digits, '_', '-' or '.')", what,
+                 CG_CONFIG_MAX_NAME);
+    return reply_error(c, MHD_HTTP_NOT_FOUND, msg, NULL, NULL);
+}
+
+/* The deciding rule of judgement j: a ban, an entry of its set, or null. */
+static void put_deciding(bool *oom, cJSON *root, const cg__judgement *j)
+{
+    cg_rule_info info;
+    if (j->stage == CG__STAGE_BAN) {
+        char cidr[CG_CIDR_STRLEN], src[32];
+        cJSON *o = put_obj(oom, root, "rule");
+        snprintf(src, sizeof(src), "ban:%s", cg__ban_origin_name(j->ban.origin));
+        put_str(oom, o, "cidr", cg_cidr_format(&j->ban.cidr, cidr, sizeof(cidr)));
+        put_str(oom, o, "action", "deny");
+        put_str(oom, o, "source", src);
+        put_u64(oom, o, "hits", j->ban.hits);
+        cJSON *ban = cg__admin_ban_json(&j->ban, cg__runtime_now_s());
+        if (ban == NULL || !cJSON_AddItemToObject(root, "ban", ban)) {
+            cJSON_Delete(ban);
+            *oom = true;
+        }
+    } else if (j->set != NULL && j->rule != CG_RULE_NONE &&
+               cg_ruleset_rule(j->set, j->rule, &info) == 0) {
+        put_rule(oom, put_obj(oom, root, "rule"), &info);
+    } else {
+        put_str(oom, root, "rule", NULL);
+    }
+}
+
+/* The reason an answer names: the refusal's, else what the rule stage went
+ * by (an entry, or the default). */
+static const char *explain_reason(const cg__judgement *j)
+{
+    if (!j->admit)
+        return cg__reject_reason_name(j->reason);
+    return cg__reject_reason_name(j->rule != CG_RULE_NONE ? CG__REJ_RULE : CG__REJ_DEFAULT);
+}
+
+/* Parse ?addr= into one host address, or answer 400. */
+static bool explain_addr(struct MHD_Connection *c, const char *addr, cg_cidr *host,
+                         enum MHD_Result *rc)
+{
+    char perr[256], msg[400];
+    if (addr == NULL || addr[0] == '\0') {
+        *rc = reply_error(c, MHD_HTTP_BAD_REQUEST, "missing addr: /rules/explain?addr=IP", NULL,
+                          NULL);
+        return false;
+    }
+    if (cg_cidr_parse(addr, strlen(addr), host, perr, sizeof(perr)) != 0) {
+        snprintf(msg, sizeof(msg), "bad addr: %s", perr);
+        *rc = reply_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL, NULL);
+        return false;
+    }
+    if (host->len != (host->family == 4 ? 32 : 128)) {
+        snprintf(msg, sizeof(msg), "bad addr: want one address, not the prefix /%u",
+                 (unsigned)host->len);
+        *rc = reply_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL, NULL);
+        return false;
+    }
+    return true;
+}
+
+static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     bool nul = false;
     const char *addr = query_arg(c, "addr", &nul);
     const char *set = query_arg(c, "set", &nul);
-    char perr[256], msg[400];
+    const char *lname = query_arg(c, "listener", &nul);
     cg_cidr host;
+    enum MHD_Result rc;
 
     if (nul)
         return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte in the query", NULL, NULL);
-    if (addr == NULL || addr[0] == '\0')
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, "missing addr: /rules/explain?addr=IP", NULL,
+    if (!explain_addr(c, addr, &host, &rc))
+        return rc;
+    if (set != NULL && lname != NULL)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "give set= or listener=, not both", NULL,
                            NULL);
-    if (cg_cidr_parse(addr, strlen(addr), &host, perr, sizeof(perr)) != 0) {
-        snprintf(msg, sizeof(msg), "bad addr: %s", perr);
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL, NULL);
-    }
-    if (host.len != (host.family == 4 ? 32 : 128)) {
-        snprintf(msg, sizeof(msg), "bad addr: want one address, not the prefix /%u",
-                 (unsigned)host.len);
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL, NULL);
-    }
 
     cg__gen *gen = a->view.acquire(a->view.ctx);
-    const cg_ruleset *rs = NULL;
-    if (set == NULL || set[0] == '\0') {
-        rs = default_set(gen->cfg);
+    cg__policy p = {.bans = cg__runtime_bans(a->view.runtime(a->view.ctx)),
+                    .now_s = cg__runtime_now_s()};
+    size_t l = SIZE_MAX;
+    if (lname != NULL) {
+        if ((l = find_listener(gen, lname)) == SIZE_MAX) {
+            cg__gen_unref(gen);
+            return reply_no_such(c, "listener", lname);
+        }
+        /* The listener's set, bans and limits as they stand: nothing is
+         * counted (an explanation is not a caller). */
+        a->view.policy(a->view.ctx, gen, l, &p);
+    } else if (set == NULL || set[0] == '\0') {
+        p.set = default_set(gen->cfg);
     } else {
         long i = cg_config_find_ruleset(gen->cfg, set);
-        rs = i >= 0 ? gen->cfg->rulesets[i] : NULL;
+        p.set = i >= 0 ? gen->cfg->rulesets[i] : NULL;
     }
-    if (rs == NULL) {
-        /* The name goes back only when it could be one: anything else
-         * (bytes that are not UTF-8, quotes) has no place in the JSON. */
-        if (set == NULL || cg_config_name_ok(set, strlen(set)))
-            snprintf(msg, sizeof(msg), "no rule set named '%s'", set != NULL ? set : "default");
-        else
-            snprintf(msg, sizeof(msg),
-                     "no rule set by that name (names are 1-%d letters, digits, '_', '-' or '.')",
-                     CG_CONFIG_MAX_NAME);
+    if (p.set == NULL) {
         cg__gen_unref(gen);
-        return reply_error(c, MHD_HTTP_NOT_FOUND, msg, NULL, NULL);
+        return reply_no_such(c, "rule set", set != NULL ? set : "default");
     }
 
-    /* The judge of every caller, on the named set alone: no hit counted,
-     * no admission stage (an explanation is not a caller). */
     bool oom = false;
-    cg_rule_info info;
     cg__judgement j;
-    const cg__policy p = {.set = rs};
     cg__policy_judge(&p, &host, &j);
-    bool matched = j.rule != CG_RULE_NONE && cg_ruleset_rule(rs, j.rule, &info) == 0;
     cJSON *root = cJSON_CreateObject();
     put_str(&oom, root, "addr", addr);
-    put_str(&oom, root, "set", cg_ruleset_name(rs));
-    put_str(&oom, root, "verdict", cg_action_name(j.rule_action));
-    if (matched)
-        put_rule(&oom, put_obj(&oom, root, "rule"), &info);
-    else
-        put_str(&oom, root, "rule", NULL);
-    put_str(&oom, root, "reason", cg__reject_reason_name(matched ? CG__REJ_RULE : CG__REJ_DEFAULT));
+    if (lname != NULL)
+        put_str(&oom, root, "listener", lname);
+    put_str(&oom, root, "set", cg_ruleset_name(p.set));
+    put_str(&oom, root, "verdict", j.admit ? "allow" : "deny");
+    put_deciding(&oom, root, &j);
+    put_str(&oom, root, "reason", explain_reason(&j));
     put_str(&oom, root, "family", host.family == 4 ? "ipv4" : "ipv6");
     put_str(&oom, root, "stage", cg__stage_name(j.stage));
-    put_bool(&oom, root, "prefilter", kernel_refuses(a, gen, rs, &j));
+    if (lname != NULL)
+        put_str(&oom, root, "mode", cg_listener_mode_name(cg__gen_listener(gen, l)->mode));
+    put_bool(&oom, root, "prefilter",
+             (l == SIZE_MAX || cg__gen_listener(gen, l)->mode == CG_MODE_ENFORCE) &&
+                 kernel_refuses(a, gen, p.set, l, &j));
     put_u64(&oom, root, "generation", gen->number);
     cg__gen_unref(gen);
     return reply_json(c, MHD_HTTP_OK, root, oom, NULL, NULL);
 }
 
-static enum MHD_Result serve_reload(cg__admin *a, struct MHD_Connection *c)
+/* POST /reload?dry_run=1: the reload preview; nothing changes. */
+static enum MHD_Result serve_preview(cg__admin *a, struct MHD_Connection *c)
 {
+    char err[CG_ERR_MAX] = "";
+    cg__gen *after = NULL;
+    int rc = a->view.candidate(a->view.ctx, &after, err, sizeof(err));
+    if (rc != 0) {
+        bool oom = false;
+        cJSON *root = cJSON_CreateObject();
+        put_bool(&oom, root, "ok", false);
+        put_bool(&oom, root, "dry_run", true);
+        put_str(&oom, root, "error", err);
+        return reply_json(c, MHD_HTTP_UNPROCESSABLE_CONTENT, root, oom, NULL, NULL);
+    }
+    cg__gen *now = a->view.acquire(a->view.ctx);
+    cJSON *root = cg__admin_preview(now, after, a->view.runtime(a->view.ctx));
+    cg__gen_unref(now);
+    cg__gen_unref(after);
+    return reply_built(c, MHD_HTTP_OK, root);
+}
+
+static enum MHD_Result serve_reload(cg__admin *a, struct MHD_Connection *c, const request *req)
+{
+    bool nul = false;
+    const char *dry = query_arg(c, "dry_run", &nul);
+    if (nul)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte in the query", NULL, NULL);
+    if (dry != NULL && strcmp(dry, "1") != 0 && strcmp(dry, "0") != 0)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "bad dry_run: want 1 or 0", NULL, NULL);
+    if (dry != NULL && strcmp(dry, "1") == 0)
+        return serve_preview(a, c);
     char err[CG_ERR_MAX] = "";
     uint64_t generation = 0;
     int rc = a->view.reload_wait(a->view.ctx, &generation, err, sizeof(err));
@@ -727,17 +854,55 @@ static enum MHD_Result serve_reload(cg__admin *a, struct MHD_Connection *c)
     return reply_json(c, status, root, oom, NULL, NULL);
 }
 
+#define BANS_ALLOW "GET, HEAD, POST, DELETE"
+
+static enum MHD_Result serve_bans_get(cg__admin *a, struct MHD_Connection *c, const request *req)
+{
+    bool nul = false;
+    const char *limit = query_arg(c, "limit", &nul);
+    const char *after = query_arg(c, "after", &nul);
+    cJSON *root = NULL;
+    if (nul)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte in the query", NULL, NULL);
+    unsigned status = cg__admin_bans_get(a->view.runtime(a->view.ctx), limit, after, &root);
+    return reply_built(c, status, root);
+}
+
+static enum MHD_Result serve_bans_post(cg__admin *a, struct MHD_Connection *c, const request *req)
+{
+    cJSON *root = NULL;
+    cg__gen *gen = a->view.acquire(a->view.ctx);
+    unsigned status = cg__admin_bans_post(a->view.runtime(a->view.ctx), gen->cfg->never_ban,
+                                          req->kept != NULL ? req->kept : "", req->body, &root);
+    cg__gen_unref(gen);
+    return reply_built(c, status, root);
+}
+
+static enum MHD_Result serve_bans_delete(cg__admin *a, struct MHD_Connection *c, const request *req)
+{
+    bool nul = false;
+    const char *cidr = query_arg(c, "cidr", &nul);
+    cJSON *root = NULL;
+    if (nul)
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "NUL byte in the query", NULL, NULL);
+    unsigned status = cg__admin_bans_delete(a->view.runtime(a->view.ctx), cidr, &root);
+    return reply_built(c, status, root);
+}
+
 /* The page is open: it is the same static file for everyone and holds no
  * figures, and a browser cannot send a bearer token when it navigates to a
  * URL; the page asks for the token and sends it on every fetch. */
 static const route routes[] = {
-    {"/", "GET", "GET, HEAD", true, serve_page},
-    {"/healthz", "GET", "GET, HEAD", false, serve_health},
-    {"/stats", "GET", "GET, HEAD", false, serve_stats},
-    {"/metrics", "GET", "GET, HEAD", false, serve_metrics},
-    {"/rules", "GET", "GET, HEAD", false, serve_rules},
-    {"/rules/explain", "GET", "GET, HEAD", false, serve_explain},
-    {"/reload", "POST", "POST", false, serve_reload},
+    {"/", "GET", "GET, HEAD", true, 0, serve_page},
+    {"/healthz", "GET", "GET, HEAD", false, 0, serve_health},
+    {"/stats", "GET", "GET, HEAD", false, 0, serve_stats},
+    {"/metrics", "GET", "GET, HEAD", false, 0, serve_metrics},
+    {"/rules", "GET", "GET, HEAD", false, 0, serve_rules},
+    {"/rules/explain", "GET", "GET, HEAD", false, 0, serve_explain},
+    {"/reload", "POST", "POST", false, 0, serve_reload},
+    {"/bans", "GET", BANS_ALLOW, false, 0, serve_bans_get},
+    {"/bans", "POST", BANS_ALLOW, false, CG_BAN_BODY_MAX, serve_bans_post},
+    {"/bans", "DELETE", BANS_ALLOW, false, 0, serve_bans_delete},
 };
 
 /* ------------------------------------------------------------------------
@@ -791,24 +956,53 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
         atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);
         if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms()))
             cg__log_reject("admin_reject", NULL, addr, cg__reject_reason_name(j.reason), j.set,
-                           j.rule);
+                           j.rule, NULL, false);
     }
     cg__gen_unref(gen);
     return admit ? MHD_YES : MHD_NO;
-}
-
-static const route *find_route(const char *url)
-{
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-        if (strcmp(url, routes[i].path) == 0)
-            return &routes[i];
-    return NULL;
 }
 
 static bool method_fits(const route *rt, const char *method)
 {
     return strcmp(method, rt->method) == 0 ||
            (strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
+}
+
+/* The endpoint for url and method; when only the path is known, its first
+ * endpoint (whose Allow header a 405 sends); NULL for an unknown path. */
+static const route *find_route(const char *url, const char *method)
+{
+    const route *first = NULL;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(url, routes[i].path) != 0)
+            continue;
+        if (method_fits(&routes[i], method))
+            return &routes[i];
+        if (first == NULL)
+            first = &routes[i];
+    }
+    return first;
+}
+
+/* Keep n more bytes of a route's body. Returns false past its body_max. */
+static bool keep_body(request *r, const char *data, size_t n)
+{
+    if (r->body + n > r->route->body_max)
+        return false;
+    if (r->body + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->body + n + 1)
+            cap *= 2;
+        char *p = realloc(r->kept, cap);
+        if (p == NULL)
+            return false;
+        r->kept = p;
+        r->cap = cap;
+    }
+    memcpy(r->kept + r->body, data, n);
+    r->body += n;
+    r->kept[r->body] = '\0';
+    return true;
 }
 
 /* Counts Content-Length and Transfer-Encoding headers for framing_ok. */
@@ -835,8 +1029,8 @@ static bool framing_ok(struct MHD_Connection *c)
     return n[0] <= 1 && !(n[0] == 1 && n[1] > 0);
 }
 
-/* The announced body is longer than MAX_BODY (or its length is garbage). */
-static bool body_too_long(struct MHD_Connection *c)
+/* The announced body is longer than max (or its length is garbage). */
+static bool body_too_long(struct MHD_Connection *c, size_t max)
 {
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -845,7 +1039,7 @@ static bool body_too_long(struct MHD_Connection *c)
     char *end;
     errno = 0;
     unsigned long long n = strtoull(cl, &end, 10);
-    return errno != 0 || end == cl || n > MAX_BODY;
+    return errno != 0 || end == cl || n > max;
 }
 
 /* MHD's request handler: called with the headers, then once per piece of
@@ -865,11 +1059,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->route == NULL)
             return MHD_NO; /* answered with the headers */
         if (*upload_size != 0) {
-            r->body += *upload_size;
+            size_t n = *upload_size;
             *upload_size = 0;
+            if (r->route->body_max > 0)
+                return keep_body(r, upload, n) ? MHD_YES : MHD_NO;
+            r->body += n;
             return r->body <= MAX_BODY ? MHD_YES : MHD_NO;
         }
-        return r->route->fn(a, c);
+        return r->route->fn(a, c, r);
     }
 
     /* First call, with the headers: counted until on_completed. */
@@ -884,7 +1081,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                            "ambiguous body length: several Content-Length headers, or "
                            "Content-Length with Transfer-Encoding",
                            NULL, NULL);
-    const route *rt = find_route(url);
+    const route *rt = find_route(url, method);
     if (!(rt != NULL && rt->open && method_fits(rt, method)) && !authorized(a, c)) {
         atomic_fetch_add_explicit(&a->unauthorized, 1, memory_order_relaxed);
         return reply_error(c, MHD_HTTP_UNAUTHORIZED, "a bearer token is required",
@@ -895,7 +1092,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!method_fits(rt, method))
         return reply_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
                            MHD_HTTP_HEADER_ALLOW, rt->allow);
-    if (body_too_long(c))
+    if (body_too_long(c, rt->body_max > 0 ? rt->body_max : MAX_BODY))
         return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large", NULL, NULL);
     r->route = rt;
     return MHD_YES;
@@ -924,6 +1121,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **state,
     request *r = *state;
     if (r != NULL && r->headers)
         atomic_fetch_sub_explicit(&a->inflight, 1, memory_order_release);
+    if (r != NULL)
+        free(r->kept);
     free(r);
     *state = NULL;
 }

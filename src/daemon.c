@@ -21,12 +21,14 @@
 #include "gate.h"
 #include "log.h"
 #include "reload.h"
+#include "runtime.h"
 #include "signals.h"
 #include "sys.h"
 #include "worker.h"
 
 typedef struct daemon {
     uv_loop_t loop;
+    cg__runtime *rt; /* bans, sources, recent callers: outlive the gate's generations */
     cg__gate *gate;
     cg__pool *pool;
     cg__reloader *reloader;
@@ -73,6 +75,37 @@ static int view_reload_wait(void *ctx, uint64_t *generation, char *err, size_t e
 static const char *view_prefilter(void *ctx, size_t listener, uint64_t counts[CG__REJ_COUNT])
 {
     return cg__gate_prefilter(((daemon *)ctx)->gate, listener, counts);
+}
+
+static void view_policy(void *ctx, const cg__gen *gen, size_t listener, cg__policy *out)
+{
+    cg__gate_policy(((daemon *)ctx)->gate, gen, listener, false, out);
+}
+
+static cg__runtime *view_runtime(void *ctx)
+{
+    return ((daemon *)ctx)->rt;
+}
+
+static int view_candidate(void *ctx, cg__gen **out, char *err, size_t errlen)
+{
+    return cg__gate_candidate(((daemon *)ctx)->gate, out, err, errlen);
+}
+
+/* ------------------------------------------------------------------------
+ * What the relay asks of the runtime state
+ */
+
+static void relay_release(void *arg, void *hold)
+{
+    cg__sources_release(cg__runtime_sources(arg), hold);
+}
+
+static bool relay_banned(void *arg, const cg__peer *peer)
+{
+    cg_cidr a;
+    return cg_addr_from_sockaddr(&peer->sa, &a) == 0 &&
+           cg__bans_match(cg__runtime_bans(arg), &a, cg__runtime_now_s(), false, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -175,6 +208,9 @@ static int start_pool(daemon *d)
                 .listener_names = cg__gate_names(d->gate),
                 .nlisteners = gen->nlisteners,
                 .accepted_nodelay = cg__sys_nodelay_inherited(),
+                .release = relay_release,
+                .banned = relay_banned,
+                .arg = d->rt,
             },
         .inline_loop = &d->loop, /* worker 0 runs on this thread */
     };
@@ -200,6 +236,9 @@ static int start_admin(daemon *d)
         .workers = view_workers,
         .reload_wait = view_reload_wait,
         .prefilter = view_prefilter,
+        .policy = view_policy,
+        .runtime = view_runtime,
+        .candidate = view_candidate,
     };
     int rc = 0;
     if (conf->enabled) {
@@ -232,7 +271,12 @@ static int start(daemon *d, const char *path, cg_config *cfg)
 {
     char err[CG_ERR_MAX] = "";
     cg__log_setup(cfg->log_level, cfg->log_format);
-    if (cg__gate_new(&d->loop, cfg, cg__sys_raise_fd_limit(), &d->gate) != 0) {
+    if (cg__runtime_new(&d->loop, cfg, &d->rt, err, sizeof(err)) != 0) {
+        cg_config_free(cfg);
+        fail(err, NULL);
+        return 1;
+    }
+    if (cg__gate_new(&d->loop, cfg, cg__sys_raise_fd_limit(), d->rt, &d->gate) != 0) {
         fail("out of memory at start", NULL);
         return 1;
     }
@@ -278,12 +322,15 @@ static void cleanup(daemon *d)
     d->signals = NULL;
     if (d->gate != NULL)
         cg__gate_close(d->gate);
+    cg__runtime_close(d->rt);
     /* Let every closed handle's callback run before the loop goes away,
-     * worker 0's connections included: then the pool can go. */
+     * worker 0's connections included: then the pool can go, and with it
+     * every connection's hold on the source table. */
     uv_run(&d->loop, UV_RUN_DEFAULT);
     cg__pool_free(d->pool);
     cg__reloader_free(d->reloader);
     cg__gate_free(d->gate);
+    cg__runtime_free(d->rt); /* the state file's last write */
     uv_loop_close(&d->loop);
 }
 

@@ -17,6 +17,7 @@
 #include "policy.h"
 #include "prefilter.h"
 #include "prefilter_compile.h"
+#include "runtime.h"
 
 /* How often to say that descriptors ran out. */
 #define EMFILE_LOG_MS 10000
@@ -38,6 +39,7 @@ struct cg__gate {
     cg_endpoint *binds; /* fixed until restart */
 
     cg__stats *stats;
+    cg__runtime *rt; /* bans, sources, recent callers: outlive generations */
     cg__admission admission;
     cg__pool *pool;
     uint64_t fd_limit;
@@ -86,32 +88,105 @@ static void u64s(char *buf, size_t n, uint64_t v)
  * The listeners' hooks: judging callers and counting the outcomes
  */
 
+void cg__gate_policy(cg__gate *g, const cg__gen *gen, size_t l, bool real, cg__policy *out)
+{
+    const cg_listener_conf *lc = cg__gen_listener(gen, l);
+    *out = (cg__policy){
+        .bans = cg__runtime_bans(g->rt),
+        .set = gen->cfg->rulesets[lc->ruleset],
+        .sources = cg__runtime_sources(g->rt),
+        .limits = &lc->sources,
+        .listener = (uint32_t)l,
+        .admission = &g->admission,
+        .now_s = cg__runtime_now_s(),
+        .now_ms = uv_now(g->loop),
+        .count_hits = real,
+    };
+}
+
+/* A source's rate refusals tripped ban_after: ban it (origin auto), unless
+ * never_ban protects it. Control thread. */
+static void auto_ban(cg__gate *g, size_t index, const cg__src_effect *e, int64_t now_s)
+{
+    char cidr[CG_CIDR_STRLEN], ttl[24], err[CG_ERR_MAX];
+    cg_cidr hit;
+    cg_cidr_format(&e->cidr, cidr, sizeof(cidr));
+    if (cg__bans_overlap(g->gen->cfg->never_ban, &e->cidr, &hit)) {
+        cg__log_event(CG_LOG_WARN, "auto_ban_skipped", "listener", g->names[index], "cidr", cidr,
+                      "message", "never_ban protects this source", NULL);
+        return;
+    }
+    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
+    cg__ban ban = {.cidr = e->cidr,
+                   .origin = CG__BAN_AUTO,
+                   .created_s = now_s,
+                   .expires_s = now_s + e->ttl_s};
+    snprintf(ban.reason, sizeof(ban.reason), "listener %s: %u source_rate refusals in %u s",
+             lc->name, lc->sources.ban_after.count, lc->sources.ban_after.window_ms / 1000);
+    snprintf(ttl, sizeof(ttl), "%u", e->ttl_s);
+    if (cg__runtime_ban(g->rt, &ban, false, NULL, err, sizeof(err)) != 0) {
+        cg__log_event(CG_LOG_WARN, "auto_ban_failed", "listener", g->names[index], "cidr", cidr,
+                      "message", err, NULL);
+        return;
+    }
+    cg__log_event(CG_LOG_INFO, "ban", "cidr", cidr, "origin", "auto", "listener", g->names[index],
+                  "ttl_s", ttl, NULL);
+}
+
 static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out)
 {
     cg__gate *g = arg;
-    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
-    cg__policy p = {
-        .set = g->gen->cfg->rulesets[lc->ruleset],
-        .admission = &g->admission,
-        .count_hits = true,
-    };
-    return cg__policy_judge_sockaddr(&p, caller, out);
+    cg__policy p;
+    cg_cidr addr;
+    if (cg_addr_from_sockaddr(caller, &addr) != 0)
+        addr.family = 0; /* no family: every set answers its default */
+    cg__gate_policy(g, g->gen, index, true, &p);
+    cg__policy_judge(&p, &addr, out);
+    cg__recent_note(cg__runtime_recent(g->rt), (uint32_t)index, &addr);
+    if (out->effect.autoban)
+        auto_ban(g, index, &out->effect, p.now_s);
+    /* A shadow listener admits whom its judge refuses, but max_connections
+     * stays a bound on resources, not a policy. */
+    return out->admit || (cg__gen_listener(g->gen, index)->mode == CG_MODE_SHADOW &&
+                          out->stage != CG__STAGE_LIMIT);
 }
 
-static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res)
+static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
+                       const cg__judgement *j, bool shadow);
+
+/* The source entry an admitted caller holds while open, or NULL. */
+static cg__source *take_source(cg__gate *g, size_t index, const cg_accept_result *res)
+{
+    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
+    cg_cidr addr;
+    if (!cg_source_limits_on(&lc->sources) ||
+        cg_addr_from_sockaddr((const struct sockaddr *)&res->caller, &addr) != 0)
+        return NULL;
+    return cg__sources_take(cg__runtime_sources(g->rt), (uint32_t)index, &lc->sources, &addr,
+                            uv_now(g->loop));
+}
+
+static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res,
+                     const cg__judgement *j)
 {
     cg__gate *g = arg;
     cg__lstats *ls = cg__lstats_of(g->stats, 0, index);
     unsigned worker = 0;
 
+    if (!j->admit) { /* a shadow listener's caller */
+        cg__stat_add(&ls->shadow_rejected[j->reason], 1);
+        log_reject(g, index, res, j, true);
+    }
     /* Take the place before the hand-off, so that no reader ever sees the
      * worker's release before the take. */
     cg__admission_take(&g->admission);
     cg__stat_add(&ls->accepted, 1);
+    cg__source *src = take_source(g, index, res);
     if (cg__pool_submit(g->pool, fd, (const struct sockaddr *)&res->caller,
-                        cg__route_ref(cg__gen_route(g->gen, index)), &worker) != 0) {
+                        cg__route_ref(cg__gen_route(g->gen, index)), src, &worker) != 0) {
         /* Every queue full: the pool has reset the socket, so the caller
          * counts as refused for want of capacity. */
+        cg__sources_release(cg__runtime_sources(g->rt), src);
         cg__admission_release(&g->admission);
         cg__stat_add(&ls->accepted, (uint64_t)-1);
         cg__stat_add(&ls->rejected[CG__REJ_LIMIT], 1);
@@ -127,7 +202,7 @@ static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_re
 }
 
 static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
-                       const cg__judgement *j)
+                       const cg__judgement *j, bool shadow)
 {
     if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
         return;
@@ -135,14 +210,15 @@ static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
      * a limit). */
     cg__log_reject("reject", g->names[index], (const struct sockaddr *)&res->caller,
                    cg__reject_reason_name(j->reason), j->set,
-                   j->reason == CG__REJ_RULE ? j->rule : CG_RULE_NONE);
+                   j->reason == CG__REJ_RULE ? j->rule : CG_RULE_NONE,
+                   j->stage == CG__STAGE_BAN ? &j->ban : NULL, shadow);
 }
 
 static void refused(void *arg, size_t index, const cg_accept_result *res, const cg__judgement *j)
 {
     cg__gate *g = arg;
     cg__stat_add(&cg__lstats_of(g->stats, 0, index)->rejected[j->reason], 1);
-    log_reject(g, index, res, j);
+    log_reject(g, index, res, j, false);
 }
 
 static void shed(void *arg, size_t index)
@@ -278,7 +354,10 @@ static int kernel_modes(const cg__gate *g, const cg__gen *gen, uint32_t *modes, 
 {
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(gen, i);
-        if (!cg__gate_kernel_mode(lc->prefilter, g->pf != NULL, &modes[i])) {
+        bool ok = cg__gate_kernel_mode(lc->prefilter, g->pf != NULL, &modes[i]);
+        if (lc->mode == CG_MODE_SHADOW)
+            modes[i] = CG_PF_MODE_OFF; /* the kernel refuses nobody on a shadow listener */
+        if (!ok) {
             snprintf(err, errlen, "%s:%" PRIu32 ": listener '%s': prefilter = %s: %s",
                      gen->cfg->path, lc->line, lc->name, cg_prefilter_mode_name(lc->prefilter),
                      g->pf_why);
@@ -336,6 +415,39 @@ static int stage_kernel(const cg__gate *g, cg__gate_next *n, char *err, size_t e
     if (rc != 0)
         snprintf(err, errlen, "%s: kernel prefilter: %s", n->gen->cfg->path, why);
     return rc;
+}
+
+int cg__gate_candidate(cg__gate *g, cg__gen **out, char *err, size_t errlen)
+{
+    cg__gen *cur = cg__gate_acquire(g);
+    cg_config *cfg = NULL;
+    int rc = cg_config_load(cur->cfg->path, &cfg, err, errlen);
+    cg__gen_unref(cur);
+    if (rc != 0)
+        return rc;
+    size_t n = g->nlisteners ? g->nlisteners : 1;
+    size_t *lmap = calloc(n, sizeof(*lmap));
+    uint32_t *modes = calloc(n, sizeof(*modes));
+    cg__gen *gen = NULL;
+    rc = lmap != NULL && modes != NULL ? 0 : CG_ENOMEM;
+    if (rc == 0)
+        rc = cg__gate_map_listeners(g->names, g->binds, g->nlisteners, cfg, lmap, err, errlen);
+    if (rc == 0 && (gen = cg__gen_new(cfg, 0, lmap, g->nlisteners)) == NULL)
+        rc = CG_ENOMEM;
+    if (rc == CG_ENOMEM)
+        snprintf(err, errlen, "%s: out of memory", cfg->path);
+    if (gen == NULL)
+        cg_config_free(cfg);
+    if (rc == 0)
+        rc = kernel_modes(g, gen, modes, err, errlen);
+    free(lmap);
+    free(modes);
+    if (rc != 0) {
+        cg__gen_unref(gen);
+        return rc;
+    }
+    *out = gen;
+    return 0;
 }
 
 void cg__gate_next_free(cg__gate_next *next)
@@ -409,6 +521,7 @@ int cg__gate_commit(cg__gate *g, cg__gate_next *next, uint64_t *generation, char
             cg__log_event(CG_LOG_WARN, "reload_note", "message",
                           "a change of workers needs a restart; keeping the running count", NULL);
         cg__log_setup(cfg->log_level, cfg->log_format);
+        cg__runtime_reconfigure(g->rt, cfg);
         cg__admission_set_max(&g->admission, effective_max(g, g->gen));
         *generation = g->gen->number;
     }
@@ -593,6 +706,7 @@ static void on_limiter_timer(uv_timer_t *t)
     if (g->limiter.suppressed > 0 && now_ms(g) - g->limiter.window_start_ms >= 1000)
         cg__log_limiter_flush(&g->limiter, now_ms(g));
     log_kernel_refusals(g);
+    cg__runtime_tick(g->rt, cg__runtime_now_s());
 }
 
 static int gate_init(cg__gate *g, const cg_config *cfg)
@@ -615,7 +729,8 @@ static int gate_init(cg__gate *g, const cg_config *cfg)
     return rc;
 }
 
-int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **out)
+int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__runtime *rt,
+                 cg__gate **out)
 {
     cg__gate *g = calloc(1, sizeof(*g));
     if (g == NULL) {
@@ -623,6 +738,7 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **
         return CG_ENOMEM;
     }
     g->loop = loop;
+    g->rt = rt;
     g->started_ns = uv_hrtime();
     g->nlisteners = cfg->nlisteners;
     g->fd_limit = fd_limit;
@@ -726,9 +842,17 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
     return start_prefilter(g, err, errlen);
 }
 
+/* A new ban: reset the open connections it covers. */
+static void sweep_pool(void *arg)
+{
+    cg__gate *g = arg;
+    cg__pool_sweep(g->pool);
+}
+
 void cg__gate_start(cg__gate *g, cg__pool *pool)
 {
     g->pool = pool;
+    cg__runtime_attach(g->rt, g->pf, sweep_pool, g);
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(g->gen, i);
         char backends[CG_BACKENDS_STRLEN];

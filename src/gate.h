@@ -22,6 +22,8 @@
 #include "admission.h"
 #include "condgate/config.h"
 #include "gen.h"
+#include "policy.h"
+#include "runtime.h"
 #include "stats.h"
 #include "worker.h"
 
@@ -29,10 +31,19 @@ typedef struct cg__gate cg__gate;
 
 /* cg__gate_new: a gate on loop for the configuration loaded at start (cfg:
  * ownership passes to the gate, also on failure) as generation 1, with
- * counters for its listeners and workers. fd_limit is the process's
+ * counters for its listeners and workers, judging with the bans and sources
+ * of rt (which must outlive the gate). fd_limit is the process's
  * descriptor limit, which bounds max_connections (logged when it lowers it).
  * Listens on nothing yet. Returns 0 and *out, or CG_ENOMEM. */
-int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__gate **out);
+int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__runtime *rt,
+                 cg__gate **out);
+
+/* cg__gate_policy: what the judge looks at for a caller of gate listener l
+ * under generation gen: the bans, l's rule set, its source limits and the
+ * admission count, at the present time. real: a real caller (counts hits
+ * and rate refusals) rather than an explanation. Any thread (real: the
+ * control thread). */
+void cg__gate_policy(cg__gate *g, const cg__gen *gen, size_t l, bool real, cg__policy *out);
 
 /* cg__gate_open: bind and listen on every listener, and load the kernel
  * prefilter for those whose `prefilter` is not off (auto falls back to off
@@ -63,6 +74,14 @@ int cg__gate_prepare(cg__gate *g, cg_config *cfg, cg__gate_next **next, char *er
  * *generation, or CG_ESYS with the reason in err (nothing changed). */
 int cg__gate_commit(cg__gate *g, cg__gate_next *next, uint64_t *generation, char *err,
                     size_t errlen);
+
+/* cg__gate_candidate: load the configuration file again as a reload would
+ * and check it the same way (listeners, kernel modes), without preparing a
+ * kernel table or changing anything: the candidate of a reload preview, as
+ * a generation numbered 0 (drop it with cg__gen_unref). Returns 0 and *out,
+ * or a CG_E* code with the reason a reload would give in err. Any thread
+ * (an admin request). */
+int cg__gate_candidate(cg__gate *g, cg__gen **out, char *err, size_t errlen);
 
 /* cg__gate_next_free: drop a prepared generation. Accepts NULL. Any thread. */
 void cg__gate_next_free(cg__gate_next *next);

@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #include "gen.h"
+#include "policy.h"
+#include "runtime.h"
 #include "stats.h"
 
 typedef struct cg__gate_view {
@@ -47,6 +49,19 @@ typedef struct cg__gate_view {
      * "off"), and the callers the kernel refused added to counts by reason.
      * Any thread. */
     const char *(*prefilter)(void *ctx, size_t l, uint64_t counts[CG__REJ_COUNT]);
+
+    /* policy: the judge's inputs for gate listener l under gen at this
+     * instant (bans, its set, its source limits, the admission count), for
+     * an explanation: nothing is counted. Any thread. */
+    void (*policy)(void *ctx, const cg__gen *gen, size_t l, cg__policy *out);
+
+    /* runtime: the bans, sources and recent callers, and the way to ban
+     * and lift bans (runtime.h). Valid while the view is. Any thread. */
+    cg__runtime *(*runtime)(void *ctx);
+
+    /* candidate: the configuration file loaded and checked as a reload
+     * would, nothing changed (gate.h's cg__gate_candidate). Any thread. */
+    int (*candidate)(void *ctx, cg__gen **out, char *err, size_t errlen);
 } cg__gate_view;
 
 #endif /* CG_GATE_VIEW_H */

@@ -83,7 +83,7 @@ static bool take_one(cg__listener *l)
 
     switch (rc) {
     case 0:
-        l->hooks.admitted(l->hooks.arg, l->index, fd, &res);
+        l->hooks.admitted(l->hooks.arg, l->index, fd, &res, &l->last);
         return true;
     case CG_EREJECTED:
         if (res.timed_out)

@@ -22,8 +22,11 @@ typedef struct cg__listener_hooks {
     /* Judge a caller before it is accepted: fill *out and return whether to
      * admit. */
     bool (*judge)(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out);
-    /* An admitted caller: fd (non-blocking) is the hook's from here on. */
-    void (*admitted)(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res);
+    /* An admitted caller: fd (non-blocking) is the hook's from here on. j
+     * is the judge's word on it (j->admit false: the judge refused it and
+     * the hook admitted it all the same, as a shadow listener does). */
+    void (*admitted)(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res,
+                     const cg__judgement *j);
     /* A refused caller, already reset: j is the judge's word, or a limit
      * refusal for a caller whose deferrals ran out. */
     void (*refused)(void *arg, size_t index, const cg_accept_result *res, const cg__judgement *j);

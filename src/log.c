@@ -211,10 +211,11 @@ void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len)
 }
 
 void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
-                    const char *reason, const cg_ruleset *set, cg_rule_id rule)
+                    const char *reason, const cg_ruleset *set, cg_rule_id rule,
+                    const cg__ban *ban, bool shadow)
 {
     char addr[64], cidr[CG_CIDR_STRLEN] = "", source[CG_LOG_SOURCE_STRLEN] = "";
-    const char *kv[2 * 5];
+    const char *kv[2 * 6];
     size_t n = 0;
     cg_rule_info info;
 
@@ -224,6 +225,9 @@ void cg__log_reject(const char *event, const char *listener, const struct sockad
     if (set != NULL && rule != CG_RULE_NONE && cg_ruleset_rule(set, rule, &info) == 0) {
         cg_cidr_format(&info.cidr, cidr, sizeof(cidr));
         cg__log_format_source(&info, source, sizeof(source));
+    } else if (ban != NULL) {
+        cg_cidr_format(&ban->cidr, cidr, sizeof(cidr));
+        snprintf(source, sizeof(source), "ban:%s", cg__ban_origin_name(ban->origin));
     }
     if (listener != NULL) {
         kv[n++] = "listener";
@@ -237,6 +241,10 @@ void cg__log_reject(const char *event, const char *listener, const struct sockad
     kv[n++] = cidr;
     kv[n++] = "source";
     kv[n++] = source;
+    if (shadow) {
+        kv[n++] = "shadow";
+        kv[n++] = "1";
+    }
     cg__log_fields(CG_LOG_INFO, event, kv, n / 2);
 }
 

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bans.h"
 #include "condgate/config.h"
 
 /* Longest line written; longer values are truncated. */
@@ -54,10 +55,13 @@ void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len);
  * `event` ("reject", "admin_reject"), listener=NAME (left out when listener
  * is NULL), peer=ADDR:PORT, reason=REASON, and rule=CIDR source=FILE:LINE of
  * entry `rule` of `set` (both empty when rule is CG_RULE_NONE, set is NULL
- * or the entry is not there). Applies no rate limit: callers ask their
- * cg__log_limiter first. Any thread. */
+ * or the entry is not there), or with `ban` rule=CIDR source=ban:ORIGIN of
+ * that ban; shadow=1 for a caller a shadow listener admitted all the same.
+ * Applies no rate limit: callers ask their cg__log_limiter first. Any
+ * thread. */
 void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
-                    const char *reason, const cg_ruleset *set, cg_rule_id rule);
+                    const char *reason, const cg_ruleset *set, cg_rule_id rule,
+                    const cg__ban *ban, bool shadow);
 
 /* Reject-line limiter. Not thread-safe: each has a single user thread (the
  * gate's control thread, the admin port's accept thread). */

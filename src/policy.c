@@ -49,6 +49,16 @@ static void refuse(cg__judgement *out, cg__stage stage, cg__reject_reason why)
     out->reason = why;
 }
 
+/* The ban stage: a runtime ban in force covering the caller. */
+static bool ban_stage(const cg__policy *p, const cg_cidr *addr, cg__judgement *out)
+{
+    if (p->bans == NULL || addr->family == 0 ||
+        !cg__bans_match(p->bans, addr, p->now_s, p->count_hits, &out->ban))
+        return true;
+    refuse(out, CG__STAGE_BAN, CG__REJ_BAN);
+    return false;
+}
+
 /* The rule stage: the listener's set, longest prefix first. Returns whether
  * the caller passes. */
 static bool rule_stage(const cg__policy *p, const cg_cidr *addr, cg__judgement *out)
@@ -62,6 +72,21 @@ static bool rule_stage(const cg__policy *p, const cg_cidr *addr, cg__judgement *
     if (out->rule_action == CG_ALLOW)
         return true;
     refuse(out, CG__STAGE_RULE, out->rule == CG_RULE_NONE ? CG__REJ_DEFAULT : CG__REJ_RULE);
+    return false;
+}
+
+/* The source stage: the caller's source within its listener's limits. */
+static bool source_stage(const cg__policy *p, const cg_cidr *addr, cg__judgement *out)
+{
+    if (p->sources == NULL || p->limits == NULL || !cg_source_limits_on(p->limits) ||
+        addr->family == 0)
+        return true;
+    out->source = cg__sources_judge(p->sources, p->listener, p->limits, addr, p->now_ms,
+                                    p->count_hits, &out->effect);
+    if (out->source == CG__SRC_OK)
+        return true;
+    refuse(out, CG__STAGE_SOURCE,
+           out->source == CG__SRC_RATE ? CG__REJ_SOURCE_RATE : CG__REJ_SOURCE_LIMIT);
     return false;
 }
 
@@ -83,10 +108,10 @@ void cg__policy_judge(const cg__policy *p, const cg_cidr *addr, cg__judgement *o
         .rule_action = CG_ALLOW,
         .set = NULL,
         .rule = CG_RULE_NONE,
+        .source = CG__SRC_OK,
     };
-    if (!rule_stage(p, addr, out))
-        return;
-    limit_stage(p, out);
+    if (ban_stage(p, addr, out) && rule_stage(p, addr, out) && source_stage(p, addr, out))
+        limit_stage(p, out);
 }
 
 bool cg__policy_judge_sockaddr(const cg__policy *p, const struct sockaddr *sa, cg__judgement *out)

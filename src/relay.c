@@ -116,7 +116,8 @@ struct cg__relay {
     flow down;                    /* backend to client */
     uint64_t started_ms, last_ms; /* loop time at start and at the last byte moved */
     uint64_t bytes_in, bytes_out;
-    cg__peer peer; /* the caller, for log lines */
+    cg__peer peer; /* the caller, for log lines and ban sweeps */
+    void *hold;    /* given back through env->release at the close */
 };
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -152,8 +153,10 @@ static cg_socket_t sock_of(uv_stream_t *s)
     return (cg_socket_t)(uintptr_t)fd;
 }
 
-static void account_close(cg__relay_ctx *ctx, size_t listener)
+static void account_close(cg__relay_ctx *ctx, size_t listener, void *hold)
 {
+    if (hold != NULL && ctx->env->release != NULL)
+        ctx->env->release(ctx->env->arg, hold);
     if (listener < ctx->env->nlisteners)
         cg__stat_add(&lstats_of(ctx, listener)->closed, 1);
     cg__stat_add(&ctx->env->stats->slots[ctx->slot].finished, 1);
@@ -255,7 +258,8 @@ static void relay_close(cg__relay *c, unsigned reset, const char *reason, int er
         close_tcp(&c->backend, reset & RESET_BACKEND);
     }
     log_close(c, was, reason, err);
-    account_close(c->ctx, c->listener);
+    account_close(c->ctx, c->listener, c->hold);
+    c->hold = NULL;
     cg__route_unref(c->route);
     c->route = NULL;
 }
@@ -655,27 +659,29 @@ void cg__relay_ctx_cleanup(cg__relay_ctx *ctx)
 /* cg__relay_drop: reset and close fd unrelayed, drop the route reference
  * and count a close (closed, finished, admission). Nothing is left to free.
  * Worker thread of ctx, or the control thread after that worker's join. */
-void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route)
+void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route, void *hold)
 {
     cg_socket_close_reset(fd);
-    account_close(ctx, route->listener);
+    account_close(ctx, route->listener, hold);
     cg__route_unref(route);
 }
 
 /* cg__relay_start: start relaying fd along route. Owns fd and the route
  * reference from here on, failure included; the connection frees itself
  * after its last close callback. Worker thread of ctx. */
-void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route)
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route,
+                     void *hold)
 {
     cg__relay *c = relay_alloc(ctx);
     if (c == NULL) {
         cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, route->listener),
                       "message", "out of memory: connection reset", NULL);
-        cg__relay_drop(ctx, fd, route);
+        cg__relay_drop(ctx, fd, route, hold);
         return;
     }
     c->ctx = ctx;
     c->route = route;
+    c->hold = hold;
     c->listener = route->listener;
     c->next = ctx->live;
     if (ctx->live != NULL)
@@ -747,4 +753,22 @@ void cg__relay_close_all(cg__relay_ctx *ctx)
     /* relay_close never frees synchronously, so walking on is safe. */
     for (cg__relay *c = ctx->live; c != NULL; c = c->next)
         relay_close(c, RESET_BOTH, "stop", 0);
+}
+
+/* cg__relay_sweep: see relay.h. */
+size_t cg__relay_sweep(cg__relay_ctx *ctx)
+{
+    size_t n = 0;
+    if (ctx->env->banned == NULL)
+        return 0;
+    for (cg__relay *c = ctx->live; c != NULL; c = c->next) {
+        if (c->state == RELAY_CLOSING || c->peer.sa.sa_family == 0 ||
+            !ctx->env->banned(ctx->env->arg, &c->peer))
+            continue;
+        if (c->listener < ctx->env->nlisteners)
+            cg__stat_add(&lstats_of(ctx, c->listener)->closed_by_ban, 1);
+        relay_close(c, RESET_BOTH, "banned", 0);
+        n++;
+    }
+    return n;
 }

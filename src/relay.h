@@ -44,6 +44,15 @@ typedef struct cg__relay_env {
     size_t nlisteners;
     bool accepted_nodelay; /* started sockets have TCP_NODELAY already
                               (inherited from the listener) */
+    /* release(arg, hold): a connection closed that was started with a
+     * non-NULL hold (what the control thread gave it to keep while open:
+     * its source's entry in the per-source table). Once per connection, on
+     * the worker's thread. NULL: holds are never given. */
+    void (*release)(void *arg, void *hold);
+    /* banned(arg, peer): whether a runtime ban covers the caller now; asked
+     * by cg__relay_sweep of every open connection. Any worker thread. */
+    bool (*banned)(void *arg, const cg__peer *peer);
+    void *arg;
 } cg__relay_env;
 
 /* What a worker's connections share. Owned by the worker; touched only on
@@ -71,18 +80,25 @@ void cg__relay_ctx_init(cg__relay_ctx *ctx);
 void cg__relay_ctx_cleanup(cg__relay_ctx *ctx);
 
 /* cg__relay_start: start relaying the accepted socket fd along `route` (its
- * listener's settings), taking ownership of fd and of one reference to the
- * route whatever happens: on failure the socket is reset, the reference
+ * listener's settings), taking ownership of fd, of one reference to the
+ * route and of hold (given back through env->release at the close; NULL:
+ * none) whatever happens: on failure the socket is reset, the reference
  * dropped and the connection counted as closed. peer is the caller's address
  * for log lines (copied; NULL: asked from the socket). The connection frees
  * itself once closed. Worker thread of ctx. */
-void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route);
+void cg__relay_start(cg__relay_ctx *ctx, cg_socket_t fd, const cg__peer *peer, cg__route *route,
+                     void *hold);
 
 /* cg__relay_drop: reset and close fd without relaying it, drop the reference
- * to route and count the connection as closed (for sockets still queued at
+ * to route, release hold and count the connection as closed (for sockets still queued at
  * stop). Worker thread of ctx, or the control thread once that worker has
  * been joined. */
-void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route);
+void cg__relay_drop(cg__relay_ctx *ctx, cg_socket_t fd, cg__route *route, void *hold);
+
+/* cg__relay_sweep: reset every open connection of ctx whose caller
+ * env->banned says a ban covers now, counting each in closed_by_ban.
+ * Returns how many. Worker thread of ctx. */
+size_t cg__relay_sweep(cg__relay_ctx *ctx);
 
 /* cg__relay_close_all: close every open connection of ctx, client and
  * backend, with a reset. The memory is released by close callbacks, so keep

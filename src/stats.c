@@ -51,9 +51,12 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
         for (size_t l = 0; l < nlisteners; l++) {
             cg__lstats *ls = &s->slots[i].listeners[l];
             atomic_init(&ls->accepted, 0);
-            for (int r = 0; r < CG__REJ_COUNT; r++)
+            for (int r = 0; r < CG__REJ_COUNT; r++) {
                 atomic_init(&ls->rejected[r], 0);
+                atomic_init(&ls->shadow_rejected[r], 0);
+            }
             atomic_init(&ls->closed, 0);
+            atomic_init(&ls->closed_by_ban, 0);
             atomic_init(&ls->backend_errors, 0);
             atomic_init(&ls->bytes_in, 0);
             atomic_init(&ls->bytes_out, 0);
@@ -84,9 +87,12 @@ void cg__stats_free(cg__stats *s)
 static void add_lstats(cg__lsum *out, const cg__lstats *ls)
 {
     out->accepted += LOAD(ls->accepted);
-    for (int r = 0; r < CG__REJ_COUNT; r++)
+    for (int r = 0; r < CG__REJ_COUNT; r++) {
         out->rejected[r] += LOAD(ls->rejected[r]);
+        out->shadow_rejected[r] += LOAD(ls->shadow_rejected[r]);
+    }
     out->closed += LOAD(ls->closed);
+    out->closed_by_ban += LOAD(ls->closed_by_ban);
     out->backend_errors += LOAD(ls->backend_errors);
     out->bytes_in += LOAD(ls->bytes_in);
     out->bytes_out += LOAD(ls->bytes_out);

@@ -19,7 +19,9 @@
 typedef struct cg__lstats {
     _Atomic uint64_t accepted;
     _Atomic uint64_t rejected[CG__REJ_COUNT];
+    _Atomic uint64_t shadow_rejected[CG__REJ_COUNT]; /* mode = shadow: refused, admitted */
     _Atomic uint64_t closed;
+    _Atomic uint64_t closed_by_ban; /* of closed: reset because a ban came to cover them */
     _Atomic uint64_t backend_errors;
     _Atomic uint64_t bytes_in;  /* from clients */
     _Atomic uint64_t bytes_out; /* to clients */
@@ -60,7 +62,8 @@ static inline cg__lstats *cg__lstats_of(cg__stats *s, size_t slot, size_t l)
 
 /* Sums over all slots, for readers. */
 typedef struct cg__lsum {
-    uint64_t accepted, rejected[CG__REJ_COUNT], closed, backend_errors, bytes_in, bytes_out;
+    uint64_t accepted, rejected[CG__REJ_COUNT], shadow_rejected[CG__REJ_COUNT], closed,
+        closed_by_ban, backend_errors, bytes_in, bytes_out;
 } cg__lsum;
 
 /* cg__lsum_rejected: callers refused, for every reason together. */
@@ -78,6 +81,16 @@ static inline uint64_t cg__lsum_rejected(const cg__lsum *t)
 static inline uint64_t cg__stat_open(uint64_t opened, uint64_t closed)
 {
     return opened >= closed ? opened - closed : 0;
+}
+
+/* cg__lsum_shadow: callers a shadow listener's judge refused and it
+ * admitted, for every reason together. */
+static inline uint64_t cg__lsum_shadow(const cg__lsum *t)
+{
+    uint64_t n = 0;
+    for (int r = 0; r < CG__REJ_COUNT; r++)
+        n += t->shadow_rejected[r];
+    return n;
 }
 
 /* cg__lsum_active: connections open now, accepted less closed. */

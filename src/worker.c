@@ -27,6 +27,7 @@
 
 typedef struct handoff {
     cg__route *route;
+    void *hold;
     cg_socket_t fd;
     cg__peer peer; /* sa_family 0: unknown */
 } handoff;
@@ -44,6 +45,7 @@ typedef struct worker {
     size_t head, count;
     bool stopping;
 
+    _Atomic bool sweep; /* a ban sweep is due at the next wake-up */
     bool closing;       /* worker thread only (inline: control thread): stop has begun */
     uint64_t submitted; /* control thread only: sockets handed to this worker */
     cg__relay_ctx ctx;  /* worker thread only (until joined) */
@@ -96,7 +98,7 @@ static void begin_stop(worker *w)
         if (!got)
             break;
         count_handled(w);
-        cg__relay_drop(&w->ctx, h.fd, h.route);
+        cg__relay_drop(&w->ctx, h.fd, h.route, h.hold);
     }
     cg__relay_close_all(&w->ctx);
     uv_close((uv_handle_t *)&w->wake, on_wake_closed);
@@ -115,6 +117,8 @@ static void on_wake(uv_async_t *a)
 
     if (w->closing)
         return;
+    if (atomic_exchange_explicit(&w->sweep, false, memory_order_acq_rel))
+        cg__relay_sweep(&w->ctx);
     for (unsigned round = 0;; round++) {
         unsigned got = 0;
         if (round == WAKE_BATCHES) {
@@ -129,7 +133,8 @@ static void on_wake(uv_async_t *a)
         for (unsigned i = 0; i < got; i++) {
             const handoff *h = &batch[i];
             count_handled(w);
-            cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL, h->route);
+            cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL, h->route,
+                            h->hold);
         }
         if (stopping) {
             begin_stop(w);
@@ -164,7 +169,7 @@ static void destroy_worker(worker *w)
     /* A worker that ran has emptied its ring; one that never ran was never
      * given anything. Be thorough all the same. */
     while (w->ring != NULL && pop_locked(w, &h))
-        cg__relay_drop(&w->ctx, h.fd, h.route);
+        cg__relay_drop(&w->ctx, h.fd, h.route, h.hold);
     if (w->mutex_ready)
         uv_mutex_destroy(&w->lock);
     cg__relay_ctx_cleanup(&w->ctx);
@@ -271,10 +276,11 @@ static bool push(worker *w, const handoff *h)
 /* cg__pool_submit: queue fd (non-blocking) on the least-loaded worker and
  * wake it. Owns fd and the route reference from here on: on failure
  * (CG_ERANGE, every queue full; CG_EINVAL, unknown listener) the socket is
- * reset and the reference dropped, but the admission count is left alone:
- * the caller that took the place gives it back. Control thread. */
+ * reset and the reference dropped, but the admission count and hold are
+ * left alone: the caller that took the place gives it back, and releases
+ * the hold. Control thread. */
 int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg__route *route,
-                    unsigned *chosen)
+                    void *hold, unsigned *chosen)
 {
     if (route->listener >= p->env.relay.nlisteners) {
         cg_socket_close_reset(fd);
@@ -294,7 +300,7 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg
         }
     }
 
-    handoff h = {.route = route, .fd = fd};
+    handoff h = {.route = route, .hold = hold, .fd = fd};
     if (peer != NULL && peer->sa_family == AF_INET)
         memcpy(&h.peer, peer, sizeof(h.peer.in));
     else if (peer != NULL && peer->sa_family == AF_INET6)
@@ -308,7 +314,7 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg
             if (chosen != NULL)
                 *chosen = i;
             count_handled(w);
-            cg__relay_start(&w->ctx, fd, h.peer.sa.sa_family != 0 ? &h.peer : NULL, route);
+            cg__relay_start(&w->ctx, fd, h.peer.sa.sa_family != 0 ? &h.peer : NULL, route, hold);
             return 0;
         }
         if (!w->is_inline && push(w, &h)) {
@@ -322,6 +328,25 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg
     cg_socket_close_reset(fd);
     cg__route_unref(route);
     return CG_ERANGE;
+}
+
+/* cg__pool_sweep: see worker.h. */
+void cg__pool_sweep(cg__pool *p)
+{
+    for (unsigned i = 0; p != NULL && i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (w->is_inline) {
+            if (!w->closing)
+                cg__relay_sweep(&w->ctx);
+            continue;
+        }
+        atomic_store_explicit(&w->sweep, true, memory_order_release);
+        uv_mutex_lock(&w->lock);
+        bool stopping = w->stopping;
+        uv_mutex_unlock(&w->lock);
+        if (!stopping)
+            uv_async_send(&w->wake);
+    }
 }
 
 /* cg__pool_close: make every worker reset what is still queued and close

@@ -48,7 +48,12 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out);
  * CG_ERANGE when every queue is full, or CG_EINVAL for a route of no
  * listener of the pool. Control thread. */
 int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg__route *route,
-                    unsigned *chosen);
+                    void *hold, unsigned *chosen);
+
+/* cg__pool_sweep: make every worker reset its open connections that a ban
+ * now covers (cg__relay_sweep): the inline worker at once, the others at
+ * their next wake-up, which this sends. Control thread. */
+void cg__pool_sweep(cg__pool *p);
 
 /* cg__pool_close: close every connection still open (client and backend,
  * with a reset), stop the worker loops and join their threads. The inline

@@ -70,6 +70,7 @@
 #include "gate_view.h"
 #include "gen.h"
 #include "log.h"
+#include "runtime.h"
 #include "stats.h"
 
 #define TOKEN "fuzz-T0ken_42"
@@ -352,6 +353,50 @@ static const char *gate_prefilter(void *ctx, size_t l, uint64_t counts[CG__REJ_C
     return "off";
 }
 
+/* The runtime state (bans, sources, recent callers) is the real one, made
+ * at start from configuration A, with no state file and no kernel. */
+static uv_loop_t rt_loop;
+static cg__runtime *runtime;
+
+static void gate_policy(void *ctx, const cg__gen *gen, size_t l, cg__policy *out)
+{
+    const cg_listener_conf *lc = cg__gen_listener(gen, l);
+    (void)ctx;
+    *out = (cg__policy){
+        .bans = cg__runtime_bans(runtime),
+        .set = gen->cfg->rulesets[lc->ruleset],
+        .sources = cg__runtime_sources(runtime),
+        .limits = &lc->sources,
+        .listener = (uint32_t)l,
+        .now_s = cg__runtime_now_s(),
+        .now_ms = now_ms(),
+    };
+}
+
+static cg__runtime *gate_runtime(void *ctx)
+{
+    (void)ctx;
+    return runtime;
+}
+
+/* The preview's candidate: the spare generation (loading the file afresh
+ * would be as slow as a fresh reload), or the broken file. */
+static int gate_candidate(void *ctx, cg__gen **out, char *err, size_t errlen)
+{
+    stand_in *g = ctx;
+    if ((reload_mode)atomic_load(&g->reload) == RELOAD_BROKEN) {
+        cg__gen *fresh = NULL;
+        int rc = load_gen(path_broken, 0, &fresh, err, errlen);
+        FUZZ_CHECK(rc != 0, "the broken configuration loaded");
+        cg__gen_unref(fresh);
+        return rc;
+    }
+    pthread_mutex_lock(&g->lock);
+    *out = cg__gen_ref(g->spare[atomic_load(&g->config)]);
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+}
+
 static const cg__gate_view view = {
     .ctx = &gate,
     .acquire = gate_acquire,
@@ -361,6 +406,9 @@ static const cg__gate_view view = {
     .workers = gate_workers,
     .reload_wait = gate_reload_wait,
     .prefilter = gate_prefilter,
+    .policy = gate_policy,
+    .runtime = gate_runtime,
+    .candidate = gate_candidate,
 };
 
 /* ------------------------------------------------------------------------
@@ -389,6 +437,10 @@ static void stop(void)
         cg__gen_unref(gate.spare[c]);
     }
     cg__stats_free(gate.stats);
+    cg__runtime_close(runtime);
+    uv_run(&rt_loop, UV_RUN_DEFAULT);
+    cg__runtime_free(runtime);
+    uv_loop_close(&rt_loop);
     remove_fixtures();
 }
 
@@ -447,6 +499,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             set_counters(gate.stats, NLISTENERS);
         }
         atomic_store(&gate.config, 1);
+        if (runtime == NULL) {
+            FUZZ_CHECK(uv_loop_init(&rt_loop) == 0, "uv_loop_init");
+            FUZZ_CHECK(cg__runtime_new(&rt_loop, gate.gen[1]->cfg, &runtime, err, sizeof err) == 0,
+                       "cg__runtime_new: %s", err);
+        }
         rc = cg__admin_start(&view, &gate.gen[1]->cfg->admin, &admin, err, sizeof err);
         if (rc != 0) {
             cg__gen_unref(gate.gen[0]);

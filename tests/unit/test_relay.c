@@ -561,7 +561,8 @@ static cg_socket_t open_conn_bufs(fixture *fx, size_t listener, int bufs)
     set_nonblock(s, true);
     cg__admission_take(&fx->admission);
     assert_int_equal(
-        cg__pool_submit(fx->pool, s, NULL, cg__route_ref(cg__gen_route(fx->gen, listener)), NULL),
+        cg__pool_submit(fx->pool, s, NULL, cg__route_ref(cg__gen_route(fx->gen, listener)), NULL,
+                        NULL),
         0);
     fx->submitted++;
     return c;
@@ -1113,7 +1114,7 @@ static void test_submit_bad_listener(void **state)
     assert_true(s != CG_INVALID_SOCKET);
     cg__route *stray = cg__route_new(cg__gen_listener(fx->gen, L_ECHO), NLISTENERS);
     assert_non_null(stray);
-    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, stray, NULL), CG_EINVAL);
+    assert_int_equal(cg__pool_submit(fx->pool, s, NULL, stray, NULL, NULL), CG_EINVAL);
     char got[8];
     long n = read_to_end(c, got, sizeof(got), 2000);
     assert_true(n == -ECONNRESET || n == 0);
