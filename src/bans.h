@@ -98,7 +98,8 @@ int cg__bans_find(cg__bans *b, const cg_cidr *cidr, cg__ban *out);
  * The most specific one is copied to *out when out is not NULL; with
  * count_hit its hit count goes up by one. Any thread; lock-light: one short
  * critical section. */
-bool cg__bans_match(cg__bans *b, const cg_cidr *addr, int64_t now_s, bool count_hit, cg__ban *out);
+bool cg__bans_match(cg__bans *b, const cg_cidr *addr, int64_t now_s, bool count_hit,
+                    cg__ban *out);
 
 /* cg__bans_expire: remove every ban with expires_s <= now_s, calling
  * gone(arg, ban) for each (outside any lock the caller must know of: the
@@ -162,8 +163,8 @@ typedef struct cg__ban_request {
  * Returns 0, or CG_EINVAL / CG_ERANGE / CG_ENOMEM with one line for the
  * caller in err (for an array it names the element: "bans[3]: ..."). Any
  * thread. */
-int cg__ban_request_parse(const char *body, size_t len, cg__ban_request **out, size_t *n, char *err,
-                          size_t errlen);
+int cg__ban_request_parse(const char *body, size_t len, cg__ban_request **out, size_t *n,
+                          char *err, size_t errlen);
 
 /* cg__bans_overlap: whether prefix c overlaps any allow entry of the frozen
  * rule set `never` (the [gateway] never_ban set): a ban containing, or

@@ -5,8 +5,7 @@
  * giant parse:
  *
  *     {"condgate_state": 1, "bans": [
- *     {"cidr": "198.51.100.0/24", "origin": "admin", "reason": "scan", "created":
- * "2026-12-05T19:00:00Z", "expires": "2026-12-05T20:00:00Z", "hits": 3},
+ *     {"cidr": "198.51.100.0/24", "origin": "admin", "reason": "scan", "created": "2026-12-05T19:00:00Z", "expires": "2026-12-05T20:00:00Z", "hits": 3},
  *     {"cidr": "2001:db8::/32", ...}
  *     ]}
  *
@@ -40,8 +39,9 @@
  * counted in *loaded. Returns 0, or CG_EINVAL / CG_ERANGE (more bans than
  * the table's bound) / CG_ENOMEM with "FILE:LINE: message" in err; then b
  * may hold part of the file (load into a fresh table). Any thread. */
-int cg__bans_file_parse(const char *path, const char *text, size_t len, cg__bans *b, int64_t now_s,
-                        size_t *loaded, size_t *expired, char *err, size_t errlen);
+int cg__bans_file_parse(const char *path, const char *text, size_t len, cg__bans *b,
+                        int64_t now_s, size_t *loaded, size_t *expired, char *err,
+                        size_t errlen);
 
 /* cg__bans_file_load: read the file at path and parse it as above. A file
  * that does not exist is an empty table (0, nothing loaded). Returns 0 or a
@@ -54,12 +54,13 @@ int cg__bans_file_load(const char *path, cg__bans *b, int64_t now_s, size_t *loa
  * fsync, rename, fsync of the directory). Returns 0 or CG_EIO / CG_ENOMEM
  * with "FILE: message" in err; on failure the old file is untouched. Any
  * thread. */
-int cg__bans_file_write(const char *path, const cg__ban *bans, size_t n, char *err, size_t errlen);
+int cg__bans_file_write(const char *path, const cg__ban *bans, size_t n, char *err,
+                        size_t errlen);
 
 /* cg__bans_file_format: the text cg__bans_file_write would write for
- * bans[0..n), in memory (for tests and the fuzz target): *out (NUL-terminated,
- * free with free()) and its length in *len. Returns 0 or CG_ENOMEM. Any
- * thread. */
+ * bans[0..n), in memory (for tests and the fuzz target): *out
+ * (NUL-terminated, free with free()) and its length in *len. Returns 0 or
+ * CG_ENOMEM. Any thread. */
 int cg__bans_file_format(const cg__ban *bans, size_t n, char **out, size_t *len);
 
 typedef struct cg__bans_store cg__bans_store;
