@@ -109,6 +109,11 @@ bool cg__bans_match(cg__bans *b, const cg_cidr *addr, int64_t now_s, bool count_
 size_t cg__bans_expire(cg__bans *b, int64_t now_s, void (*gone)(void *arg, const cg__ban *ban),
                        void *arg);
 
+/* cg__bans_expire_looked: how many times cg__bans_expire has looked at a
+ * ban's expiry so far (for tests: a pass with nothing due looks at one, the
+ * earliest). Any thread. */
+uint64_t cg__bans_expire_looked(cg__bans *b);
+
 /* cg__bans_count: bans in the table now. Any thread. */
 size_t cg__bans_count(cg__bans *b);
 

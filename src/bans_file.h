@@ -57,6 +57,12 @@ int cg__bans_file_load(const char *path, cg__bans *b, int64_t now_s, size_t *loa
 int cg__bans_file_write(const char *path, const cg__ban *bans, size_t n, char *err,
                         size_t errlen);
 
+/* cg__bans_file_format: the text cg__bans_file_write would write for
+ * bans[0..n), in memory (for tests and the fuzz target): *out
+ * (NUL-terminated, free with free()) and its length in *len. Returns 0 or
+ * CG_ENOMEM. Any thread. */
+int cg__bans_file_format(const cg__ban *bans, size_t n, char **out, size_t *len);
+
 typedef struct cg__bans_store cg__bans_store;
 
 /* cg__bans_store_start: a writer thread keeping path in step with table b

@@ -99,4 +99,12 @@ bool cg__sys_prefilter_can_drop(void);
  * a bare file name. */
 size_t cg__sys_dir_len(const char *path);
 
+/* cg__sys_file_commit: make the written and closed file `tmp` durable and
+ * put it in the place of `path` in one step: flush tmp to the disk, rename
+ * it over path (replacing it) and, where the system has it, flush path's
+ * directory so that the rename survives a crash. A crash at any instant
+ * leaves the old path or the new one. Returns 0, or CG_EIO with
+ * "what: system message" in err (tmp may then still exist). Any thread. */
+int cg__sys_file_commit(const char *tmp, const char *path, char *err, size_t errlen);
+
 #endif /* CG_SYS_H */
