@@ -8,7 +8,13 @@
  *           resets the SYN, the caller's connect fails with ECONNREFUSED, the
  *           process never sees it;
  *   drop    a socket filter on the listening socket discards a refused
- *           caller's SYN: its connect times out.
+ *           caller's SYN: its connect times out. It is attached only while
+ *           the listener's mode in force is drop; the sockets accepted from
+ *           it meanwhile inherit it (and pass everything it sees).
+ *
+ * Runtime bans (cg__prefilter_ban) are one LPM trie shared by every
+ * listener, looked up before the table for a listener whose mode is not
+ * off.
  *
  * What the kernel holds is one table per generation (prefilter_abi.h), built
  * off to the side and swapped in with one map update. Nothing is pinned: the
@@ -50,10 +56,10 @@ int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t w
 
 /* cg__prefilter_add_listener: judge packets for the listening socket fd,
  * bound to bind, as `slot` (< CG_PF_MAX_SLOTS): its address and port (for a
- * dual-stack [::] socket also the IPv4 wildcard) go into the listener map,
- * and the drop mode's socket filter is attached to fd (it passes every
- * packet but a refused caller's SYN on a drop slot, so accepted sockets,
- * which inherit it, are never filtered). Returns 0 or a CG_E* code with the
+ * dual-stack [::] socket also the IPv4 wildcard) go into the listener map
+ * and its socket cookie into the drop mode's filter map. The filter itself
+ * is attached by cg__prefilter_commit while the slot is drop. fd must stay
+ * open until cg__prefilter_close. Returns 0 or a CG_E* code with the
  * reason in why. Control thread. */
 int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
                                const struct sockaddr *bind, socklen_t bindlen, char *why,
@@ -66,7 +72,11 @@ int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged *
                         size_t whylen);
 
 /* cg__prefilter_commit: put staged table s in force with one map update,
- * and free s (also on failure). Returns 0 or CG_ESYS. Control thread. */
+ * and free s (also on failure). Before it, the drop mode's socket filter is
+ * attached to each added listener that is drop in s; after it, detached
+ * from each that no longer is (so the sockets it accepts from then on run
+ * no filter). Returns 0 or CG_ESYS (a filter not attached, or the update;
+ * the table in force is then the previous one). Control thread. */
 int cg__prefilter_commit(cg__prefilter *p, cg__pf_staged *s);
 
 /* cg__pf_staged_free: drop a staged table that will not be committed.
@@ -80,7 +90,9 @@ void cg__pf_staged_free(cg__pf_staged *s);
  * One map update: a caller sees the ban or not, never half of it. IPv4
  * prefixes are held as IPv4-mapped IPv6 ones, so mapped callers are covered.
  * Returns 0, CG_ERANGE when the kernel's ban map is full (it holds the
- * max_bans of the start), or CG_ESYS. Any thread. */
+ * max_bans of the start, at least 1; re-adding a prefix already there is 0
+ * even then), CG_EINVAL for a prefix of no family, or CG_ESYS. Any
+ * thread. */
 int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add);
 
 /* cg__prefilter_counts: callers refused in the kernel for slot, by reason

@@ -30,7 +30,9 @@ void cg__pf_table_free(cg__pf_table *t);
 /* cg__pf_lookup: what the kernel programs do with a table: the value (0
  * admit, else 1 + reason) of the interval that holds `addr` (a host prefix;
  * IPv4-mapped IPv6 judged as IPv4) for `slot`, and the slot's mode in *mode.
- * The same search as src/bpf/prefilter.bpf.c, for tests and explain. */
+ * The same search as src/bpf/prefilter.bpf.c, for tests and explain. The
+ * kernel looks runtime bans up first (its `bans` map, not in the table):
+ * this answers for the table alone, as if no ban held `addr`. */
 uint32_t cg__pf_lookup(const cg__pf_table *t, uint32_t slot, const cg_cidr *addr, uint32_t *mode);
 
 #endif /* CG_PREFILTER_COMPILE_H */

@@ -4,16 +4,22 @@
  *   cg_pf_lookup  sk_lookup, attached to the network namespace: SK_DROP for a
  *                 refused caller of a listener in CG_PF_MODE_REFUSE (the
  *                 kernel answers the SYN with a reset);
- *   cg_pf_filter  socket filter on each listening socket: discards a refused
- *                 caller's SYN for a listener in CG_PF_MODE_DROP.
+ *   cg_pf_filter  socket filter on each listening socket in CG_PF_MODE_DROP
+ *                 (attached only while it is): discards a refused caller's
+ *                 SYN.
+ *
+ * A caller is refused when it is banned (the `bans` LPM trie, shared by
+ * every listener, counted under CG_PF_REASON_BAN) or, failing that, when the
+ * slot's table says so.
  *
  * Fail open only where our own data is missing (no listener entry, no table
  * committed yet, a header or interval outside the table): the process's own
  * judge still sees every caller the kernel lets through, so a gap here costs
  * work, never a wrong admission that the gate would not catch.
  *
- * Written for the Linux 6.1 verifier as well as newer ones: helpers and
- * bounded loops only, no bpf_loop, no kfuncs, no global functions.
+ * Written for the Linux 6.1 verifier as well as newer ones: helpers, LPM trie
+ * lookups and bounded loops only, no bpf_loop, no kfuncs, no global
+ * functions.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -79,9 +85,20 @@ struct {
     __array(values, struct cg_pf_table);
 } tables SEC(".maps");
 
+/* Runtime bans: prefixes of any listener's callers. max_entries is the
+ * gateway's max_bans, set by the process before load; no preallocation, so
+ * an empty trie costs nothing. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __uint(max_entries, 1);
+    __type(key, struct cg_pf_bkey);
+    __type(value, __u32);
+} bans SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, CG_PF_MAX_SLOTS * CG_PF_NREASONS);
+    __uint(max_entries, CG_PF_MAX_SLOTS *CG_PF_NREASONS);
     __type(key, __u32);
     __type(value, __u64);
 } counters SEC(".maps");
@@ -171,8 +188,39 @@ static __always_inline void count(__u32 slot, __u32 v)
         *c += 1; /* per-CPU: no other writer */
 }
 
+/* Whether address a is under a ban: one LPM lookup of a as a /128, IPv4
+ * (and IPv4-mapped callers, which a carries as IPv4) as ::ffff:a.b.c.d.
+ * An IPv4 caller is banned by IPv4 bans only (prefixlen >= 96), as the
+ * process judges it: the longest match of a mapped key shorter than that is
+ * an IPv6 ban such as ::/0 that happens to hold the mapped range. */
+static __always_inline int banned(const struct cg_pf_addr *a)
+{
+    struct cg_pf_bkey k = {};
+    __u32 *plen;
+    __u32 w[4];
+
+    if (a->v4) {
+        w[0] = 0;
+        w[1] = 0;
+        w[2] = bpf_htonl(0x0000ffff);
+        w[3] = bpf_htonl((__u32)a->lo);
+    } else {
+        w[0] = bpf_htonl((__u32)(a->hi >> 32));
+        w[1] = bpf_htonl((__u32)a->hi);
+        w[2] = bpf_htonl((__u32)(a->lo >> 32));
+        w[3] = bpf_htonl((__u32)a->lo);
+    }
+    k.prefixlen = 128;
+    __builtin_memcpy(k.addr, w, sizeof(w));
+    plen = bpf_map_lookup_elem(&bans, &k);
+    if (!plen)
+        return 0;
+    return !a->v4 || *plen >= 96;
+}
+
 /* Judge address a for slot in mode: the verdict (0 admit, else 1 + reason)
- * when the slot's header in the table in force has that mode, else 0. */
+ * when the slot's header in the table in force has that mode, else 0. A ban
+ * comes first; then the slot's intervals. */
 static __always_inline __u32 judge(__u32 slot, __u32 mode, const struct cg_pf_addr *a)
 {
     const struct cg_pf_elem *hdr;
@@ -185,6 +233,10 @@ static __always_inline __u32 judge(__u32 slot, __u32 mode, const struct cg_pf_ad
     hdr = bpf_map_lookup_elem(inner, &slot);
     if (!hdr || hdr->value != mode)
         return 0;
+    if (banned(a)) {
+        count(slot, 1 + CG_PF_REASON_BAN);
+        return 1 + CG_PF_REASON_BAN;
+    }
     v = search(inner, hdr, a);
     if (v)
         count(slot, v);
@@ -265,8 +317,7 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct cg_pf_addr *a)
 
             if (next == IPPROTO_TCP)
                 return off;
-            if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
-                next != IPPROTO_DSTOPTS)
+            if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
                 return -1;
             if (bpf_skb_load_bytes_relative(skb, off, ext, sizeof ext, BPF_HDR_START_NET))
                 return -1;

@@ -3,6 +3,11 @@
  *
  * Nothing is pinned. The sk_lookup link, the programs and the maps live as
  * long as this process's descriptors: exit or a crash detaches everything.
+ *
+ * The drop mode's socket filter is attached to a listening socket only while
+ * that listener's mode in force is drop (cg__prefilter_commit attaches and
+ * detaches it), because every socket accepted from it inherits the filter
+ * and runs it on each packet of the relayed connection.
  */
 #include "prefilter.h"
 
@@ -20,6 +25,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "condgate/config.h"
 #include "prefilter.skel.h"
 
 /* Elements written to a new table per batch call. */
@@ -29,10 +35,15 @@ struct cg__prefilter {
     struct cg_pf *skel;
     struct bpf_link *link; /* sk_lookup on this network namespace */
     int ncpus;
+    /* Per slot (control thread): the listening socket (-1: none added) and
+     * whether the socket filter is attached to it. */
+    int fds[CG_PF_MAX_SLOTS];
+    bool attached[CG_PF_MAX_SLOTS];
 };
 
 struct cg__pf_staged {
-    int fd; /* the new table's array */
+    int fd;                         /* the new table's array */
+    uint8_t modes[CG_PF_MAX_SLOTS]; /* each slot's mode in it */
 };
 
 static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -55,20 +66,36 @@ static int fail(int e, const char *what, char *why, size_t whylen)
                                                          : CG_ESYS;
 }
 
+/* The ban map's size for max_bans: at least 1 (a map cannot be empty), at
+ * most the configuration's bound. */
+static uint32_t ban_entries(size_t max_bans)
+{
+    if (max_bans == 0)
+        return 1;
+    return max_bans > CG_CONFIG_MAX_BANS ? CG_CONFIG_MAX_BANS : (uint32_t)max_bans;
+}
+
+/* cg__prefilter_open: see prefilter.h. */
 int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t whylen)
 {
-    (void)max_bans; /* TODO(bans): size the kernel's ban map */
     *out = NULL;
     libbpf_set_print(quiet);
     cg__prefilter *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return fail(ENOMEM, "kernel prefilter", why, whylen);
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++)
+        p->fds[i] = -1;
     p->ncpus = libbpf_num_possible_cpus();
     p->skel = cg_pf__open();
     if (p->skel == NULL || p->ncpus <= 0) {
         int e = errno ? errno : EINVAL;
         cg__prefilter_close(p);
         return fail(e, "cannot open the BPF object", why, whylen);
+    }
+    if (bpf_map__set_max_entries(p->skel->maps.bans, ban_entries(max_bans)) != 0) {
+        int e = errno;
+        cg__prefilter_close(p);
+        return fail(e, "cannot size the kernel ban map", why, whylen);
     }
     if (cg_pf__load(p->skel) != 0) {
         int e = errno;
@@ -106,6 +133,7 @@ static bool dual_stack(cg_socket_t fd)
     return getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) == 0 && !v6only;
 }
 
+/* cg__prefilter_add_listener: see prefilter.h. */
 int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
                                const struct sockaddr *bind, socklen_t bindlen, char *why,
                                size_t whylen)
@@ -135,17 +163,17 @@ int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
         if (put_key(p, &k, slot) != 0)
             return fail(errno, "cannot add a listener to the kernel prefilter", why, whylen);
     }
-    /* The drop mode's filter: by the listening socket's cookie, so that the
-     * accepted sockets that inherit it are never filtered. */
-    int prog = bpf_program__fd(p->skel->progs.cg_pf_filter);
+    /* The drop mode's filter judges by the listening socket's cookie, so
+     * that the accepted sockets that inherit it are never filtered; it is
+     * attached by cg__prefilter_commit while the slot's mode is drop. */
     uint64_t cookie = 0;
     socklen_t clen = sizeof(cookie);
     struct cg_pf_lval v = {.slot = slot};
     if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &clen) != 0 ||
         bpf_map__update_elem(p->skel->maps.filters, &cookie, sizeof(cookie), &v, sizeof(v),
-                             BPF_ANY) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)) != 0)
-        return fail(errno, "cannot attach the socket filter", why, whylen);
+                             BPF_ANY) != 0)
+        return fail(errno, "cannot add a listener to the kernel prefilter", why, whylen);
+    p->fds[slot] = fd;
     return 0;
 }
 
@@ -173,6 +201,7 @@ static int fill(int fd, const cg__pf_table *t)
     return rc;
 }
 
+/* cg__prefilter_stage: see prefilter.h. */
 int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged **out, char *why,
                         size_t whylen)
 {
@@ -186,6 +215,9 @@ int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged *
     cg__pf_staged *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return fail(ENOMEM, "kernel prefilter table", why, whylen);
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS && i < t->n; i++)
+        s->modes[i] = t->elems[i].value <= CG_PF_MODE_DROP ? (uint8_t)t->elems[i].value
+                                                           : (uint8_t)CG_PF_MODE_OFF;
     /* The same flags as the outer map's inner template, which the kernel
      * compares; BPF_F_INNER_MAP lets each generation have its own size. */
     LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_INNER_MAP);
@@ -205,11 +237,46 @@ int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged *
     return 0;
 }
 
+/* Attach the socket filter to each listener that is drop in s and has none
+ * yet. Harmless ahead of the table: the filter refuses only for a slot
+ * whose mode in the table in force is drop. Returns 0 or -1 (errno). */
+static int attach_drop_filters(cg__prefilter *p, const cg__pf_staged *s)
+{
+    int prog = bpf_program__fd(p->skel->progs.cg_pf_filter);
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++) {
+        if (p->fds[i] < 0 || p->attached[i] || s->modes[i] != CG_PF_MODE_DROP)
+            continue;
+        if (setsockopt(p->fds[i], SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)) != 0)
+            return -1;
+        p->attached[i] = true;
+    }
+    return 0;
+}
+
+/* Detach the socket filter from each listener that is no longer drop in s
+ * (in force now), so that the sockets it accepts from here on run none. A
+ * failure leaves a filter that passes everything: a cost, not a verdict. */
+static void detach_other_filters(cg__prefilter *p, const cg__pf_staged *s)
+{
+    int none = 0;
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++) {
+        if (!p->attached[i] || s->modes[i] == CG_PF_MODE_DROP)
+            continue;
+        if (setsockopt(p->fds[i], SOL_SOCKET, SO_DETACH_BPF, &none, sizeof(none)) == 0)
+            p->attached[i] = false;
+    }
+}
+
+/* cg__prefilter_commit: see prefilter.h. */
 int cg__prefilter_commit(cg__prefilter *p, cg__pf_staged *s)
 {
     uint32_t zero = 0;
-    int rc = bpf_map__update_elem(p->skel->maps.tables, &zero, sizeof(zero), &s->fd, sizeof(s->fd),
+    int rc = attach_drop_filters(p, s);
+    if (rc == 0)
+        rc = bpf_map__update_elem(p->skel->maps.tables, &zero, sizeof(zero), &s->fd, sizeof(s->fd),
                                   BPF_ANY);
+    if (rc == 0)
+        detach_other_filters(p, s);
     /* The outer map holds the table now (and lets the previous one go). */
     cg__pf_staged_free(s);
     return rc == 0 ? 0 : CG_ESYS;
@@ -224,6 +291,7 @@ static void close_bpf_fd(int fd)
     syscall(SYS_close, fd);
 }
 
+/* cg__pf_staged_free: see prefilter.h. */
 void cg__pf_staged_free(cg__pf_staged *s)
 {
     if (s == NULL)
@@ -232,6 +300,7 @@ void cg__pf_staged_free(cg__pf_staged *s)
     free(s);
 }
 
+/* cg__prefilter_counts: see prefilter.h. */
 int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_PF_NREASONS])
 {
     uint64_t v[512];
@@ -250,6 +319,7 @@ int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_
     return 0;
 }
 
+/* cg__prefilter_close: see prefilter.h. */
 void cg__prefilter_close(cg__prefilter *p)
 {
     if (p == NULL)
@@ -259,8 +329,53 @@ void cg__prefilter_close(cg__prefilter *p)
     free(p);
 }
 
+/* The ban map's key for prefix c (prefilter_abi.h), bits past the prefix
+ * cleared. Returns 0 or CG_EINVAL for a family or length out of range. */
+static int ban_key(const cg_cidr *c, struct cg_pf_bkey *k)
+{
+    memset(k, 0, sizeof(*k));
+    if (c->family == 4 && c->len <= 32) {
+        k->addr[10] = k->addr[11] = 0xff;
+        memcpy(k->addr + 12, c->addr, 4);
+        k->prefixlen = 96u + c->len;
+    } else if (c->family == 6 && c->len <= 128) {
+        memcpy(k->addr, c->addr, 16);
+        k->prefixlen = c->len;
+    } else {
+        return CG_EINVAL;
+    }
+    for (uint32_t bit = k->prefixlen; bit < 128; bit++)
+        k->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+    return 0;
+}
+
+/* Whether exactly prefix k is in the ban map: its longest match within
+ * k's length carries k's length as its value. */
+static bool ban_present(const cg__prefilter *p, const struct cg_pf_bkey *k)
+{
+    uint32_t plen = 0;
+    return bpf_map__lookup_elem(p->skel->maps.bans, k, sizeof(*k), &plen, sizeof(plen), 0) == 0 &&
+           plen == k->prefixlen;
+}
+
+/* cg__prefilter_ban: see prefilter.h. Also CG_EINVAL for a prefix of no
+ * family. */
 int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add)
 {
-    (void)p, (void)c, (void)add; /* TODO(bans): the kernel's ban map */
-    return CG_ENOTSUP;
+    struct cg_pf_bkey k;
+    if (p == NULL || c == NULL || ban_key(c, &k) != 0)
+        return CG_EINVAL;
+    if (!add) {
+        int rc = bpf_map__delete_elem(p->skel->maps.bans, &k, sizeof(k), 0);
+        return rc == 0 || rc == -ENOENT ? 0 : CG_ESYS;
+    }
+    uint32_t v = k.prefixlen;
+    int rc = bpf_map__update_elem(p->skel->maps.bans, &k, sizeof(k), &v, sizeof(v), BPF_ANY);
+    if (rc == 0)
+        return 0;
+    if (rc != -ENOSPC && rc != -E2BIG)
+        return CG_ESYS;
+    /* Full. Kernels before 6.13 refuse even a prefix already there (whose
+     * update would change nothing): that one is in force all the same. */
+    return ban_present(p, &k) ? 0 : CG_ERANGE;
 }
