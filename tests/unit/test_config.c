@@ -153,6 +153,10 @@ static void test_sample_config(void **state)
     assert_true(cfg->admin.enabled);
     assert_string_equal(cfg->admin.listen.text, "127.0.0.1:9090");
     assert_null(cfg->admin.token);
+    /* SPEC §11: the shipped config keeps bans in a file next to it. */
+    assert_non_null(cfg->state_file);
+    assert_non_null(strstr(cfg->state_file, "config/condgate.state.json"));
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.1", NULL), CG_ALLOW);
 
     assert_int_equal(cfg->nrulesets, 2);
     assert_string_equal(cg_ruleset_name(cfg->rulesets[0]), "default");
