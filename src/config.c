@@ -15,6 +15,7 @@
 #include "condgate/config.h"
 #include "config_ini.h"
 #include "config_json.h"
+#include "config_limits.h"
 #include "config_list.h"
 #include "diag.h"
 #include "net.h"
@@ -85,10 +86,20 @@ typedef struct key_def {
     bool repeats;
 } key_def;
 
+/* The keys after K_LOGFORMAT (never_ban ...) are config_limits.c's. */
 enum { K_WORKERS, K_MAXCONN, K_DRAIN, K_LOGLEVEL, K_LOGFORMAT };
 static const key_def gateway_keys[] = {
-    {"workers", false},   {"max_connections", false}, {"drain_timeout_ms", false},
-    {"log_level", false}, {"log_format", false},      {NULL, false},
+    {"workers", false},
+    {"max_connections", false},
+    {"drain_timeout_ms", false},
+    {"log_level", false},
+    {"log_format", false},
+    {"never_ban", true},
+    {"state_file", false},
+    {"max_bans", false},
+    {"source_table_max", false},
+    {"preview_callers", false},
+    {NULL, false},
 };
 
 enum { K_LISTEN, K_ADMIN_ALLOW, K_TOKEN };
@@ -113,10 +124,18 @@ static const key_def listener_keys[] = {
     {"connect_timeout_ms", false},
     {"idle_timeout_ms", false},
     {"prefilter", false},
+    /* config_limits.c's: */
+    {"mode", false},
+    {"max_per_source", false},
+    {"rate_per_source", false},
+    {"source_prefix", false},
+    {"ban_after", false},
+    {"ban_ttl_s", false},
+    {"ban_ttl_max_s", false},
     {NULL, false},
 };
 
-#define MAX_SECTION_KEYS 8
+#define MAX_SECTION_KEYS 16
 #define TIMEOUT_MAX 86400000u
 
 /* What the loader remembers of a rule set beyond the set itself. */
@@ -126,12 +145,14 @@ typedef struct set_build {
 
 /* What the loader remembers of a listener until the end of the file. */
 typedef struct listener_build {
-    char *rules;         /* the `rules =` name, NULL when absent */
-    uint32_t rules_line; /* its line */
+    char *rules;             /* the `rules =` name, NULL when absent */
+    uint32_t rules_line;     /* its line */
+    cg__limits_lines limits; /* lines of the source keys */
 } listener_build;
 
 /* The state of one load, fed by config_ini.c through a cg__ini_sink. */
 typedef struct loader {
+    cg__keyctx kc; /* first: the item callbacks get the loader back from it */
     cg_config *cfg;
     cg__diag *d;
     const char *path; /* the INI file as given */
@@ -145,6 +166,8 @@ typedef struct loader {
     uint32_t seen[MAX_SECTION_KEYS];   /* line of each key in this section */
     uint32_t gateway_line, admin_line; /* headers seen, 0 when not */
     uint32_t admin_listen_line;
+
+    cg__never_ban_build never_ban;
 
     set_build *sets; /* parallel to cfg->rulesets */
     size_t sets_cap;
@@ -181,42 +204,17 @@ static char *dup_n(const char *s, size_t n)
     return p;
 }
 
-/* A strict decimal number: digits only, no sign, no leading zeros. */
-static bool parse_decimal(const char *s, size_t len, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (len == 0 || len > 15 || (s[0] == '0' && len > 1))
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
 static int number(loader *ld, const char *key, const char *value, uint32_t line, uint64_t min,
                   uint64_t max, uint64_t *out)
 {
-    char q[CG__QUOTE_MAX];
-    if (!parse_decimal(value, strlen(value), out))
-        return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                        "bad value %s for '%s' in %s: expected a whole number from %llu to %llu",
-                        cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT), key,
-                        ld->section, (unsigned long long)min, (unsigned long long)max);
-    if (*out < min || *out > max)
-        return cg__fail(ld->d, CG_ERANGE, ld->path, line,
-                        "'%s' in %s must be from %llu to %llu, not %llu", key, ld->section,
-                        (unsigned long long)min, (unsigned long long)max, (unsigned long long)*out);
-    return 0;
+    return cg__key_number(&ld->kc, key, value, line, min, max, out);
 }
 
 /* The host-order port of text, 1..65535, or 0. */
 static unsigned parse_port(const char *s, size_t len, bool *syntax_ok)
 {
     uint64_t v;
-    *syntax_ok = parse_decimal(s, len, &v);
+    *syntax_ok = cg__parse_decimal(s, len, &v);
     return *syntax_ok && v >= 1 && v <= 65535 ? (unsigned)v : 0;
 }
 
@@ -307,39 +305,17 @@ bad:
                             : "0.0.0.0:8080, 127.0.0.1:8080, [::]:8080 or [::1]:8080");
 }
 
-/* A callback for each item of a comma-separated list. */
-typedef int (*item_fn)(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
-                       void *arg);
-
-static int each_item(loader *ld, const char *key, const char *value, uint32_t line, item_fn fn,
+static int each_item(loader *ld, const char *key, const char *value, uint32_t line, cg__item_fn fn,
                      void *arg)
 {
-    const char *p = value;
-    for (unsigned n = 1;; n++) {
-        const char *comma = strchr(p, ',');
-        const char *e = comma ? comma : p + strlen(p);
-        const char *b = p;
-        while (b < e && (*b == ' ' || *b == '\t'))
-            b++;
-        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if (b == e)
-            return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                            "empty item %u in the list of '%s' in %s; remove the extra ','", n, key,
-                            ld->section);
-        int rc = fn(ld, key, b, (size_t)(e - b), line, arg);
-        if (rc)
-            return rc;
-        if (!comma)
-            return 0;
-        p = comma + 1;
-    }
+    return cg__key_each_item(&ld->kc, key, value, line, fn, arg);
 }
 
 /* add_prefix: one allow/deny item into the set `arg`. */
-static int add_prefix(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
-                      void *arg)
+static int add_prefix(const cg__keyctx *kc, const char *key, const char *item, size_t len,
+                      uint32_t line, void *arg)
 {
+    loader *ld = (loader *)kc;
     char why[CG__REASON_MAX] = "";
     cg_source src = {ld->path, line};
     cg_action action = strcmp(key, "deny") == 0 ? CG_DENY : CG_ALLOW;
@@ -354,9 +330,10 @@ static int add_prefix(loader *ld, const char *key, const char *item, size_t len,
 }
 
 /* add_backend: one backend endpoint to the current listener. */
-static int add_backend(loader *ld, const char *key, const char *item, size_t len, uint32_t line,
-                       void *arg)
+static int add_backend(const cg__keyctx *kc, const char *key, const char *item, size_t len,
+                       uint32_t line, void *arg)
 {
+    loader *ld = (loader *)kc;
     cg_listener_conf *l = arg;
     if (len == 4 && memcmp(item, "echo", 4) == 0)
         return cg__fail(ld->d, CG_EINVAL, ld->path, line,
@@ -382,20 +359,6 @@ static int add_backend(loader *ld, const char *key, const char *item, size_t len
     return 0;
 }
 
-/* resolve: a path named in the INI file, relative to the INI file's
- * directory unless absolute. Returns a new string or NULL. */
-static char *resolve(const loader *ld, const char *rel)
-{
-    size_t dl = cg__sys_path_is_absolute(rel) ? 0 : ld->dirlen;
-    size_t rl = strlen(rel);
-    char *p = malloc(dl + rl + 1);
-    if (p) {
-        memcpy(p, ld->path, dl);
-        memcpy(p + dl, rel, rl + 1);
-    }
-    return p;
-}
-
 /* include_file: `include`, `allow_file` or `deny_file` in a [rules] section. */
 static int include_file(loader *ld, const char *key, const char *value, uint32_t line)
 {
@@ -411,7 +374,7 @@ static int include_file(loader *ld, const char *key, const char *value, uint32_t
                         "'%s' in %s: more than %d rule and list files in all", key, ld->section,
                         CG_CONFIG_MAX_FILES);
     ld->nfiles++;
-    path = resolve(ld, value);
+    path = cg__key_resolve(&ld->kc, value);
     if (!path)
         return oom(ld, line);
     if (strlen(path) >= CG_SOURCE_MAX) {
@@ -667,6 +630,8 @@ static int gateway_key(loader *ld, int k, const char *key, const char *value, ui
                             "bad value %s for 'log_format' in [gateway]: expected text or json",
                             cg__quote(q, sizeof q, value, strlen(value), CG__QUOTE_EXCERPT));
         break;
+    default:
+        return cg__gateway_state_key(&ld->kc, cfg, &ld->never_ban, key, value, line);
     }
     return rc;
 }
@@ -805,8 +770,9 @@ static int listener_key(loader *ld, int k, const char *key, const char *value, u
         return rc;
     case K_PREFILTER:
         return prefilter_mode(ld, value, line, &l->prefilter);
+    default:
+        return cg__listener_limits_key(&ld->kc, l, &b->limits, key, value, line);
     }
-    return 0;
 }
 
 /* home_of: the section a key belongs in, for "key before any section". */
@@ -883,7 +849,7 @@ static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
             return cg__fail(
                 ld->d, CG_EINVAL, ld->path, line, "unknown key %s in %s; did you mean '%s'?",
                 cg__quote(q, sizeof q, key, strlen(key), CG__QUOTE_EXCERPT), ld->section, hint);
-        char list[160] = "";
+        char list[320] = "";
         for (size_t i = 0; i < n; i++) {
             size_t used = strlen(list);
             snprintf(list + used, sizeof list - used, "%s%s",
@@ -1041,6 +1007,9 @@ static int finish(loader *ld, uint32_t last_line)
                             "for the default rule set; add one or name a set with 'rules ='",
                             l->name);
         l->ruleset = (size_t)idx;
+        rc = cg__listener_limits_check(&ld->kc, l, &b->limits);
+        if (rc)
+            return rc;
     }
 
     if (!cfg->admin.allow) {
@@ -1062,6 +1031,9 @@ static int finish(loader *ld, uint32_t last_line)
             return rc;
     }
     rc = freeze(ld, cfg->admin.allow, ld->admin_line);
+    if (!rc)
+        rc =
+            cg__gateway_state_finish(&ld->kc, cfg, ld->gateway_line ? ld->gateway_line : last_line);
     if (rc)
         return rc;
 
@@ -1144,6 +1116,10 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
     ld.d = &d;
     ld.path = path;
     ld.dirlen = cg__sys_dir_len(path);
+    ld.kc.d = &d;
+    ld.kc.path = path;
+    ld.kc.dirlen = ld.dirlen;
+    ld.kc.section = ld.section;
     ld.cfg->path = dup_n(path, strlen(path));
     if (!ld.cfg->path) {
         rc = cg__fail(&d, CG_ENOMEM, path, 0, "out of memory");
@@ -1196,6 +1172,8 @@ void cg_config_free(cg_config *cfg)
     free(cfg->listeners);
     cg_ruleset_free(cfg->admin.allow);
     free(cfg->admin.token);
+    cg_ruleset_free(cfg->never_ban);
+    free(cfg->state_file);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

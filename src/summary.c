@@ -7,7 +7,7 @@
 
 #include "condgate/config.h"
 
-#define ADMIN_ALLOW_SHOWN 8
+#define ADMIN_ALLOW_SHOWN 8 /* also of never_ban */
 
 static int name_width(const cg_config *cfg)
 {
@@ -21,18 +21,18 @@ static int name_width(const cg_config *cfg)
     return (int)w;
 }
 
-static void print_admin(const cg_config *cfg, FILE *out)
+/* The first entries of a small set ("!" before a deny), "...(N in all)"
+ * past them, or "none". */
+static void print_entries(const cg_ruleset *rs, FILE *out)
 {
-    const cg_admin_conf *a = &cfg->admin;
     cg_ruleset_stats st;
     cg_rule_info info;
     char cidr[CG_CIDR_STRLEN];
 
-    fprintf(out, "%-9s listen=%s allow=", "admin", a->enabled ? a->listen.text : "off");
-    cg_ruleset_get_stats(a->allow, &st);
+    cg_ruleset_get_stats(rs, &st);
     size_t n = st.v4 + st.v6;
     for (size_t i = 0; i < n && i < ADMIN_ALLOW_SHOWN; i++) {
-        if (cg_ruleset_rule(a->allow, (cg_rule_id)i, &info) != 0)
+        if (cg_ruleset_rule(rs, (cg_rule_id)i, &info) != 0)
             break;
         fprintf(out, "%s%s%s", i ? "," : "", info.action == CG_DENY ? "!" : "",
                 cg_cidr_format(&info.cidr, cidr, sizeof cidr));
@@ -41,7 +41,50 @@ static void print_admin(const cg_config *cfg, FILE *out)
         fprintf(out, ",...(%zu in all)", n);
     if (n == 0)
         fputs("none", out);
+}
+
+static void print_admin(const cg_config *cfg, FILE *out)
+{
+    const cg_admin_conf *a = &cfg->admin;
+
+    fprintf(out, "%-9s listen=%s allow=", "admin", a->enabled ? a->listen.text : "off");
+    print_entries(a->allow, out);
     fprintf(out, " token=%s\n", a->token ? "set" : "none");
+}
+
+/* The gateway's dynamic state: bans, sources, the preview ring. */
+static void print_state(const cg_config *cfg, FILE *out)
+{
+    fprintf(out, "%-9s state_file=%s max_bans=%u never_ban=", "gateway",
+            cfg->state_file ? cfg->state_file : "none", (unsigned)cfg->max_bans);
+    print_entries(cfg->never_ban, out);
+    fprintf(out, " source_table_max=%u preview_callers=%u\n", (unsigned)cfg->source_table_max,
+            (unsigned)cfg->preview_callers);
+}
+
+/* A rate as "N/Ws", the window in whole seconds as the loader keeps it. */
+static void print_rate(FILE *out, const char *key, const cg_rate *r)
+{
+    fprintf(out, " %s=%u/%us", key, (unsigned)r->count, (unsigned)(r->window_ms / 1000u));
+}
+
+/* A listener's mode and source limits, only where they differ from the
+ * defaults (source_prefix and the ban durations where they apply). */
+static void print_limits(const cg_listener_conf *l, FILE *out)
+{
+    const cg_source_limits *s = &l->sources;
+    if (l->mode != CG_MODE_ENFORCE)
+        fprintf(out, " mode=%s", cg_listener_mode_name(l->mode));
+    if (s->max_per_source)
+        fprintf(out, " max_per_source=%u", (unsigned)s->max_per_source);
+    if (s->rate.count)
+        print_rate(out, "rate_per_source", &s->rate);
+    if (cg_source_limits_on(s))
+        fprintf(out, " source_prefix=%u,%u", (unsigned)s->prefix4, (unsigned)s->prefix6);
+    if (s->ban_after.count) {
+        print_rate(out, "ban_after", &s->ban_after);
+        fprintf(out, " ban_ttl_s=%u..%u", (unsigned)s->ban_ttl_s, (unsigned)s->ban_ttl_max_s);
+    }
 }
 
 /* cg_listener_backends_text: see config.h. Any thread. */
@@ -71,6 +114,7 @@ int cg_config_print(const cg_config *cfg, FILE *out)
             "log_format=%s\n",
             "gateway", cfg->workers, cfg->max_connections, (unsigned)cfg->drain_timeout_ms,
             cg_log_level_name(cfg->log_level), cg_log_format_name(cfg->log_format));
+    print_state(cfg, out);
     print_admin(cfg, out);
 
     for (size_t i = 0; i < cfg->nrulesets; i++) {
@@ -89,9 +133,11 @@ int cg_config_print(const cg_config *cfg, FILE *out)
         char backends[CG_BACKENDS_STRLEN];
         fprintf(out, "%-9s %-*s bind=%s backend=%s", "listener", w, l->name, l->bind.text,
                 cg_listener_backends_text(l, backends, sizeof(backends)));
-        fprintf(out, " rules=%s connect_timeout_ms=%u idle_timeout_ms=%u prefilter=%s\n",
+        fprintf(out, " rules=%s connect_timeout_ms=%u idle_timeout_ms=%u prefilter=%s",
                 cg_ruleset_name(cfg->rulesets[l->ruleset]), (unsigned)l->connect_timeout_ms,
                 (unsigned)l->idle_timeout_ms, cg_prefilter_mode_name(l->prefilter));
+        print_limits(l, out);
+        fputc('\n', out);
     }
     return ferror(out) ? CG_EIO : 0;
 }

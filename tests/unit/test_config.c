@@ -153,6 +153,10 @@ static void test_sample_config(void **state)
     assert_true(cfg->admin.enabled);
     assert_string_equal(cfg->admin.listen.text, "127.0.0.1:9090");
     assert_null(cfg->admin.token);
+    /* SPEC §11: the shipped config keeps bans in a file next to it. */
+    assert_non_null(cfg->state_file);
+    assert_non_null(strstr(cfg->state_file, "config/condgate.state.json"));
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.1", NULL), CG_ALLOW);
 
     assert_int_equal(cfg->nrulesets, 2);
     assert_string_equal(cg_ruleset_name(cfg->rulesets[0]), "default");
@@ -549,6 +553,320 @@ static void test_big_list(void **state)
     cg_config_free(cfg);
 }
 
+/* ---- dynamic state: bans, per-source limits, preview (SPEC §11, §12, §14) -- */
+
+static void test_state_defaults(void **state)
+{
+    (void)state;
+    write_text("sdef.ini", "[rules]\n"
+                           "[listener:web]\n"
+                           "bind = 127.0.0.1:8080\n"
+                           "backend = echo\n");
+    cg_config *cfg = load("sdef.ini");
+    /* never_ban protects exactly 127.0.0.1 and ::1. */
+    assert_non_null(cfg->never_ban);
+    assert_string_equal(cg_ruleset_name(cfg->never_ban), "never_ban");
+    assert_int_equal(cg_ruleset_default(cfg->never_ban), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->never_ban, "::1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.2", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "::2", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "10.0.0.1", NULL), CG_DENY);
+    assert_int_equal(stats_of(cfg->never_ban).v4, 1);
+    assert_int_equal(stats_of(cfg->never_ban).v6, 1);
+    assert_null(cfg->state_file);
+    assert_int_equal(cfg->state_file_line, 0);
+    assert_int_equal(cfg->max_bans, 1000000);
+    assert_int_equal(cfg->source_table_max, 1000000);
+    assert_int_equal(cfg->preview_callers, 65536);
+
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_int_equal(l->mode, CG_MODE_ENFORCE);
+    assert_false(cg_source_limits_on(&l->sources));
+    assert_int_equal(l->sources.max_per_source, 0);
+    assert_int_equal(l->sources.rate.count, 0);
+    assert_int_equal(l->sources.prefix4, 32);
+    assert_int_equal(l->sources.prefix6, 64);
+    assert_int_equal(l->sources.ban_after.count, 0);
+    assert_int_equal(l->sources.ban_ttl_s, 600);
+    assert_int_equal(l->sources.ban_ttl_max_s, 86400);
+    assert_int_equal(cfg->nwarnings, 0);
+    cg_config_free(cfg);
+}
+
+static const char state_ini[] = "[gateway]\n"
+                                "never_ban = 10.0.0.0/8, 2001:db8::/32\n"
+                                "state_file = state/bans.json\n"
+                                "never_ban = 192.0.2.1\n"
+                                "max_bans = 16777216\n"
+                                "source_table_max = 1\n"
+                                "preview_callers = 0\n"
+                                "[rules]\n"
+                                "[listener:web]\n"
+                                "bind = 127.0.0.1:8080\n"
+                                "backend = echo\n"
+                                "mode = shadow\n"
+                                "max_per_source = 3\n"
+                                "rate_per_source = 20/s\n"
+                                "source_prefix = 24, 56\n"
+                                "ban_after = 5/60s\n"
+                                "ban_ttl_s = 60\n"
+                                "ban_ttl_max_s = 3600\n"
+                                "[listener:api]\n"
+                                "bind = 127.0.0.1:8081\n"
+                                "backend = echo\n"
+                                "mode = enforce\n"
+                                "max_per_source = off\n"
+                                "rate_per_source = 100/m\n"
+                                "ban_after = off\n"
+                                "ban_ttl_s = 31536000\n"
+                                "ban_ttl_max_s = 31536000\n"
+                                "[listener:plain]\n"
+                                "bind = 127.0.0.1:8082\n"
+                                "backend = echo\n"
+                                "max_per_source = 0\n";
+
+static void test_state_keys(void **state)
+{
+    (void)state;
+    write_text("state.ini", state_ini);
+    cg_config *cfg = load("state.ini");
+
+    /* Given entries replace the default: loopback is no longer protected. */
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.1", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "::1", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "10.200.0.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->never_ban, "2001:db8:1::1", NULL), CG_ALLOW);
+    cg_rule_info info;
+    assert_int_equal(verdict(cfg->never_ban, "192.0.2.1", &info), CG_ALLOW);
+    assert_int_equal(info.line, 4);
+    assert_int_equal(verdict(cfg->never_ban, "192.0.2.2", NULL), CG_DENY);
+
+    /* state_file is taken relative to the INI file's directory. */
+    char want[PATH_MAX];
+    snprintf(want, sizeof want, "%s/state/bans.json", tmpdir);
+    assert_string_equal(cfg->state_file, want);
+    assert_int_equal(cfg->state_file_line, 3);
+    assert_int_equal(cfg->max_bans, CG_CONFIG_MAX_BANS);
+    assert_int_equal(cfg->source_table_max, 1);
+    assert_int_equal(cfg->preview_callers, 0);
+
+    const cg_source_limits *s = &cfg->listeners[0].sources;
+    assert_int_equal(cfg->listeners[0].mode, CG_MODE_SHADOW);
+    assert_true(cg_source_limits_on(s));
+    assert_int_equal(s->max_per_source, 3);
+    assert_int_equal(s->rate.count, 20);
+    assert_int_equal(s->rate.window_ms, 1000);
+    assert_int_equal(s->prefix4, 24);
+    assert_int_equal(s->prefix6, 56);
+    assert_int_equal(s->ban_after.count, 5);
+    assert_int_equal(s->ban_after.window_ms, 60000);
+    assert_int_equal(s->ban_ttl_s, 60);
+    assert_int_equal(s->ban_ttl_max_s, 3600);
+
+    s = &cfg->listeners[1].sources;
+    assert_int_equal(cfg->listeners[1].mode, CG_MODE_ENFORCE);
+    assert_int_equal(s->max_per_source, 0);
+    assert_int_equal(s->rate.count, 100);
+    assert_int_equal(s->rate.window_ms, 60000);
+    assert_int_equal(s->ban_after.count, 0);
+    assert_int_equal(s->ban_ttl_s, CG_CONFIG_MAX_BAN_TTL_S);
+    assert_int_equal(s->ban_ttl_max_s, CG_CONFIG_MAX_BAN_TTL_S);
+
+    assert_false(cg_source_limits_on(&cfg->listeners[2].sources));
+    assert_int_equal(cfg->nwarnings, 0);
+    cg_config_free(cfg);
+}
+
+static void test_state_file_absolute(void **state)
+{
+    (void)state;
+#if defined(_WIN32)
+    const char *abs = "C:\\condgate\\bans.json";
+#else
+    const char *abs = "/var/lib/condgate/bans.json";
+#endif
+    char ini[512];
+    snprintf(ini, sizeof ini, "[gateway]\nstate_file = %s\n", abs);
+    write_text("sabs.ini", ini);
+    cg_config *cfg = load("sabs.ini");
+    assert_string_equal(cfg->state_file, abs);
+    assert_int_equal(cfg->state_file_line, 2);
+    cg_config_free(cfg);
+}
+
+static void test_never_ban_none(void **state)
+{
+    (void)state;
+    write_text("nbnone.ini", "[gateway]\nnever_ban = none\n");
+    cg_config *cfg = load("nbnone.ini");
+    assert_non_null(cfg->never_ban);
+    assert_int_equal(stats_of(cfg->never_ban).v4 + stats_of(cfg->never_ban).v6, 0);
+    assert_int_equal(verdict(cfg->never_ban, "127.0.0.1", NULL), CG_DENY);
+    assert_int_equal(verdict(cfg->never_ban, "::1", NULL), CG_DENY);
+    cg_config_free(cfg);
+}
+
+/* never_ban_ini: a [gateway] with `n` never_ban entries, 8 to a line. */
+static char *never_ban_ini(unsigned n)
+{
+    size_t cap = 64 + (size_t)n * 24;
+    char *ini = malloc(cap);
+    assert_non_null(ini);
+    size_t off = (size_t)snprintf(ini, cap, "[gateway]\n");
+    for (unsigned i = 0; i < n; i++)
+        off += (size_t)snprintf(ini + off, cap - off, "%s10.%u.%u.0/24%s",
+                                i % 8 == 0 ? "never_ban = " : "", (i >> 8) & 255, i & 255,
+                                i % 8 == 7 || i + 1 == n ? "\n" : ", ");
+    return ini;
+}
+
+static void test_never_ban_bound(void **state)
+{
+    (void)state;
+    char *ini = never_ban_ini(CG_CONFIG_MAX_NEVER_BAN);
+    write_text("nbmax.ini", ini);
+    free(ini);
+    cg_config *cfg = load("nbmax.ini");
+    assert_int_equal(stats_of(cfg->never_ban).v4, CG_CONFIG_MAX_NEVER_BAN);
+    cg_config_free(cfg);
+
+    ini = never_ban_ini(CG_CONFIG_MAX_NEVER_BAN + 1);
+    write_text("nbover.ini", ini);
+    free(ini);
+    char err[1024], want[PATH_MAX + 256];
+    load_error("nbover.ini", err, sizeof err);
+    /* Entry 1025 is the first of line 2 + 1024 / 8. */
+    snprintf(want, sizeof want,
+             "%s/nbover.ini:%u: 'never_ban' in [gateway]: more than %u entries; cover them with "
+             "shorter prefixes",
+             tmpdir, 2u + CG_CONFIG_MAX_NEVER_BAN / 8u, (unsigned)CG_CONFIG_MAX_NEVER_BAN);
+    assert_string_equal(err, want);
+}
+
+static void test_rate_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int rc;
+        uint32_t count, window_ms;
+    } cases[] = {
+        {"20/s", 0, 20, 1000},
+        {"5/60s", 0, 5, 60000},
+        {"100/m", 0, 100, 60000},
+        {"100/10s", 0, 100, 10000},
+        {"7/5m", 0, 7, 300000},
+        {"1/1s", 0, 1, 1000},
+        {"1000000/86400s", 0, 1000000, 86400000},
+        {"3/1440m", 0, 3, 86400000},
+        {"20", CG_EINVAL, 0, 0},
+        {"20/", CG_EINVAL, 0, 0},
+        {"x/s", CG_EINVAL, 0, 0},
+        {"/s", CG_EINVAL, 0, 0},
+        {"", CG_EINVAL, 0, 0},
+        {"20/2d", CG_EINVAL, 0, 0},
+        {"20/S", CG_EINVAL, 0, 0},
+        {"20/ s", CG_EINVAL, 0, 0},
+        {"20/s ", CG_EINVAL, 0, 0},
+        {"-1/s", CG_EINVAL, 0, 0},
+        {"020/s", CG_EINVAL, 0, 0},
+        {"20/01s", CG_EINVAL, 0, 0},
+        {"20/1.5s", CG_EINVAL, 0, 0},
+        {"1234567890123456/s", CG_EINVAL, 0, 0},
+        {"off", CG_EINVAL, 0, 0},
+        {"0/s", CG_ERANGE, 0, 0},
+        {"1000001/s", CG_ERANGE, 0, 0},
+        {"20/0s", CG_ERANGE, 0, 0},
+        {"20/0m", CG_ERANGE, 0, 0},
+        {"20/86401s", CG_ERANGE, 0, 0},
+        {"20/1441m", CG_ERANGE, 0, 0},
+        {"20/999999999999999s", CG_ERANGE, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cg_rate r = {77, 77};
+        char err[256] = "x";
+        int rc = cg_rate_parse(cases[i].text, &r, err, sizeof err);
+        if (rc != cases[i].rc)
+            fail_msg("'%s': %d, not %d (%s)", cases[i].text, rc, cases[i].rc, err);
+        if (rc == 0) {
+            assert_int_equal(r.count, cases[i].count);
+            assert_int_equal(r.window_ms, cases[i].window_ms);
+            assert_string_equal(err, "");
+        } else {
+            /* A failed parse leaves *out alone and says why. */
+            assert_int_equal(r.count, 77);
+            assert_int_equal(r.window_ms, 77);
+            assert_true(strlen(err) > 10);
+        }
+    }
+    cg_rate r;
+    assert_int_equal(cg_rate_parse("5/s", &r, NULL, 0), 0);
+    assert_int_equal(cg_rate_parse("5", &r, NULL, 0), CG_EINVAL);
+    assert_string_equal(cg_listener_mode_name(CG_MODE_ENFORCE), "enforce");
+    assert_string_equal(cg_listener_mode_name(CG_MODE_SHADOW), "shadow");
+}
+
+/* print_text: cg_config_print of cfg into a new string (free it). */
+static char *print_text(const cg_config *cfg)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    assert_int_equal(cg_config_print(cfg, f), 0);
+    long n = ftell(f);
+    assert_true(n > 0);
+    char *buf = calloc(1, (size_t)n + 1);
+    assert_non_null(buf);
+    rewind(f);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return buf;
+}
+
+static void test_print_state(void **state)
+{
+    (void)state;
+    write_text("pstate.ini", state_ini);
+    cg_config *cfg = load("pstate.ini");
+    char *text = print_text(cfg);
+    char want[PATH_MAX + 256];
+    snprintf(want, sizeof want,
+             "\ngateway   state_file=%s/state/bans.json max_bans=16777216 "
+             "never_ban=10.0.0.0/8,192.0.2.1/32,2001:db8::/32 source_table_max=1 "
+             "preview_callers=0\n",
+             tmpdir);
+    if (!strstr(text, want))
+        fail_msg("no line\n%s\nin\n%s", want, text);
+    const char *lines[] = {
+        " prefilter=auto mode=shadow max_per_source=3 rate_per_source=20/1s "
+        "source_prefix=24,56 ban_after=5/60s ban_ttl_s=60..3600\n",
+        " prefilter=auto rate_per_source=100/60s source_prefix=32,64\n",
+        " prefilter=auto\n",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        const char *l = strstr(text, cfg->listeners[i].bind.text);
+        assert_non_null(l);
+        const char *nl = strchr(l, '\n');
+        size_t tail = strlen(lines[i]);
+        assert_non_null(nl);
+        if ((size_t)(nl + 1 - l) < tail || memcmp(nl + 1 - tail, lines[i], tail) != 0)
+            fail_msg("listener line of %s does not end with\n%s\n%s", cfg->listeners[i].name,
+                     lines[i], text);
+    }
+    free(text);
+    cg_config_free(cfg);
+
+    /* Defaults: state_file none, the loopback never_ban. */
+    write_text("pdef.ini", "[gateway]\nworkers = 1\n");
+    cfg = load("pdef.ini");
+    text = print_text(cfg);
+    assert_non_null(strstr(text, "\ngateway   state_file=none max_bans=1000000 "
+                                 "never_ban=127.0.0.1/32,::1/128 source_table_max=1000000 "
+                                 "preview_callers=65536\n"));
+    free(text);
+    cg_config_free(cfg);
+}
+
 /* ---- golden files ---------------------------------------------------------- */
 
 static int by_name(const void *a, const void *b)
@@ -643,6 +961,13 @@ int main(void)
         cmocka_unit_test(test_missing_ini),
         cmocka_unit_test(test_small_error_buffer),
         cmocka_unit_test(test_big_list),
+        cmocka_unit_test(test_state_defaults),
+        cmocka_unit_test(test_state_keys),
+        cmocka_unit_test(test_state_file_absolute),
+        cmocka_unit_test(test_never_ban_none),
+        cmocka_unit_test(test_never_ban_bound),
+        cmocka_unit_test(test_rate_parse),
+        cmocka_unit_test(test_print_state),
         cmocka_unit_test(test_golden),
     };
     ts_init();
