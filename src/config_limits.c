@@ -6,12 +6,14 @@
  * keys (ban_after needs rate_per_source, ban_ttl_max_s >= ban_ttl_s) wait
  * for the end of the file, where config.c calls them.
  */
-#include "config_limits.h"
-
+/* System headers first: mingw's <stdlib.h> includes <limits.h>, which
+ * src/limits.h shadows on this file's include path; it must not meet
+ * condgate/config.h half-read. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_limits.h"
 #include "sys.h"
 
 #define SECONDS_PER_DAY (CG_CONFIG_MAX_WINDOW_MS / 1000u)

@@ -190,6 +190,35 @@ static void check_endpoint(const cg_endpoint *ep, bool backend)
     }
 }
 
+/* A rate is off (0/0) or within the bounds cg_rate_parse keeps. */
+static void check_rate(const char *name, const char *key, const cg_rate *r)
+{
+    FUZZ_CHECK(r->count == 0
+                   ? r->window_ms == 0
+                   : r->count <= CG_CONFIG_MAX_RATE && r->window_ms >= 1000 &&
+                         r->window_ms <= CG_CONFIG_MAX_WINDOW_MS && r->window_ms % 1000 == 0,
+               "listener %s: %s %u/%ums", name, key, (unsigned)r->count, (unsigned)r->window_ms);
+}
+
+static void check_limits(const cg_listener_conf *l)
+{
+    const cg_source_limits *s = &l->sources;
+    FUZZ_CHECK(l->mode == CG_MODE_ENFORCE || l->mode == CG_MODE_SHADOW, "listener %s mode %d",
+               l->name, (int)l->mode);
+    FUZZ_CHECK(s->max_per_source <= CG_CONFIG_MAX_CONNECTIONS, "listener %s max_per_source %u",
+               l->name, (unsigned)s->max_per_source);
+    check_rate(l->name, "rate_per_source", &s->rate);
+    check_rate(l->name, "ban_after", &s->ban_after);
+    FUZZ_CHECK(s->ban_after.count == 0 || s->rate.count != 0,
+               "listener %s: ban_after without rate_per_source", l->name);
+    FUZZ_CHECK(s->prefix4 <= 32 && s->prefix6 <= 128, "listener %s source_prefix %u,%u", l->name,
+               (unsigned)s->prefix4, (unsigned)s->prefix6);
+    FUZZ_CHECK(s->ban_ttl_s >= 1 && s->ban_ttl_s <= s->ban_ttl_max_s &&
+                   s->ban_ttl_max_s <= CG_CONFIG_MAX_BAN_TTL_S,
+               "listener %s ban_ttl_s %u..%u", l->name, (unsigned)s->ban_ttl_s,
+               (unsigned)s->ban_ttl_max_s);
+}
+
 static void check_config(const cg_config *cfg, uint32_t lines)
 {
     /* Entries come from c.ini (at one of its lines) or from a file next to
@@ -235,7 +264,22 @@ static void check_config(const cg_config *cfg, uint32_t lines)
         check_endpoint(&l->bind, false);
         for (size_t b = 0; b < l->nbackends; b++)
             check_endpoint(&l->backends[b], true);
+        check_limits(l);
     }
+
+    FUZZ_CHECK(cfg->never_ban != NULL, "no never_ban set");
+    fuzz_check_ruleset(cfg->never_ban, NULL);
+    FUZZ_CHECK(cfg->max_bans >= 1 && cfg->max_bans <= CG_CONFIG_MAX_BANS, "max_bans %u",
+               (unsigned)cfg->max_bans);
+    FUZZ_CHECK(cfg->source_table_max >= 1 && cfg->source_table_max <= CG_CONFIG_MAX_SOURCES,
+               "source_table_max %u", (unsigned)cfg->source_table_max);
+    FUZZ_CHECK(cfg->preview_callers <= CG_CONFIG_MAX_PREVIEW, "preview_callers %u",
+               (unsigned)cfg->preview_callers);
+    FUZZ_CHECK(
+        (cfg->state_file == NULL) == (cfg->state_file_line == 0) && cfg->state_file_line <= lines &&
+            (!cfg->state_file || (cfg->state_file[0] && strlen(cfg->state_file) < CG_SOURCE_MAX)),
+        "state_file %s at line %u", cfg->state_file ? cfg->state_file : "(none)",
+        (unsigned)cfg->state_file_line);
 
     FUZZ_CHECK(cfg->admin.allow != NULL, "no admin allow set");
     fuzz_check_ruleset(cfg->admin.allow, NULL);
