@@ -159,6 +159,7 @@ static void drained(void *arg)
     daemon *d = arg;
     cg__reloader_close(d->reloader);
     cg__gate_close(d->gate); /* with the last "suppressed N" summary */
+    cg__runtime_close(d->rt); /* no sweeps from here on: the pool closes */
     /* Worker 0's connections live on this loop: they finish closing as it
      * runs on; the pool is freed after uv_run. */
     cg__pool_close(d->pool);
@@ -271,6 +272,15 @@ static int start(daemon *d, const char *path, cg_config *cfg)
 {
     char err[CG_ERR_MAX] = "";
     cg__log_setup(cfg->log_level, cfg->log_format);
+    /* Before any thread starts (the state file's writer is the first):
+     * workers and the thread pool inherit the blocked signal mask, so only
+     * this thread's loop takes signals. The loop runs callbacks only once
+     * start is over. */
+    if (cg__signals_start(&d->loop, on_signal, d, &d->signals) != 0) {
+        cg_config_free(cfg);
+        fail("cannot watch signals", NULL);
+        return 1;
+    }
     if (cg__runtime_new(&d->loop, cfg, &d->rt, err, sizeof(err)) != 0) {
         cg_config_free(cfg);
         fail(err, NULL);
@@ -278,12 +288,6 @@ static int start(daemon *d, const char *path, cg_config *cfg)
     }
     if (cg__gate_new(&d->loop, cfg, cg__sys_raise_fd_limit(), d->rt, &d->gate) != 0) {
         fail("out of memory at start", NULL);
-        return 1;
-    }
-    /* Before any thread starts: workers and the thread pool inherit the
-     * blocked signal mask, so only this thread's loop takes signals. */
-    if (cg__signals_start(&d->loop, on_signal, d, &d->signals) != 0) {
-        fail("cannot watch signals", NULL);
         return 1;
     }
     if (cg__gate_open(d->gate, err, sizeof(err)) != 0) {
