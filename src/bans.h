@@ -67,6 +67,11 @@ int cg__ban_time_parse(const char *s, int64_t *t);
  * CG_BAN_REASON_MAX bytes of valid UTF-8 without control characters. */
 bool cg__ban_reason_ok(const char *s, size_t len);
 
+/* cg__ban_printable: s for a one-line message, into buf (len bytes, NUL
+ * included): bytes outside printable ASCII become '?', and a longer s is
+ * cut to 40 bytes and "...". Returns buf. */
+char *cg__ban_printable(const char *s, char *buf, size_t len);
+
 typedef struct cg__bans cg__bans;
 
 /* cg__bans_new: an empty table for at most max bans (1..CG_CONFIG_MAX_BANS).

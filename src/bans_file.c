@@ -248,7 +248,9 @@ static const char *ban_object(const cJSON *o, cg__ban *ban, char *why, size_t wh
         while (k < K_COUNT && strcmp(m->string, ban_keys[k]) != 0)
             k++;
         if (k == K_COUNT) {
-            snprintf(why, whylen, "unknown key \"%.40s\"", m->string);
+            char key[48];
+            snprintf(why, whylen, "unknown key \"%s\"",
+                     cg__ban_printable(m->string, key, sizeof key));
             return why;
         }
         if (seen & (1u << k)) {

@@ -178,6 +178,21 @@ bool cg__ban_reason_ok(const char *s, size_t len)
     return true;
 }
 
+/* cg__ban_printable: see bans.h. */
+char *cg__ban_printable(const char *s, char *buf, size_t len)
+{
+    size_t i = 0;
+    for (; s[i] && i < 40 && i + 1 < len; i++)
+        buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    if (s[i] && i + 4 < len) {
+        memcpy(buf + i, "...", 3);
+        i += 3;
+    }
+    if (len > 0)
+        buf[i < len ? i : len - 1] = '\0';
+    return buf;
+}
+
 /* ------------------------------------------------------------------------
  * POST /bans bodies
  */
@@ -244,9 +259,10 @@ static int req_one(const req_ctx *x, const cJSON *o, cg__ban_request *out)
         int k = 0;
         while (k < 3 && strcmp(m->string, keys[k]) != 0)
             k++;
-        char msg[96];
+        char msg[96], key[48];
         if (k == 3) {
-            snprintf(msg, sizeof msg, "unknown key \"%.40s\" (cidr, ttl_s, reason)", m->string);
+            snprintf(msg, sizeof msg, "unknown key \"%s\" (cidr, ttl_s, reason)",
+                     cg__ban_printable(m->string, key, sizeof key));
             return req_fail(x, msg);
         }
         if (seen & (1u << k)) {

@@ -29,14 +29,15 @@ build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 parallel=${FUZZ_PARALLEL:-1}
 keep_going=${FUZZ_KEEP_GOING:-0}
-all_targets=(cidr ini json list admin)
+all_targets=(cidr ini json list admin bans)
 
 # Longest input per target. A CIDR is short. Rule and list files stay small
 # so that an execution takes well under a millisecond; INI files may be
 # longer so that the limits of 64 backends, 256 rule sets and 256 listeners
 # are within reach (corpus/ini has a seed just past each). Admin requests
-# may pass the 32 KiB a connection may use (431).
-declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096 [admin]=40000)
+# may pass the 32 KiB a connection may use (431). A state file's lines are
+# at most 1024 bytes: a few of them and one past the limit fit in 8 KiB.
+declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096 [admin]=40000 [bans]=8192)
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
