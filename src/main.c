@@ -11,13 +11,21 @@
 
 #define DEFAULT_CONFIG "/etc/condgate/condgate.ini"
 
+/* The optional parts built in, for -V: "none", or their names separated by
+ * spaces (prefilter: the kernel prefilter on Linux, CMakeLists.txt). */
+#if defined(CG_HAVE_PREFILTER)
+#define FEATURES "prefilter"
+#else
+#define FEATURES "none"
+#endif
+
 static void usage(FILE *out)
 {
     fputs("usage: condgate [-c FILE] [-t] [-V] [-h]\n"
           "  -c, --config FILE  INI configuration (default " DEFAULT_CONFIG ")\n"
           "  -t, --test         load and validate the configuration, print what was\n"
           "                     loaded (listeners, rule sets and entry counts), exit\n"
-          "  -V, --version      print the version and exit\n"
+          "  -V, --version      print the version and the optional features, exit\n"
           "  -h, --help         this help\n",
           out);
 }
@@ -44,7 +52,7 @@ int main(int argc, char **argv)
             test = 1;
             break;
         case 'V':
-            printf("condgate %s\n", cg_version());
+            printf("condgate %s\nfeatures: %s\n", cg_version(), FEATURES);
             return 0;
         case 'h':
             usage(stdout);

@@ -58,9 +58,9 @@ int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t w
  * bound to bind, as `slot` (< CG_PF_MAX_SLOTS): its address and port (for a
  * dual-stack [::] socket also the IPv4 wildcard) go into the listener map
  * and its socket cookie into the drop mode's filter map. The filter itself
- * is attached by cg__prefilter_commit while the slot is drop. fd must stay
- * open until cg__prefilter_close. Returns 0 or a CG_E* code with the
- * reason in why. Control thread. */
+ * is attached by cg__prefilter_commit while the slot is drop, so fd must
+ * stay open while tables are committed (close never touches it). Returns 0
+ * or a CG_E* code with the reason in why. Control thread. */
 int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
                                const struct sockaddr *bind, socklen_t bindlen, char *why,
                                size_t whylen);
@@ -88,7 +88,9 @@ void cg__pf_staged_free(cg__pf_staged *s);
  * banned caller of any slot whose mode is not off is refused (by that mode)
  * before the table is searched, and counted under reason CG_PF_REASON_BAN.
  * One map update: a caller sees the ban or not, never half of it. IPv4
- * prefixes are held as IPv4-mapped IPv6 ones, so mapped callers are covered.
+ * prefixes are held as IPv4-mapped IPv6 ones, so mapped callers are covered;
+ * an IPv4 caller is banned by IPv4 prefixes only (an IPv6 one such as ::/0
+ * never refuses it), as the process judges it.
  * Returns 0, CG_ERANGE when the kernel's ban map is full (it holds the
  * max_bans of the start, at least 1; re-adding a prefix already there is 0
  * even then), CG_EINVAL for a prefix of no family, or CG_ESYS. Any

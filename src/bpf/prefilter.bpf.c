@@ -98,7 +98,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, CG_PF_MAX_SLOTS *CG_PF_NREASONS);
+    __uint(max_entries, CG_PF_MAX_SLOTS * CG_PF_NREASONS);
     __type(key, __u32);
     __type(value, __u64);
 } counters SEC(".maps");
@@ -317,7 +317,8 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct cg_pf_addr *a)
 
             if (next == IPPROTO_TCP)
                 return off;
-            if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+            if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
+                next != IPPROTO_DSTOPTS)
                 return -1;
             if (bpf_skb_load_bytes_relative(skb, off, ext, sizeof ext, BPF_HDR_START_NET))
                 return -1;

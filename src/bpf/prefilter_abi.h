@@ -72,11 +72,11 @@ struct cg_pf_lval {
 /* One element of a generation's table (24 bytes). */
 struct cg_pf_elem {
     union {
-        struct {          /* an interval: its start address */
-            cg_pf_u64 hi; /* IPv6: the high 64 bits; IPv4: 0 */
-            cg_pf_u64 lo; /* IPv6: the low 64 bits; IPv4: the address */
+        struct {            /* an interval: its start address */
+            cg_pf_u64 hi;   /* IPv6: the high 64 bits; IPv4: 0 */
+            cg_pf_u64 lo;   /* IPv6: the low 64 bits; IPv4: the address */
         } key;
-        struct { /* a slot's header */
+        struct {            /* a slot's header */
             cg_pf_u32 v4_first, v4_count;
             cg_pf_u32 v6_first, v6_count;
         } hdr;
@@ -89,14 +89,16 @@ struct cg_pf_elem {
  * byte order). IPv6 as it is; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d,
  * prefixlen 96 + the IPv4 length), so that one lookup of a mapped caller
  * finds IPv4 bans too. Bits past prefixlen are zero. The value, a u32, is
- * the prefixlen again: the programs ignore it; the process reads it to tell
- * an exact prefix from a shorter one that holds it. */
+ * the prefixlen again: the programs read it to let an IPv4 caller be
+ * banned by IPv4 bans only (>= 96; an IPv6 ban such as ::/0 holds the mapped
+ * range too), the process to tell an exact prefix from a shorter one that
+ * holds it. */
 struct cg_pf_bkey {
     cg_pf_u32 prefixlen;
     cg_pf_u8 addr[16];
 };
 
 /* Index of a counter in the per-CPU `counters` array. */
-#define CG_PF_COUNTER(slot, reason) ((slot)*CG_PF_NREASONS + (reason))
+#define CG_PF_COUNTER(slot, reason) ((slot) * CG_PF_NREASONS + (reason))
 
 #endif /* CG_PREFILTER_ABI_H */

@@ -38,7 +38,10 @@ def test_version(gate):
     for flag in ("-V", "--version"):
         rc, out, err = gate.run([flag])
         assert rc == 0, err
-        assert out.strip() == "condgate 0.1.0", out
+        lines = out.splitlines()
+        assert lines[0] == "condgate 0.1.0", out
+        # the optional features built in: the kernel prefilter or none
+        assert len(lines) == 2 and lines[1] in ("features: prefilter", "features: none"), out
 
 
 def test_help(gate):

@@ -327,6 +327,12 @@ static void full_ban_map(void **state)
     assert_int_equal(ban(&w, "127.0.0.3/32", true), 0);
     assert_int_equal(connect_from("127.0.0.3", &w.v4, ANSWER_MS), ECONNREFUSED);
     assert_int_equal(connect_from("127.0.0.2", &w.v4, ANSWER_MS), 0);
+    /* a prefix inside a banned one is a new entry all the same: full */
+    assert_int_equal(ban(&w, "127.0.0.3/32", false), 0);
+    assert_int_equal(ban(&w, "127.0.0.0/24", true), 0);
+    assert_int_equal(ban(&w, "127.0.0.3/32", true), CG_ERANGE);
+    assert_int_equal(ban(&w, "2001:db8:1::/48", true), CG_ERANGE);
+    assert_int_equal(ban(&w, "2001:db8::/32", true), 0);
     /* a size of 0 still opens (one entry) */
     close_world(&w);
     OPEN_OR_SKIP(&w, 0);
