@@ -11,6 +11,7 @@ tested.
 """
 
 import html.parser
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import time
 
 import pytest
 
-from cgtest import connect, echo_check, expect_rejected
+from cgtest import connect, echo_check, expect_rejected, is_served
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
                     "admin_page.html")
@@ -138,11 +139,16 @@ class Fields(html.parser.HTMLParser):
             if rec is not None:
                 rec["text"] += data
 
+    SCOPES = ("data-listener", "data-worker", "data-rule")
+
     def one(self, **match):
-        """The single field whose attributes match (data_x=... for data-x)."""
+        """The single field whose attributes match (data_x=... for data-x);
+        a scope (data-listener, ...) not asked for must be absent: the
+        gate's rejected_by.ban, not a listener's."""
         want = {k.replace("_", "-"): str(v) for k, v in match.items()}
         found = [f for f in self.fields
-                 if all(f.get(k) == v for k, v in want.items())]
+                 if all(f.get(k) == v for k, v in want.items())
+                 and not any(s in f for s in self.SCOPES if s not in want)]
         assert len(found) == 1, "wanted one element with %r in the rendered page, found %d: %r" % (
             want, len(found), found)
         return found[0]
@@ -316,14 +322,20 @@ def test_page_shows_what_stats_says(gate, tmp_path, request):
     # Header and totals.
     for path in ("generation", "reloads", "connections.accepted", "connections.rejected",
                  "connections.active", "connections.closed", "rejected_by.rule",
-                 "rejected_by.default", "rejected_by.limit", "bytes.in", "bytes.out"):
+                 "rejected_by.default", "rejected_by.limit", "rejected_by.ban",
+                 "rejected_by.source_limit", "rejected_by.source_rate", "bans.count",
+                 "bans.closed_connections", "sources.table_full", "bytes.in", "bytes.out"):
         assert_shown(page.one(data_field=path), pick(stats, path), path)
     assert page.one(data_field="version")["text"].strip() == "v" + stats["version"]
     up = int(page.one(data_field="uptime_s")["data-value"])
     assert 0 <= stats["uptime_s"] - up <= 10, (up, stats["uptime_s"])
     # The traffic above, as the page must show it (and /stats agree).
     assert stats["connections"]["accepted"] == 7 and stats["connections"]["rejected"] == 7, stats
-    assert stats["rejected_by"] == {"rule": 4, "default": 3, "limit": 0}, stats
+    assert stats["rejected_by"] == {"rule": 4, "default": 3, "limit": 0, "ban": 0,
+                                    "source_limit": 0, "source_rate": 0}, stats
+    # No ban: the page says so.
+    assert stats["bans"]["newest"] is None, stats["bans"]
+    assert page.one(data_field="bans.newest.cidr")["text"].strip() == "none"
 
     # Per listener.
     names = [l["name"] for l in stats["listeners"]]
@@ -402,4 +414,106 @@ def test_page_asks_for_a_token(gate, tmp_path):
     assert "page-s3cret" not in dom
     # No figure was made up.
     assert all(f.get("data-value", "") == "" for f in page.fields), page.fields
+    gate.stop()
+
+
+GATE_BANS = """
+[gateway]
+state_file = bans.json
+source_table_max = 2
+
+[rules]
+default = deny
+allow = 127.0.0.0/8
+deny = 127.0.0.66
+
+[listener:web]
+bind = 127.0.0.1:$web
+backend = echo
+max_per_source = 1
+
+[listener:trial]
+bind = 127.0.0.1:$trial
+backend = echo
+mode = shadow
+"""
+
+
+def test_page_shows_bans_sources_and_shadow(gate, tmp_path):
+    """Bans (count, newest, connections closed), refusals by ban and by
+    source_limit (one of them a full source table), a shadow listener: the
+    page shows what /stats says, and a ban's reason only ever as text."""
+    gate.write(GATE_BANS, admin=True)
+    gate.start()
+    web, trial = gate.port("web"), gate.port("trial")
+
+    def ban(cidr, reason):
+        body = json.dumps({"cidr": cidr, "ttl_s": 600, "reason": reason})
+        return gate.json("/bans", method="POST", expect=201, body=body)["ban"]
+
+    # A ban closes the open connection its caller had.
+    victim = connect(web, "127.0.0.99")
+    echo_check(victim)
+    ban("127.0.0.99/32", "older")
+    victim.settimeout(2.0)
+    try:
+        assert victim.recv(16) == b""
+    except ConnectionResetError:
+        pass
+    victim.close()
+    newest = ban("127.0.0.77/32", "<b>x</b>")
+    for _ in range(2):
+        expect_rejected(web, "127.0.0.77")         # ban
+    # max_per_source = 1, and a source table of 2 sources with open
+    # connections: a third source is refused too (table_full).
+    held = [connect(web, src) for src in ("127.0.0.2", "127.0.0.3")]
+    for s in held:
+        echo_check(s)
+    for _ in range(2):
+        expect_rejected(web, "127.0.0.2")          # source_limit
+    expect_rejected(web, "127.0.0.4")              # source_limit, table full
+    for s in held:
+        s.close()
+    settle(gate)
+    s = connect(trial, "127.0.0.66")               # denied by rule, admitted: shadow
+    echo_check(s)
+    s.close()
+    assert is_served(web, "127.0.0.5")
+    stats = settle(gate)
+
+    assert stats["bans"]["count"] == 2 and stats["bans"]["closed_connections"] == 1, stats["bans"]
+    nb = stats["bans"]["newest"]
+    assert nb["cidr"] == "127.0.0.77/32" and nb["reason"] == "<b>x</b>", nb
+    assert nb["origin"] == newest["origin"] == "admin", nb
+    assert stats["rejected_by"]["ban"] == 2 and stats["rejected_by"]["source_limit"] == 3, stats
+    assert stats["sources"]["table_full"] == 1, stats["sources"]
+    lst = {l["name"]: l for l in stats["listeners"]}
+    assert lst["trial"]["mode"] == "shadow" and lst["trial"]["shadow_rejected"] == 1, lst["trial"]
+    assert lst["web"]["mode"] == "enforce", lst["web"]
+
+    dom = render_dom(tmp_path, gate.admin_url + "/")
+    page = parse_dom(dom)
+    assert page.body.get("data-state") == "ok", page.body
+    for path in ("bans.count", "bans.closed_connections", "bans.kernel_full", "rejected_by.ban",
+                 "rejected_by.source_limit", "rejected_by.source_rate", "rejected_by.rule",
+                 "sources.tracked", "sources.table_full", "sources.bytes",
+                 "bans.newest.hits"):
+        assert_shown(page.one(data_field=path), pick(stats, path), path)
+    for key in ("cidr", "origin", "reason"):
+        f = page.one(data_field="bans.newest." + key)
+        # The reason as text: markup in it is not interpreted (an element
+        # would leave only "x" as the field's text).
+        assert f["text"].strip() == nb[key], "newest ban %s: page %r, /stats %r" % (
+            key, f["text"], nb[key])
+    assert "<b>x</b>" not in re.sub(r'data-value="[^"]*"', "", dom), "the ban reason became markup"
+    left = int(page.one(data_field="bans.newest.ttl_s")["data-value"])
+    assert 0 <= nb["ttl_s"] - left <= 15, (left, nb["ttl_s"])  # the page read /stats later
+    # Per listener: refusals by reason, the shadow mode and what it admitted.
+    for name, l in lst.items():
+        for key in ("rejected_by.ban", "rejected_by.source_limit", "rejected_by.rule",
+                    "shadow_rejected", "closed_by_ban"):
+            assert_shown(page.one(data_listener=name, data_field=key), pick(l, key),
+                         "listener %s %s" % (name, key))
+        assert page.one(data_listener=name, data_field="mode").get("data-value") == l["mode"]
+    assert page.one(data_listener="trial", data_field="mode")["text"].strip() == "shadow"
     gate.stop()
