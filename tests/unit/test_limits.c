@@ -404,6 +404,49 @@ static void table_lru(void **state)
     cg__sources_free(s);
 }
 
+/* Sources stay findable while the hash grows (its chains move a few at a
+ * time), and every one of them is forgotten or kept as it should be. */
+static void table_growth(void **state)
+{
+    enum { N = 20000 };
+    cg_source_limits lim = limits(1, 0, 0);
+    cg__sources *s = cg__sources_new(N);
+    cg__source **held = calloc(N, sizeof *held);
+    char addr[32];
+
+    assert_non_null(held);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_non_null(held[i] = admit(s, 0, &lim, addr, i));
+        unsigned j = (i * 7919u) % (i + 1);
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", j >> 16, (j >> 8) & 255, j & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, i), CG__SRC_LIMIT);
+    }
+    assert_int_equal(cg__sources_count(s), N);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, N), CG__SRC_LIMIT);
+    }
+    /* Full of held sources; released ones make room, oldest release first. */
+    assert_int_equal(judge(s, 0, &lim, "192.0.2.1", N), CG__SRC_FULL);
+    for (unsigned i = 0; i < N; i += 2)
+        cg__sources_release(s, held[i]);
+    for (unsigned i = 0; i < N / 2; i++) {
+        snprintf(addr, sizeof addr, "11.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(judge(s, 0, &lim, addr, N + 1), CG__SRC_OK);
+    }
+    assert_int_equal(cg__sources_count(s), N);
+    assert_int_equal(judge(s, 0, &lim, "192.0.2.1", N + 2), CG__SRC_OK); /* an idle 11.x goes */
+    for (unsigned i = 1; i < N; i += 2) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, N + 3), CG__SRC_LIMIT);
+        cg__sources_release(s, held[i]);
+    }
+    assert_true(cg__sources_bytes(s) > (size_t)N * 64);
+    free(held);
+    cg__sources_free(s);
+}
+
 /* explain on an empty table makes no entry. */
 static void explain_makes_nothing(void **state)
 {
@@ -533,10 +576,15 @@ static void concurrency(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(max_per_source), cmocka_unit_test(source_prefix),
-        cmocka_unit_test(rate_hammer),    cmocka_unit_test(rate_boundary),
-        cmocka_unit_test(ban_after),      cmocka_unit_test(table_full),
-        cmocka_unit_test(table_lru),      cmocka_unit_test(explain_makes_nothing),
+        cmocka_unit_test(max_per_source),
+        cmocka_unit_test(source_prefix),
+        cmocka_unit_test(rate_hammer),
+        cmocka_unit_test(rate_boundary),
+        cmocka_unit_test(ban_after),
+        cmocka_unit_test(table_full),
+        cmocka_unit_test(table_lru),
+        cmocka_unit_test(table_growth),
+        cmocka_unit_test(explain_makes_nothing),
         cmocka_unit_test(concurrency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
