@@ -66,7 +66,9 @@ struct cg__sources {
     uint64_t full;
     cg__source *lru_head; /* least recently seen with open == 0 */
     cg__source *lru_tail;
-    cg__source *free;   /* entries of the slabs not in use */
+    cg__source *free;  /* forgotten entries */
+    cg__source *fresh; /* the newest slab's entries never used: [fresh, +nfresh) */
+    size_t nfresh;
     cg__source **slabs; /* each freed with the table */
     size_t nslabs;
     size_t slabs_cap;
@@ -221,6 +223,10 @@ static void move_some(cg__sources *s)
 {
     for (int i = 0; s->old && i < MOVE_STEP; i++) {
         cg__source *e = s->old[s->moved];
+        /* The only two new buckets old chain i feeds; nothing touched them
+         * before (chain_of sends their hashes to the old chain). */
+        s->buckets[s->moved] = NULL;
+        s->buckets[s->moved + s->nold] = NULL;
         s->old[s->moved++] = NULL;
         while (e) {
             cg__source *next = e->next;
@@ -238,13 +244,15 @@ static void move_some(cg__sources *s)
 /* Starts doubling the buckets when the hash holds as many entries as it has
  * buckets; keeps them (longer chains, still correct) when out of memory.
  * The old chains move MOVE_STEP per new source, so all of them have moved
- * long before the count reaches the next doubling. */
+ * long before the count reaches the next doubling. The new buckets are
+ * cleared as their old chain moves, not all at once: allocating them
+ * touches no page. */
 static void maybe_grow(cg__sources *s)
 {
     move_some(s);
     if (s->old || s->count < s->nbuckets || s->nbuckets >= CG_CONFIG_MAX_SOURCES)
         return;
-    cg__source **b = calloc(s->nbuckets * 2, sizeof *b);
+    cg__source **b = malloc(s->nbuckets * 2 * sizeof *b);
     if (!b)
         return;
     s->old = s->buckets;
@@ -254,8 +262,8 @@ static void maybe_grow(cg__sources *s)
     s->nbuckets *= 2;
 }
 
-/* Adds a slab to the free list. Called only when the free list is empty and
- * count < max, so allocated == count < max. */
+/* Adds a slab of fresh entries. Called only when no forgotten or fresh
+ * entry is left and count < max, so allocated == count < max. */
 static bool add_slab(cg__sources *s)
 {
     size_t n = s->nslabs < 6 ? (size_t)FIRST_SLAB << s->nslabs : MAX_SLAB;
@@ -269,15 +277,15 @@ static bool add_slab(cg__sources *s)
         s->slabs = v;
         s->slabs_cap = cap;
     }
-    cg__source *slab = calloc(n, sizeof *slab);
+    /* Not cleared: make() clears each entry as it is first used, so the
+     * slab's pages are touched one by one rather than all now. */
+    cg__source *slab = malloc(n * sizeof *slab);
     if (!slab)
         return false;
     s->slabs[s->nslabs++] = slab;
     s->allocated += n;
-    for (size_t i = n; i-- > 0;) {
-        slab[i].next = s->free;
-        s->free = &slab[i];
-    }
+    s->fresh = slab;
+    s->nfresh = n;
     return true;
 }
 
@@ -318,11 +326,17 @@ static make_result make(cg__sources *s, uint32_t hash, uint32_t l, const cg_cidr
     }
     if (s->count >= s->max && evicted == 0)
         return NO_ROOM;
-    if (!s->free && !add_slab(s))
+    if (!s->free && s->nfresh == 0 && !add_slab(s))
         return NO_MEMORY;
     maybe_grow(s);
-    cg__source *e = s->free;
-    s->free = e->next;
+    cg__source *e;
+    if (s->free) {
+        e = s->free;
+        s->free = e->next;
+    } else {
+        e = s->fresh++;
+        s->nfresh--;
+    }
     memset(e, 0, sizeof *e);
     e->l = l;
     e->src = *src;
