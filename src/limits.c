@@ -24,15 +24,15 @@
 
 #define MIN_BUCKETS 16u
 #define FIRST_SLAB 64u /* entries in the first slab, doubling up to MAX_SLAB */
-#define MAX_SLAB 4096u /* entries in one slab at most (~400 KiB: allocating it is no pause) */
+#define MAX_SLAB 4096u /* entries in one slab at most (~400 KiB) */
 #define MAX_EVICT 8    /* sources forgotten for one new source at most */
 #define MOVE_STEP 16   /* old chains moved into grown buckets per new source */
 #define DAY_S 86400u   /* auto-bans within this double the TTL */
 #define MS_PER_S 1000u
 
-/* A sliding-window counter: the fixed window holding `start` (a multiple of
- * the window length, or the last caller's time when the length changed),
- * its count, and the count of the window before it. */
+/* A sliding-window counter: the fixed window starting at `start` (a
+ * multiple of the window length in force when it last rolled), its count,
+ * and the count of the window before it. */
 typedef struct win {
     uint64_t start; /* ms */
     uint32_t cur;
@@ -40,10 +40,10 @@ typedef struct win {
 } win;
 
 struct cg__source {
-    cg__source *next;  /* hash chain, or the free list */
-    cg__source *older; /* LRU list (open == 0): towards the head */
-    cg__source *newer; /* towards the tail, the most recently seen */
-    uint64_t seen_ms;
+    cg__source *next;       /* hash chain, or the free list */
+    cg__source *older;      /* LRU list (open == 0): towards the head */
+    cg__source *newer;      /* towards the tail, the most recently seen */
+    uint64_t seen_ms;       /* last judged or taken; the LRU order is what forgetting uses */
     win rate;               /* admitted callers (rate_per_source) */
     win ban;                /* source_rate refusals (ban_after) */
     uint32_t autoban_s;     /* time of the last auto-ban, monotonic s */
