@@ -6,8 +6,9 @@
  * Entries never move: connections hold pointers to them. They come from
  * slabs that live until the table is freed, and forgotten entries go to a
  * free list, so memory stays at the high-water mark (at most `max` entries
- * plus the last slab's spare room). The hash holds pointers; growing it
- * moves only pointers.
+ * plus the last slab's spare room). The hash holds pointers; it grows by
+ * doubling, moving a few old chains into the new buckets with each new
+ * source, so no caller waits for the whole table to be rehashed.
  *
  * Invariant: an entry is on the LRU list exactly when its open count is 0,
  * and only those are ever forgotten.
@@ -22,15 +23,16 @@
 #include "cidr.h"
 
 #define MIN_BUCKETS 16u
-#define FIRST_SLAB 64u  /* entries in the first slab, doubling after */
-#define MAX_SLAB 65536u /* entries in one slab at most */
-#define MAX_EVICT 8     /* sources forgotten for one new source at most */
-#define DAY_S 86400u    /* auto-bans within this double the TTL */
+#define FIRST_SLAB 64u /* entries in the first slab, doubling up to MAX_SLAB */
+#define MAX_SLAB 4096u /* entries in one slab at most (~400 KiB) */
+#define MAX_EVICT 8    /* sources forgotten for one new source at most */
+#define MOVE_STEP 16   /* old chains moved into grown buckets per new source */
+#define DAY_S 86400u   /* auto-bans within this double the TTL */
 #define MS_PER_S 1000u
 
-/* A sliding-window counter: the fixed window holding `start` (a multiple of
- * the window length, or the last caller's time when the length changed),
- * its count, and the count of the window before it. */
+/* A sliding-window counter: the fixed window starting at `start` (a
+ * multiple of the window length in force when it last rolled), its count,
+ * and the count of the window before it. */
 typedef struct win {
     uint64_t start; /* ms */
     uint32_t cur;
@@ -38,10 +40,10 @@ typedef struct win {
 } win;
 
 struct cg__source {
-    cg__source *next;  /* hash chain, or the free list */
-    cg__source *older; /* LRU list (open == 0): towards the head */
-    cg__source *newer; /* towards the tail, the most recently seen */
-    uint64_t seen_ms;
+    cg__source *next;       /* hash chain, or the free list */
+    cg__source *older;      /* LRU list (open == 0): towards the head */
+    cg__source *newer;      /* towards the tail, the most recently seen */
+    uint64_t seen_ms;       /* last judged or taken; the LRU order is what forgetting uses */
     win rate;               /* admitted callers (rate_per_source) */
     win ban;                /* source_rate refusals (ban_after) */
     uint32_t autoban_s;     /* time of the last auto-ban, monotonic s */
@@ -55,13 +57,18 @@ struct cg__source {
 struct cg__sources {
     uv_mutex_t lock;
     cg__source **buckets;
-    size_t nbuckets; /* a power of two */
-    size_t count;    /* entries in the hash */
+    size_t nbuckets;  /* a power of two */
+    cg__source **old; /* while growing: the buckets before, NULL after */
+    size_t nold;      /* their number (nbuckets / 2) */
+    size_t moved;     /* old chains [0, moved) are in buckets already */
+    size_t count;     /* entries in the hash */
     size_t max;
     uint64_t full;
     cg__source *lru_head; /* least recently seen with open == 0 */
     cg__source *lru_tail;
-    cg__source *free;   /* entries of the slabs not in use */
+    cg__source *free;  /* forgotten entries */
+    cg__source *fresh; /* the newest slab's entries never used: [fresh, +nfresh) */
+    size_t nfresh;
     cg__source **slabs; /* each freed with the table */
     size_t nslabs;
     size_t slabs_cap;
@@ -193,45 +200,73 @@ static void lru_push(cg__sources *s, cg__source *e)
  * The hash and the entries' storage.
  */
 
+/* The chain that holds (or would hold) an entry of this hash: an old one
+ * while growing and it has not moved yet. */
+static cg__source **chain_of(const cg__sources *s, uint32_t hash)
+{
+    if (s->old && (hash & (s->nold - 1)) >= s->moved)
+        return &s->old[hash & (s->nold - 1)];
+    return &s->buckets[hash & (s->nbuckets - 1)];
+}
+
 static cg__source *find(const cg__sources *s, uint32_t hash, uint32_t l, const cg_cidr *src)
 {
-    for (cg__source *e = s->buckets[hash & (s->nbuckets - 1)]; e; e = e->next)
+    for (cg__source *e = *chain_of(s, hash); e; e = e->next)
         if (e->hash == hash && key_equal(e, l, src))
             return e;
     return NULL;
 }
 
-/* Doubles the buckets when the hash is as full as it has buckets; keeps the
- * old ones (longer chains, still correct) when out of memory. */
-static void maybe_grow(cg__sources *s)
+/* Moves up to MOVE_STEP old chains into the grown buckets; frees the old
+ * ones after the last. */
+static void move_some(cg__sources *s)
 {
-    if (s->count < s->nbuckets || s->nbuckets >= CG_CONFIG_MAX_SOURCES)
-        return;
-    size_t n = s->nbuckets * 2;
-    cg__source **b = calloc(n, sizeof *b);
-    if (!b)
-        return;
-    for (size_t i = 0; i < s->nbuckets; i++) {
-        cg__source *e = s->buckets[i];
+    for (int i = 0; s->old && i < MOVE_STEP; i++) {
+        cg__source *e = s->old[s->moved];
+        /* The only two new buckets old chain i feeds; nothing touched them
+         * before (chain_of sends their hashes to the old chain). */
+        s->buckets[s->moved] = NULL;
+        s->buckets[s->moved + s->nold] = NULL;
+        s->old[s->moved++] = NULL;
         while (e) {
             cg__source *next = e->next;
-            e->next = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
+            e->next = s->buckets[e->hash & (s->nbuckets - 1)];
+            s->buckets[e->hash & (s->nbuckets - 1)] = e;
             e = next;
         }
+        if (s->moved == s->nold) {
+            free(s->old);
+            s->old = NULL;
+        }
     }
-    free(s->buckets);
-    s->buckets = b;
-    s->nbuckets = n;
 }
 
-/* Adds a slab to the free list. Called only when the free list is empty and
- * count < max, so allocated == count < max. */
+/* Starts doubling the buckets when the hash holds as many entries as it has
+ * buckets; keeps them (longer chains, still correct) when out of memory.
+ * The old chains move MOVE_STEP per new source, so all of them have moved
+ * long before the count reaches the next doubling. The new buckets are
+ * cleared as their old chain moves, not all at once: allocating them
+ * touches no page. */
+static void maybe_grow(cg__sources *s)
+{
+    move_some(s);
+    if (s->old || s->count < s->nbuckets || s->nbuckets >= CG_CONFIG_MAX_SOURCES)
+        return;
+    cg__source **b = malloc(s->nbuckets * 2 * sizeof *b);
+    if (!b)
+        return;
+    s->old = s->buckets;
+    s->nold = s->nbuckets;
+    s->moved = 0;
+    s->buckets = b;
+    s->nbuckets *= 2;
+}
+
+/* Adds a slab of fresh entries. Called only when no forgotten or fresh
+ * entry is left and count < max, so allocated == count < max. */
 static bool add_slab(cg__sources *s)
 {
-    size_t n = s->nslabs < 11 ? (size_t)FIRST_SLAB << s->nslabs : MAX_SLAB;
-    if (n > MAX_SLAB)
-        n = MAX_SLAB;
+    size_t n = s->nslabs < 6 ? (size_t)FIRST_SLAB << s->nslabs : MAX_SLAB;
     if (s->max > s->allocated && n > s->max - s->allocated)
         n = s->max - s->allocated;
     if (s->nslabs == s->slabs_cap) {
@@ -242,15 +277,15 @@ static bool add_slab(cg__sources *s)
         s->slabs = v;
         s->slabs_cap = cap;
     }
-    cg__source *slab = calloc(n, sizeof *slab);
+    /* Not cleared: make() clears each entry as it is first used, so the
+     * slab's pages are touched one by one rather than all now. */
+    cg__source *slab = malloc(n * sizeof *slab);
     if (!slab)
         return false;
     s->slabs[s->nslabs++] = slab;
     s->allocated += n;
-    for (size_t i = n; i-- > 0;) {
-        slab[i].next = s->free;
-        s->free = &slab[i];
-    }
+    s->fresh = slab;
+    s->nfresh = n;
     return true;
 }
 
@@ -258,7 +293,7 @@ static bool add_slab(cg__sources *s)
 static void evict_head(cg__sources *s)
 {
     cg__source *e = s->lru_head;
-    cg__source **p = &s->buckets[e->hash & (s->nbuckets - 1)];
+    cg__source **p = chain_of(s, e->hash);
 
     lru_unlink(s, e);
     while (*p != e)
@@ -291,18 +326,25 @@ static make_result make(cg__sources *s, uint32_t hash, uint32_t l, const cg_cidr
     }
     if (s->count >= s->max && evicted == 0)
         return NO_ROOM;
-    if (!s->free && !add_slab(s))
+    if (!s->free && s->nfresh == 0 && !add_slab(s))
         return NO_MEMORY;
     maybe_grow(s);
-    cg__source *e = s->free;
-    s->free = e->next;
+    cg__source *e;
+    if (s->free) {
+        e = s->free;
+        s->free = e->next;
+    } else {
+        e = s->fresh++;
+        s->nfresh--;
+    }
     memset(e, 0, sizeof *e);
     e->l = l;
     e->src = *src;
     e->hash = hash;
     e->seen_ms = now;
-    e->next = s->buckets[hash & (s->nbuckets - 1)];
-    s->buckets[hash & (s->nbuckets - 1)] = e;
+    cg__source **chain = chain_of(s, hash);
+    e->next = *chain;
+    *chain = e;
     s->count++;
     lru_push(s, e);
     *out = e;
@@ -365,6 +407,7 @@ void cg__sources_free(cg__sources *s)
     for (size_t i = 0; i < s->nslabs; i++)
         free(s->slabs[i]);
     free(s->slabs);
+    free(s->old);
     free(s->buckets);
     uv_mutex_destroy(&s->lock);
     free(s);
@@ -547,8 +590,8 @@ uint64_t cg__sources_full(cg__sources *s)
 size_t cg__sources_bytes(cg__sources *s)
 {
     uv_mutex_lock(&s->lock);
-    size_t n = sizeof *s + s->nbuckets * sizeof *s->buckets + s->slabs_cap * sizeof *s->slabs +
-               s->allocated * sizeof(cg__source);
+    size_t n = sizeof *s + (s->nbuckets + (s->old ? s->nold : 0)) * sizeof *s->buckets +
+               s->slabs_cap * sizeof *s->slabs + s->allocated * sizeof(cg__source);
     uv_mutex_unlock(&s->lock);
     return n;
 }

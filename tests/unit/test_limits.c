@@ -404,6 +404,362 @@ static void table_lru(void **state)
     cg__sources_free(s);
 }
 
+/* Sources stay findable while the hash grows (its chains move a few at a
+ * time), and every one of them is forgotten or kept as it should be. */
+static void table_growth(void **state)
+{
+    enum { N = 20000 };
+    cg_source_limits lim = limits(1, 0, 0);
+    cg__sources *s = cg__sources_new(N);
+    cg__source **held = calloc(N, sizeof *held);
+    char addr[32];
+
+    assert_non_null(held);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_non_null(held[i] = admit(s, 0, &lim, addr, i));
+        unsigned j = (i * 7919u) % (i + 1);
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", j >> 16, (j >> 8) & 255, j & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, i), CG__SRC_LIMIT);
+    }
+    assert_int_equal(cg__sources_count(s), N);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, N), CG__SRC_LIMIT);
+    }
+    /* Full of held sources; released ones make room, oldest release first. */
+    assert_int_equal(judge(s, 0, &lim, "192.0.2.1", N), CG__SRC_FULL);
+    for (unsigned i = 0; i < N; i += 2)
+        cg__sources_release(s, held[i]);
+    for (unsigned i = 0; i < N / 2; i++) {
+        snprintf(addr, sizeof addr, "11.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(judge(s, 0, &lim, addr, N + 1), CG__SRC_OK);
+    }
+    assert_int_equal(cg__sources_count(s), N);
+    assert_int_equal(judge(s, 0, &lim, "192.0.2.1", N + 2), CG__SRC_OK); /* an idle 11.x goes */
+    for (unsigned i = 1; i < N; i += 2) {
+        snprintf(addr, sizeof addr, "10.%u.%u.%u", i >> 16, (i >> 8) & 255, i & 255);
+        assert_int_equal(explain(s, 0, &lim, addr, N + 3), CG__SRC_LIMIT);
+        cg__sources_release(s, held[i]);
+    }
+    assert_true(cg__sources_bytes(s) > (size_t)N * 64);
+    free(held);
+    cg__sources_free(s);
+}
+
+/* ------------------------------------------------------------------------
+ * Randomized: the table against a model of plain arrays (linear search, the
+ * LRU as a sequence number per idle entry), on random callers, limits,
+ * clocks, releases and bounds. What it checks is the data structure — hash,
+ * chains while growing, LRU, free list, bound — not the window arithmetic,
+ * which the model restates and the tests above pin.
+ */
+
+#define M_CAP 64
+#define M_HELD 256
+
+typedef struct m_win {
+    uint64_t start;
+    uint32_t cur, prev;
+} m_win;
+
+typedef struct m_src {
+    bool used;
+    uint32_t l;
+    cg_cidr src;
+    uint32_t open;
+    uint64_t seq; /* idle entries: position in the LRU (smallest first) */
+    m_win rate, ban;
+    uint32_t ab_s, ab_ttl;
+} m_src;
+
+typedef struct model {
+    m_src e[M_CAP];
+    size_t count, max;
+    uint64_t full, seq;
+} model;
+
+static void m_roll(m_win *w, uint64_t now, uint32_t len)
+{
+    if (now < w->start || now - w->start < len)
+        return;
+    w->prev = now - w->start < 2 * (uint64_t)len ? w->cur : 0;
+    w->cur = 0;
+    w->start = now - now % len;
+}
+
+static bool m_reached(const m_win *w, uint64_t now, uint32_t len, uint32_t n)
+{
+    uint64_t el = now - w->start, left = el < len ? len - el : 0;
+    return w->prev * left + (uint64_t)w->cur * len >= (uint64_t)n * len;
+}
+
+static m_src *m_find(model *m, uint32_t l, const cg_cidr *src)
+{
+    for (int i = 0; i < M_CAP; i++)
+        if (m->e[i].used && m->e[i].l == l && memcmp(&m->e[i].src, src, sizeof *src) == 0)
+            return &m->e[i];
+    return NULL;
+}
+
+static m_src *m_head(model *m)
+{
+    m_src *h = NULL;
+    for (int i = 0; i < M_CAP; i++)
+        if (m->e[i].used && m->e[i].open == 0 && (!h || m->e[i].seq < h->seq))
+            h = &m->e[i];
+    return h;
+}
+
+static m_src *m_make(model *m, uint32_t l, const cg_cidr *src)
+{
+    int evicted = 0;
+    m_src *h;
+    while (m->count >= m->max && evicted < 8 && (h = m_head(m))) {
+        h->used = false;
+        m->count--;
+        evicted++;
+    }
+    if (m->count >= m->max && evicted == 0)
+        return NULL;
+    for (int i = 0; i < M_CAP; i++) {
+        if (!m->e[i].used) {
+            memset(&m->e[i], 0, sizeof m->e[i]);
+            m->e[i].used = true;
+            m->e[i].l = l;
+            m->e[i].src = *src;
+            m->e[i].seq = ++m->seq;
+            m->count++;
+            return &m->e[i];
+        }
+    }
+    fail_msg("model out of slots");
+    return NULL;
+}
+
+static void m_touch(model *m, m_src *e)
+{
+    if (e->open == 0)
+        e->seq = ++m->seq;
+}
+
+static cg__src_verdict m_judge(model *m, uint32_t l, const cg_source_limits *lim,
+                               const cg_cidr *addr, uint64_t now, bool commit, cg__src_effect *eff)
+{
+    cg_cidr src;
+    cg__source_of(lim, addr, &src);
+    if (commit)
+        eff->autoban = false;
+    m_src *e = m_find(m, l, &src);
+    if (!e && !commit)
+        return m->count >= m->max && !m_head(m) ? CG__SRC_FULL : CG__SRC_OK;
+    if (!e) {
+        e = m_make(m, l, &src);
+        if (!e) {
+            m->full++;
+            return CG__SRC_FULL;
+        }
+    } else if (commit) {
+        m_touch(m, e);
+    }
+    if (lim->max_per_source && e->open >= lim->max_per_source)
+        return CG__SRC_LIMIT;
+    if (!lim->rate.count)
+        return CG__SRC_OK;
+    m_win w = e->rate;
+    m_roll(&w, now, lim->rate.window_ms);
+    if (commit)
+        e->rate = w;
+    if (!m_reached(&w, now, lim->rate.window_ms, lim->rate.count))
+        return CG__SRC_OK;
+    if (commit && lim->ban_after.count) {
+        uint32_t len = lim->ban_after.window_ms, now_s = (uint32_t)(now / 1000);
+        m_roll(&e->ban, now, len);
+        e->ban.cur++;
+        if (m_reached(&e->ban, now, len, lim->ban_after.count)) {
+            e->ban.start = now - now % len;
+            e->ban.cur = e->ban.prev = 0;
+            uint64_t ttl = lim->ban_ttl_s;
+            if (e->ab_ttl && now_s - e->ab_s < 86400)
+                ttl = (uint64_t)e->ab_ttl * 2;
+            if (ttl > lim->ban_ttl_max_s)
+                ttl = lim->ban_ttl_max_s;
+            e->ab_s = now_s;
+            e->ab_ttl = (uint32_t)ttl;
+            eff->autoban = true;
+            eff->ttl_s = (uint32_t)ttl;
+            eff->cidr = src;
+        }
+    }
+    return CG__SRC_RATE;
+}
+
+static m_src *m_take(model *m, uint32_t l, const cg_source_limits *lim, const cg_cidr *addr,
+                     uint64_t now)
+{
+    cg_cidr src;
+    cg__source_of(lim, addr, &src);
+    m_src *e = m_find(m, l, &src);
+    if (!e && !(e = m_make(m, l, &src)))
+        return NULL;
+    m_touch(m, e);
+    e->open++;
+    if (lim->rate.count) {
+        m_roll(&e->rate, now, lim->rate.window_ms);
+        e->rate.cur++;
+    }
+    return e;
+}
+
+static void m_release(model *m, m_src *e)
+{
+    if (--e->open == 0)
+        e->seq = ++m->seq;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static uint32_t rnd(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+/* A caller: one of a few IPv4 /24s and IPv6 /64s, some IPv4-mapped. */
+static cg_cidr m_caller(void)
+{
+    cg_cidr c;
+    memset(&c, 0, sizeof c);
+    uint32_t k = rnd(6);
+    if (k < 3) {
+        c.family = 4;
+        c.len = 32;
+        c.addr[0] = 10;
+        c.addr[2] = (uint8_t)rnd(6);
+        c.addr[3] = (uint8_t)rnd(4);
+    } else {
+        c.family = 6;
+        c.len = 128;
+        if (k == 3) {
+            c.addr[10] = c.addr[11] = 0xff;
+            c.addr[12] = 10;
+            c.addr[14] = (uint8_t)rnd(6);
+            c.addr[15] = (uint8_t)rnd(4);
+        } else {
+            c.addr[0] = 0x20;
+            c.addr[1] = 0x01;
+            c.addr[7] = (uint8_t)rnd(6);
+            c.addr[15] = (uint8_t)rnd(4);
+        }
+    }
+    return c;
+}
+
+/* Every caller m_caller can make, on both listeners, explained by both. */
+static void m_compare_all(cg__sources *s, model *m, const cg_source_limits *lims, uint64_t now)
+{
+    for (uint32_t l = 0; l < 2; l++) {
+        for (int k = 0; k < 3 * 6 * 4; k++) {
+            cg_cidr c;
+            memset(&c, 0, sizeof c);
+            if (k < 24) {
+                c.family = 4;
+                c.len = 32;
+                c.addr[0] = 10;
+                c.addr[2] = (uint8_t)(k / 4);
+                c.addr[3] = (uint8_t)(k % 4);
+            } else {
+                c.family = 6;
+                c.len = 128;
+                c.addr[0] = 0x20;
+                c.addr[1] = 0x01;
+                c.addr[7] = (uint8_t)(k % 24 / 4);
+                c.addr[15] = (uint8_t)(k % 4);
+                if (k >= 48) { /* IPv4-mapped */
+                    memset(c.addr, 0, 10);
+                    c.addr[10] = c.addr[11] = 0xff;
+                    c.addr[12] = 10;
+                    c.addr[13] = 0;
+                    c.addr[14] = (uint8_t)(k % 24 / 4);
+                }
+            }
+            assert_int_equal(cg__sources_judge(s, l, &lims[l], &c, now, false, NULL),
+                             m_judge(m, l, &lims[l], &c, now, false, NULL));
+        }
+    }
+}
+
+static void randomized(void **state)
+{
+    static model m;
+    cg_source_limits lims[2] = {limits(2, 3, 1000), limits(1, 2, 2000)};
+    lims[0].prefix4 = 24;
+    lims[0].ban_after = (cg_rate){3, 5000};
+    lims[0].ban_ttl_max_s = 2400;
+    lims[1].prefix6 = 128;
+    struct {
+        cg__source *e;
+        m_src *me;
+    } held[M_HELD];
+    size_t nheld = 0;
+    uint64_t now = 0, verdicts[4] = {0}, autobans = 0;
+
+    memset(&m, 0, sizeof m);
+    m.max = 16;
+    cg__sources *s = cg__sources_new(m.max);
+    for (int op = 0; op < 200000; op++) {
+        now += rnd(200) == 0 ? rnd(5000) : rnd(3);
+        uint32_t l = rnd(2), r = rnd(100);
+        const cg_source_limits *lim = &lims[l];
+        cg_cidr a = m_caller();
+        if (r < 2) {
+            m.max = 1 + rnd(32);
+            cg__sources_set_max(s, m.max);
+        } else if (r < 40 && nheld > 0) {
+            size_t i = rnd((uint32_t)nheld);
+            cg__sources_release(s, held[i].e);
+            m_release(&m, held[i].me);
+            held[i] = held[--nheld];
+        } else if (r < 50) {
+            assert_int_equal(cg__sources_judge(s, l, lim, &a, now, false, NULL),
+                             m_judge(&m, l, lim, &a, now, false, NULL));
+        } else {
+            cg__src_effect got, want;
+            cg__src_verdict v = cg__sources_judge(s, l, lim, &a, now, true, &got);
+            assert_int_equal(v, m_judge(&m, l, lim, &a, now, true, &want));
+            assert_int_equal(got.autoban, want.autoban);
+            if (want.autoban) {
+                assert_int_equal(got.ttl_s, want.ttl_s);
+                assert_memory_equal(&got.cidr, &want.cidr, sizeof got.cidr);
+                autobans++;
+            }
+            verdicts[v]++;
+            if (v == CG__SRC_OK && nheld < M_HELD && rnd(10) < 8) {
+                held[nheld].e = cg__sources_take(s, l, lim, &a, now);
+                held[nheld].me = m_take(&m, l, lim, &a, now);
+                assert_int_equal(held[nheld].e != NULL, held[nheld].me != NULL);
+                nheld += held[nheld].e != NULL;
+            }
+        }
+        if (op % 64 == 0)
+            m_compare_all(s, &m, lims, now);
+        assert_int_equal(cg__sources_count(s), m.count);
+        assert_int_equal(cg__sources_full(s), m.full);
+    }
+    print_message("randomized: ok %llu, limit %llu, rate %llu, full %llu, auto-bans %llu\n",
+                  (unsigned long long)verdicts[0], (unsigned long long)verdicts[1],
+                  (unsigned long long)verdicts[2], (unsigned long long)verdicts[3],
+                  (unsigned long long)autobans);
+    for (int k = 0; k < 4; k++)
+        assert_true(verdicts[k] > 100);
+    assert_true(autobans > 10);
+    while (nheld > 0)
+        cg__sources_release(s, held[--nheld].e);
+    cg__sources_free(s);
+}
+
 /* explain on an empty table makes no entry. */
 static void explain_makes_nothing(void **state)
 {
@@ -533,10 +889,16 @@ static void concurrency(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(max_per_source), cmocka_unit_test(source_prefix),
-        cmocka_unit_test(rate_hammer),    cmocka_unit_test(rate_boundary),
-        cmocka_unit_test(ban_after),      cmocka_unit_test(table_full),
-        cmocka_unit_test(table_lru),      cmocka_unit_test(explain_makes_nothing),
+        cmocka_unit_test(max_per_source),
+        cmocka_unit_test(source_prefix),
+        cmocka_unit_test(rate_hammer),
+        cmocka_unit_test(rate_boundary),
+        cmocka_unit_test(ban_after),
+        cmocka_unit_test(table_full),
+        cmocka_unit_test(table_lru),
+        cmocka_unit_test(table_growth),
+        cmocka_unit_test(explain_makes_nothing),
+        cmocka_unit_test(randomized),
         cmocka_unit_test(concurrency),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
