@@ -26,7 +26,7 @@
 #include "bans.h"
 #include "condgate/config.h"
 #include "condgate/rules.h"
-#include "limits.h"
+#include "sources.h"
 
 /* The stage that decided. CG__STAGE_NONE: every stage let the caller in. */
 typedef enum cg__stage {

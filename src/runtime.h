@@ -24,7 +24,7 @@
 
 #include "bans.h"
 #include "condgate/config.h"
-#include "limits.h"
+#include "sources.h"
 #include "prefilter.h"
 #include "recent.h"
 

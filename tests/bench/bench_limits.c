@@ -1,4 +1,4 @@
-/* bench_limits.c — cost and memory of the per-source table (limits.c).
+/* bench_limits.c — cost and memory of the per-source table (sources.c).
  *
  * Fills a table with 1,000 and then 100,000 sources (random IPv4 callers,
  * /32), and times judge + take + release of random callers among them (the
@@ -8,7 +8,7 @@
  * doubling). Not a ctest test: timings belong to the machine. See
  * tests/bench/README.md.
  */
-#include "limits.h"
+#include "sources.h"
 
 #include <inttypes.h>
 #include <stdio.h>

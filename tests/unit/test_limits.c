@@ -1,4 +1,4 @@
-/* test_limits.c — the per-source table (limits.c): open connections per
+/* test_limits.c — the per-source table (sources.c): open connections per
  * source, source_prefix grouping, the sliding-window rate on a fake clock,
  * ban_after and its doubling TTL, the bound of the table and its LRU, and
  * releases from other threads (also run under TSan). */
@@ -14,7 +14,7 @@
 #include <uv.h>
 
 #include "condgate/config.h"
-#include "limits.h"
+#include "sources.h"
 
 /* ------------------------------------------------------------------------
  * Helpers

@@ -1,4 +1,4 @@
-/* limits.c — the per-source table (SPEC §12): a chained hash of sources
+/* sources.c — the per-source table (SPEC §12): a chained hash of sources
  * keyed by (listener, masked address), each with its open connections, a
  * sliding-window counter of admitted callers, a second one of rate refusals
  * (ban_after) and its auto-ban history; idle sources on an LRU list.
@@ -13,7 +13,7 @@
  * Invariant: an entry is on the LRU list exactly when its open count is 0,
  * and only those are ever forgotten.
  */
-#include "limits.h"
+#include "sources.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -372,7 +372,7 @@ static size_t clamp_max(size_t max)
     return max > CG_CONFIG_MAX_SOURCES ? CG_CONFIG_MAX_SOURCES : max;
 }
 
-/* cg__sources_new: see limits.h. The hash key comes from the system's
+/* cg__sources_new: see sources.h. The hash key comes from the system's
  * random source (uv_random), or from the clock and an address when that
  * fails. Any thread; the caller frees with cg__sources_free. */
 cg__sources *cg__sources_new(size_t max)
@@ -399,7 +399,7 @@ cg__sources *cg__sources_new(size_t max)
     return s;
 }
 
-/* cg__sources_free: see limits.h. Any thread, once nothing else uses s. */
+/* cg__sources_free: see sources.h. Any thread, once nothing else uses s. */
 void cg__sources_free(cg__sources *s)
 {
     if (!s)
@@ -413,7 +413,7 @@ void cg__sources_free(cg__sources *s)
     free(s);
 }
 
-/* cg__sources_set_max: see limits.h. Any thread. */
+/* cg__sources_set_max: see sources.h. Any thread. */
 void cg__sources_set_max(cg__sources *s, size_t max)
 {
     uv_mutex_lock(&s->lock);
@@ -421,7 +421,7 @@ void cg__sources_set_max(cg__sources *s, size_t max)
     uv_mutex_unlock(&s->lock);
 }
 
-/* cg__source_of: see limits.h. IPv4-mapped callers become IPv4 here too,
+/* cg__source_of: see sources.h. IPv4-mapped callers become IPv4 here too,
  * whatever the caller's key looked like. Any thread. */
 void cg__source_of(const cg_source_limits *limits, const cg_cidr *addr, cg_cidr *out)
 {
@@ -489,7 +489,7 @@ static void count_refusal(cg__source *e, const cg_source_limits *lim, uint64_t n
     }
 }
 
-/* cg__sources_judge: see limits.h. A source the table cannot make room for
+/* cg__sources_judge: see sources.h. A source the table cannot make room for
  * is CG__SRC_FULL (counted only with commit); one it has no memory for is
  * answered as a fresh source (CG__SRC_OK) and tracked by nothing. Control
  * thread. */
@@ -529,7 +529,7 @@ out:
     return v;
 }
 
-/* cg__sources_take: see limits.h. Control thread. */
+/* cg__sources_take: see sources.h. Control thread. */
 cg__source *cg__sources_take(cg__sources *s, uint32_t l, const cg_source_limits *limits,
                              const cg_cidr *addr, uint64_t now_ms)
 {
@@ -556,7 +556,7 @@ out:
     return e;
 }
 
-/* cg__sources_release: see limits.h. Any thread. */
+/* cg__sources_release: see sources.h. Any thread. */
 void cg__sources_release(cg__sources *s, cg__source *e)
 {
     if (!e)
@@ -567,7 +567,7 @@ void cg__sources_release(cg__sources *s, cg__source *e)
     uv_mutex_unlock(&s->lock);
 }
 
-/* cg__sources_count: see limits.h. Any thread. */
+/* cg__sources_count: see sources.h. Any thread. */
 size_t cg__sources_count(cg__sources *s)
 {
     uv_mutex_lock(&s->lock);
@@ -576,7 +576,7 @@ size_t cg__sources_count(cg__sources *s)
     return n;
 }
 
-/* cg__sources_full: see limits.h. Any thread. */
+/* cg__sources_full: see sources.h. Any thread. */
 uint64_t cg__sources_full(cg__sources *s)
 {
     uv_mutex_lock(&s->lock);
@@ -585,7 +585,7 @@ uint64_t cg__sources_full(cg__sources *s)
     return n;
 }
 
-/* cg__sources_bytes: see limits.h: the table itself, its buckets, and every
+/* cg__sources_bytes: see sources.h: the table itself, its buckets, and every
  * slab (entries in use and free ones). Any thread. */
 size_t cg__sources_bytes(cg__sources *s)
 {

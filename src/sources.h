@@ -1,4 +1,4 @@
-/* limits.h — the per-source table (SPEC §12): open connections and the
+/* sources.h — the per-source table (SPEC §12): open connections and the
  * connection rate of each source, and the count of rate refusals behind
  * auto-bans.
  *
@@ -21,8 +21,8 @@
  * and its take are exact); any thread (the worker closing a connection)
  * releases. One mutex guards the table.
  */
-#ifndef CG_LIMITS_H
-#define CG_LIMITS_H
+#ifndef CG_SOURCES_H
+#define CG_SOURCES_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -103,4 +103,4 @@ uint64_t cg__sources_full(cg__sources *s);
 /* cg__sources_bytes: memory the table holds now, in bytes. Any thread. */
 size_t cg__sources_bytes(cg__sources *s);
 
-#endif /* CG_LIMITS_H */
+#endif /* CG_SOURCES_H */
