@@ -758,6 +758,67 @@ static const char *json_str(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* A reload preview: counts that add up, at most 100 flips listed, each
+ * with both sides. */
+static void check_preview(const cJSON *root)
+{
+    const cJSON *replayed = cJSON_GetObjectItemCaseSensitive(root, "replayed");
+    const cJSON *flip = cJSON_GetObjectItemCaseSensitive(root, "would_flip");
+    const cJSON *flips = cJSON_GetObjectItemCaseSensitive(root, "flips");
+    FUZZ_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "ok")) &&
+                   cJSON_IsNumber(replayed) && cJSON_IsNumber(flip) && cJSON_IsArray(flips),
+               "preview answer without its fields");
+    int n = cJSON_GetArraySize(flips);
+    FUZZ_CHECK(flip->valuedouble <= replayed->valuedouble && n <= 100 &&
+                   n <= (int)flip->valuedouble,
+               "preview: %d listed, %g would flip of %g replayed", n, flip->valuedouble,
+               replayed->valuedouble);
+    const cJSON *f;
+    cJSON_ArrayForEach(f, flips)
+    {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(f, "now");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(f, "after");
+        const char *va = json_str(a, "verdict"), *vb = json_str(b, "verdict");
+        FUZZ_CHECK(json_str(f, "addr") && json_str(f, "listener") && va && vb &&
+                       strcmp(va, vb) != 0,
+                   "a flip that does not flip");
+    }
+}
+
+/* POST, GET or DELETE /bans: each BAN has its fields; a listing is in
+ * address order and no longer than its count. */
+static void check_bans_answer(unsigned status, const cJSON *root)
+{
+    const cJSON *bans = cJSON_GetObjectItemCaseSensitive(root, "bans");
+    const cJSON *one = cJSON_GetObjectItemCaseSensitive(root, "ban");
+    const cJSON *count = cJSON_GetObjectItemCaseSensitive(root, "count");
+    FUZZ_CHECK(status != 201 || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "ok")),
+               "201 without ok");
+    FUZZ_CHECK(!bans || (cJSON_IsArray(bans) && cJSON_IsNumber(count) &&
+                         cJSON_GetArraySize(bans) <= (int)count->valuedouble),
+               "a list of bans longer than its count");
+    const cJSON *b;
+    cg_cidr prev = {0};
+    bool have_prev = false;
+    cJSON_ArrayForEach(b, bans)
+    {
+        const char *c = json_str(b, "cidr");
+        cg_cidr cur;
+        FUZZ_CHECK(c && cg_cidr_parse(c, strlen(c), &cur, NULL, 0) == 0 && json_str(b, "origin") &&
+                       json_str(b, "expires") && json_str(b, "created"),
+                   "a BAN without its fields");
+        if (status == 200 && have_prev)
+            FUZZ_CHECK(prev.family < cur.family ||
+                           (prev.family == cur.family &&
+                            (memcmp(prev.addr, cur.addr, 16) < 0 ||
+                             (memcmp(prev.addr, cur.addr, 16) == 0 && prev.len < cur.len))),
+                       "bans out of address order at %s", c);
+        prev = cur;
+        have_prev = true;
+    }
+    FUZZ_CHECK(!one || json_str(one, "cidr"), "a BAN without its cidr");
+}
+
 /* An explanation agrees with the rule set it names. */
 static void check_explain(const input *in, const cJSON *root)
 {
@@ -772,6 +833,17 @@ static void check_explain(const input *in, const cJSON *root)
     FUZZ_CHECK(cg_cidr_parse(addr, strlen(addr), &host, NULL, 0) == 0 &&
                    host.len == (host.family == 4 ? 32 : 128),
                "explained \"%s\", which is not one address", addr);
+    /* A ban decides before the rule set: the table must hold one for it. */
+    const char *stage = json_str(root, "stage");
+    FUZZ_CHECK(stage != NULL, "explanation without a stage");
+    if (strcmp(stage, "ban") == 0) {
+        FUZZ_CHECK(
+            strcmp(verdict, "deny") == 0 && strcmp(reason, "ban") == 0 &&
+                cg__bans_match(cg__runtime_bans(runtime), &host, cg__runtime_now_s(), false, NULL),
+            "explain %s: stage ban, verdict %s, and the table has no ban for it", addr, verdict);
+        cg__gen_unref(gen);
+        return;
+    }
     cg_rule_id id = CG_RULE_NONE;
     cg_action want = cg_ruleset_lookup(gen->cfg->rulesets[i], &host, &id);
     FUZZ_CHECK(strcmp(verdict, cg_action_name(want)) == 0, "explain %s in %s: %s, lookup says %s",
@@ -814,8 +886,18 @@ static void check_json(const input *in, const response *r)
     FUZZ_CHECK(cJSON_IsObject(root), "JSON answer %u does not parse: %.*s", r->status,
                (int)r->body_len, r->body);
     const cJSON *ok = cJSON_GetObjectItemCaseSensitive(root, "ok");
+    const cJSON *gen_no = cJSON_GetObjectItemCaseSensitive(root, "generation");
     if (r->status == 200 && cJSON_GetObjectItemCaseSensitive(root, "verdict")) {
         check_explain(in, root);
+    } else if (r->status == 200 && cJSON_GetObjectItemCaseSensitive(root, "dry_run")) {
+        check_preview(root);
+    } else if (r->status == 201 || (r->status == 200 && !gen_no &&
+                                    (ok || cJSON_GetObjectItemCaseSensitive(root, "bans")))) {
+        check_bans_answer(r->status, root);
+    } else if (r->status == 422 && !ok) {
+        const char *e = json_str(root, "error"); /* POST /bans: never_ban, or full */
+        FUZZ_CHECK(e && (strstr(e, "never_ban") || strstr(e, "max_bans")),
+                   "422 from /bans without its reason: %.*s", (int)r->body_len, r->body);
     } else if (r->status == 200 && ok) {
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "generation");
         FUZZ_CHECK(cJSON_IsTrue(ok) && cJSON_IsNumber(g) && g->valuedouble >= 2,
@@ -870,6 +952,7 @@ static void check_response(const input *in, const response *r)
     }
     switch (r->status) {
     case 200:
+    case 201: /* POST /bans */
     case 400:
     case 404:
     case 413:
@@ -879,11 +962,13 @@ static void check_response(const input *in, const response *r)
         FUZZ_CHECK(r->bearer, "401 without WWW-Authenticate: Bearer");
         break;
     case 405:
-        FUZZ_CHECK(strcmp(r->allow, "GET, HEAD") == 0 || strcmp(r->allow, "POST") == 0,
+        FUZZ_CHECK(strcmp(r->allow, "GET, HEAD") == 0 || strcmp(r->allow, "POST") == 0 ||
+                       strcmp(r->allow, "GET, HEAD, POST, DELETE") == 0,
                    "405 with Allow \"%s\"", r->allow);
         break;
-    case 422:
-        FUZZ_CHECK(in->reload == RELOAD_BROKEN, "422 from a reload that loads");
+    case 422: /* a reload (or its preview) that does not load, or a ban on never_ban */
+        FUZZ_CHECK(in->reload == RELOAD_BROKEN || has(in->req, in->len, "/bans"),
+                   "422 from a reload that loads");
         break;
     case 503:
         FUZZ_CHECK(in->reload == RELOAD_STOPPING, "503 while not stopping");
@@ -1002,6 +1087,7 @@ typedef struct model {
     bool ok;
     char method[16];
     char path[256];                /* before '?', as sent */
+    bool query;                    /* the target has a query ('?') */
     bool escaped;                  /* the path holds a '%' (decoded by the server) */
     bool path_nul;                 /* ... "%00": answered 400 before anything else */
     bool authorized, unauthorized; /* neither: cannot tell */
@@ -1032,6 +1118,7 @@ static void model_request(const input *in, model *m)
     bool v11 = p[i + 8] == '1';
     const char *q = memchr(p, '?', i);
     size_t plen = q ? (size_t)(q - p) : i;
+    m->query = q != NULL;
     memcpy(m->path, p, plen);
     m->path[plen] = '\0';
     m->escaped = strchr(m->path, '%') != NULL;
@@ -1087,10 +1174,11 @@ static unsigned expected_status(const input *in, const model *m, bool *several)
     static const struct {
         const char *path, *method;
         bool open;
-    } routes[] = {{"/", "GET", true},        {"/healthz", "GET", false},
-                  {"/stats", "GET", false},  {"/metrics", "GET", false},
-                  {"/rules", "GET", false},  {"/rules/explain", "GET", false},
-                  {"/reload", "POST", false}};
+    } routes[] = {{"/", "GET", true},         {"/healthz", "GET", false},
+                  {"/stats", "GET", false},   {"/metrics", "GET", false},
+                  {"/rules", "GET", false},   {"/rules/explain", "GET", false},
+                  {"/reload", "POST", false}, {"/bans", "GET", false},
+                  {"/bans", "POST", false},   {"/bans", "DELETE", false}};
     int rt = -1;
     *several = false;
     if (m->path_nul)
@@ -1098,7 +1186,8 @@ static unsigned expected_status(const input *in, const model *m, bool *several)
     if (m->escaped)
         return 0; /* the route depends on the decoding */
     for (int i = 0; i < (int)(sizeof routes / sizeof routes[0]); i++)
-        if (strcmp(m->path, routes[i].path) == 0)
+        if (strcmp(m->path, routes[i].path) == 0 &&
+            (rt < 0 || route_fits(m->method, routes[i].method)))
             rt = i;
     bool open = rt >= 0 && routes[rt].open && route_fits(m->method, routes[rt].method);
     if (in->token_mode && !open) {
@@ -1111,7 +1200,9 @@ static unsigned expected_status(const input *in, const model *m, bool *several)
         return 404;
     if (!route_fits(m->method, routes[rt].method))
         return 405;
-    if (strcmp(m->path, "/rules/explain") == 0) {
+    /* Answers that depend on the query or the bans in the table. */
+    if (strcmp(m->path, "/rules/explain") == 0 || strcmp(m->path, "/bans") == 0 ||
+        (strcmp(m->path, "/reload") == 0 && m->query)) {
         *several = true;
         return 0;
     }
@@ -1172,7 +1263,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool several = false;
         unsigned want = expected_status(&in, &m, &several);
         if (several)
-            FUZZ_CHECK(first == 200 || first == 400 || first == 404, "explain answered %u", first);
+            FUZZ_CHECK(first == 200 || first == 201 || first == 400 || first == 404 ||
+                           first == 422 || first == 503,
+                       "%s %s answered %u", m.method, m.path, first);
         else if (want != 0)
             FUZZ_CHECK(first == want, "%s %s answered %u, the routing table says %u", m.method,
                        m.path, first, want);
