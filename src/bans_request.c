@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "condgate/common.h"
+#include "diag.h"
 
 static const char *const origin_names[CG__BAN_ORIGINS] = {"admin", "auto", "crowdsec"};
 
@@ -125,38 +126,6 @@ int cg__ban_time_parse(const char *s, int64_t *t)
  * Reasons
  */
 
-/* utf8_seq: the length of the valid UTF-8 sequence at s[0..len) that is
- * not ASCII (shortest form, no surrogate, at most U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-    unsigned c = s[0];
-    size_t n;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* past U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return n;
-}
-
 /* cg__ban_reason_ok: see bans.h. */
 bool cg__ban_reason_ok(const char *s, size_t len)
 {
@@ -170,7 +139,7 @@ bool cg__ban_reason_ok(const char *s, size_t len)
             i++;
             continue;
         }
-        size_t n = utf8_seq(u + i, len - i);
+        size_t n = cg__utf8_seq(u + i, len - i);
         if (n == 0)
             return false;
         i += n;
