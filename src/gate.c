@@ -133,6 +133,15 @@ static void auto_ban(cg__gate *g, size_t index, const cg__src_effect *e, int64_t
                   "ttl_s", ttl, NULL);
 }
 
+static void log_shadow_ban(cg__gate *g, size_t index, const cg__src_effect *e)
+{
+    char cidr[CG_CIDR_STRLEN], ttl[24];
+    snprintf(ttl, sizeof(ttl), "%u", e->ttl_s);
+    cg__log_event(CG_LOG_INFO, "ban", "cidr", cg_cidr_format(&e->cidr, cidr, sizeof(cidr)),
+                  "origin", "auto", "listener", g->names[index], "ttl_s", ttl, "shadow", "1",
+                  NULL);
+}
+
 static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out)
 {
     cg__gate *g = arg;
@@ -143,12 +152,16 @@ static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__ju
     cg__gate_policy(g, g->gen, index, true, &p);
     cg__policy_judge(&p, &addr, out);
     cg__recent_note(cg__runtime_recent(g->rt), (uint32_t)index, &addr);
-    if (out->effect.autoban)
+    bool shadow = cg__gen_listener(g->gen, index)->mode == CG_MODE_SHADOW;
+    /* A shadow listener's auto-ban would be enforced on every listener:
+     * it is logged, not made. */
+    if (out->effect.autoban && !shadow)
         auto_ban(g, index, &out->effect, p.now_s);
+    else if (out->effect.autoban)
+        log_shadow_ban(g, index, &out->effect);
     /* A shadow listener admits whom its judge refuses, but max_connections
      * stays a bound on resources, not a policy. */
-    return out->admit || (cg__gen_listener(g->gen, index)->mode == CG_MODE_SHADOW &&
-                          out->stage != CG__STAGE_LIMIT);
+    return out->admit || (shadow && out->stage != CG__STAGE_LIMIT);
 }
 
 static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,

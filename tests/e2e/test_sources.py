@@ -193,3 +193,20 @@ def test_preview_lists_exactly_the_callers_that_flip(gate):
     bad = gate.json("/reload?dry_run=1", method="POST", expect=422)
     assert bad["ok"] is False and "condgate.ini" in bad["error"]
     assert gate.json("/stats")["generation"] == before
+
+
+def test_shadow_auto_ban_is_logged_not_made(gate):
+    """An auto-ban would apply to every listener: a shadow listener only
+    logs the one it would make."""
+    gate.write(gate_with("mode = shadow\nrate_per_source = 1/s\nban_after = 2/60s"), admin=True)
+    gate.start()
+    web = gate.port("web")
+    deadline = time.monotonic() + 10
+    while not gate.grep(r"event=ban .*origin=auto"):
+        assert time.monotonic() < deadline, gate.log_tail()
+        assert is_served(web, "127.0.0.12")     # shadow: always admitted
+    line = gate.wait_log(r"event=ban .*origin=auto")
+    assert line["shadow"] == "1" and line["cidr"] == "127.0.0.12/32"
+    assert gate.json("/bans")["count"] == 0
+    st = gate.json("/stats")["listeners"][0]
+    assert st["shadow_rejected_by"]["source_rate"] >= 2 and st["rejected"] == 0
