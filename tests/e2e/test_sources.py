@@ -75,8 +75,8 @@ def test_rate_per_source_is_a_sliding_window(gate):
     # 20 a second over 5 s: no 2N burst at a window boundary, no starvation.
     assert 20 * 5 - 20 <= served <= 20 * 5 + 20, (served, refused)
     assert refused > 0
-    st = gate.json("/stats")
-    assert st["rejected_by"]["source_rate"] == refused
+    st = poll_stats(gate, lambda s: s["rejected_by"]["source_rate"] == refused,
+                    "every refusal counted")
     assert is_served(web, "127.0.0.6")  # another source has its own window
 
 
@@ -113,8 +113,9 @@ def test_source_table_full(gate):
     echo_check(a)
     echo_check(b)
     expect_rejected(web, "127.0.0.4")          # both sources have open connections
-    st = gate.json("/stats")
-    assert st["sources"]["table_full"] == 1 and st["rejected_by"]["source_limit"] == 1
+    # The refusal is counted right after the reset the caller saw.
+    st = poll_stats(gate, lambda s: s["rejected_by"]["source_limit"] == 1, "the refusal counted")
+    assert st["sources"]["table_full"] == 1
     a.close()
     poll_stats(gate, lambda s: s["connections"]["active"] == 1, "the close seen")
     assert is_served(web, "127.0.0.4")         # 127.0.0.2 was forgotten for it
@@ -162,7 +163,7 @@ def test_shadow_admits_and_counts(gate):
                admin=True)
     gate.reload()
     expect_rejected(web, "127.0.0.66")
-    assert gate.json("/stats")["listeners"][0]["rejected"] == 1
+    poll_stats(gate, lambda s: s["listeners"][0]["rejected"] == 1, "the refusal counted")
 
 
 def test_preview_lists_exactly_the_callers_that_flip(gate):
