@@ -203,6 +203,14 @@ def prefilter_map_bytes(maps, pids, before_ids):
     return total, used
 
 
+def tw_buckets():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_max_tw_buckets", encoding="ascii") as f:
+            return f"{int(f.read()):,}"
+    except (OSError, ValueError):
+        return "?"
+
+
 def loadavg():
     try:
         with open("/proc/loadavg", encoding="ascii") as f:
@@ -827,6 +835,8 @@ class Bench:
         self.echo_ports = [self.ports.take() for _ in range(NBACKENDS)]
         self.proxies = {}
         for cls in (Condgate, CondgateOff, CondgateNoLim, HAProxy, Nginx):
+            if cls is CondgateNoLim and "limits" not in a.only:
+                continue  # it runs in limits only
             if cls.name in a.contenders:
                 self.proxies[cls.name] = cls(self)
         backends = []
@@ -1570,7 +1580,9 @@ class Bench:
                          "source = RSS after the pre-fill minus before, / sources (for "
                          "condgate-nolim the same pre-fill with nothing tracked: the baseline); "
                          "source table B per source = /stats sources.bytes / tracked; CPU on - "
-                         "off = condgate's CPU us per exchange minus condgate-nolim's, per round")
+                         "off = condgate's CPU us per exchange minus condgate-nolim's, per round; "
+                         f"each pre-fill leaves up to {2 * a.sources:,} sockets in TIME_WAIT "
+                         f"(the kernel keeps at most {tw_buckets()}), the same for both")
         if "bigrules" in a.only and "condgate" in a.contenders and not self.pf_why:
             notes.append("bigrules: kernel maps = bytes_memlock (bpftool -j map show) of the "
                          "maps held by the condgate processes, plus unowned new maps with the "
