@@ -57,7 +57,7 @@
 #define SAMPLE_BLOCK 65536u  /* latencies per sample block */
 #define SAMPLE_BLOCKS 64u    /* blocks per loop: 4 Mi exact samples, 32 MiB */
 #define MAX_THREADS 64u
-#define MAX_SOURCES 65536u
+#define MAX_SOURCES (1u << 20) /* --src addresses: enough to pre-fill a source table */
 #define HOLD_TICK_NS 200000000ull  /* hold: how often loops look for the end of --duration */
 #define CONNECT_SLOW_NS 1000000ull /* a connect(2) call this long looked for a free port */
 #define BACKOFF_MS 1               /* wait after a connection failed before it started */
