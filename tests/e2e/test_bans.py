@@ -131,7 +131,8 @@ def test_reset_latency_after_the_answer(gate):
         assert got == b"", got
     except ConnectionResetError:
         pass
-    assert time.monotonic() - t0 < 0.1
+    # SPEC §11: within 100 ms (sanitizer builds run several times slower).
+    assert time.monotonic() - t0 < (0.1 if sanitizer_of(gate.binary) is None else 0.3)
 
 
 def test_expiry_and_restart_keep_what_is_due(gate):
