@@ -495,6 +495,7 @@ static int open_listener(loader *ld, const char *name, uint32_t line)
     l->sources.prefix6 = 64;
     l->sources.ban_ttl_s = 600;
     l->sources.ban_ttl_max_s = 86400;
+    l->proxy_timeout_ms = 3000;
     ld->cur = cfg->nlisteners++;
     ld->nlb = cfg->nlisteners;
     return 0;
@@ -1168,6 +1169,7 @@ void cg_config_free(cg_config *cfg)
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].backends);
+        cg_ruleset_free(cfg->listeners[i].trusted_proxies);
     }
     free(cfg->listeners);
     cg_ruleset_free(cfg->admin.allow);

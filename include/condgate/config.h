@@ -142,6 +142,14 @@ typedef struct cg_listener_conf {
     cg_prefilter_mode prefilter; /* default auto */
     cg_listener_mode mode;       /* default enforce */
     cg_source_limits sources;    /* default: off */
+    /* PROXY protocol (SPEC §13). */
+    unsigned accept_proxy;        /* accept_proxy: bits 1 (v1) and 2 (v2); 0: off */
+    cg_ruleset *trusted_proxies;  /* frozen; its allow entries are the senders
+                                     trusted to send a header (default deny);
+                                     NULL when accept_proxy is off */
+    uint32_t trusted_proxies_line; /* its line, 0 when not given */
+    uint32_t proxy_timeout_ms;    /* default 3000 */
+    unsigned send_proxy;          /* send_proxy: 0 off, 1 (v1) or 2 (v2) */
 } cg_listener_conf;
 
 typedef struct cg_admin_conf {
