@@ -421,6 +421,8 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c, const
             push_str(&oom, backends, lc->backends[b].text);
         put_u64(&oom, o, "active", cg__lsum_active(&t));
         put_u64(&oom, o, "accepted", t.accepted);
+        if (lc->accept_proxy != 0)
+            put_u64(&oom, o, "proxied", t.proxied);
         put_u64(&oom, o, "rejected", cg__lsum_rejected(&t));
         put_u64(&oom, o, "closed", t.closed);
         put_u64(&oom, o, "backend_errors", t.backend_errors);
@@ -498,6 +500,11 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, con
             metric_sample(&b, "condgate_shadow_rejected_total", "listener", LNAME(i), "reason",
                           cg__reject_reason_name((cg__reject_reason)r),
                           sums[i].shadow_rejected[r]);
+    metric_family(&b, "condgate_connections_proxied_total", "counter",
+                  "Connections accepted for the client a PROXY header named (accept_proxy).");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(&b, "condgate_connections_proxied_total", "listener", LNAME(i), NULL, NULL,
+                      sums[i].proxied);
     metric_family(&b, "condgate_connections_closed_by_ban_total", "counter",
                   "Open connections reset because a new ban covered their caller.");
     for (size_t i = 0; i < n; i++)
@@ -797,6 +804,13 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c, con
     put_str(&oom, root, "stage", cg__stage_name(j.stage));
     if (lname != NULL)
         put_str(&oom, root, "mode", cg_listener_mode_name(cg__gen_listener(gen, l)->mode));
+    if (lname != NULL && cg__gen_listener(gen, l)->accept_proxy != 0) {
+        /* The address as a sender: may it send a PROXY header here? */
+        cg_rule_id id;
+        put_bool(&oom, root, "trusted_proxy",
+                 cg_ruleset_lookup(cg__gen_listener(gen, l)->trusted_proxies, &host, &id) ==
+                     CG_ALLOW);
+    }
     put_bool(&oom, root, "prefilter",
              (l == SIZE_MAX || cg__gen_listener(gen, l)->mode == CG_MODE_ENFORCE) &&
                  kernel_refuses(a, gen, p.set, l, &j));
@@ -955,8 +969,8 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     if (!admit) {
         atomic_fetch_add_explicit(&a->refused, 1, memory_order_relaxed);
         if (cg__log_enabled(CG_LOG_INFO) && cg__log_limiter_allow(&a->limiter, mono_ms()))
-            cg__log_reject("admin_reject", NULL, addr, cg__reject_reason_name(j.reason), j.set,
-                           j.rule, NULL, false);
+            cg__log_reject("admin_reject", NULL, addr, NULL, cg__reject_reason_name(j.reason),
+                           j.set, j.rule, NULL, false);
     }
     cg__gen_unref(gen);
     return admit ? MHD_YES : MHD_NO;

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "policy.h"
 #include "prefilter.h"
+#include "intake.h"
 #include "prefilter_compile.h"
 #include "runtime.h"
 
@@ -24,6 +25,8 @@
 /* Descriptors kept aside: stdio, loops, the admin port; plus per listener
  * (socket, spare) and per worker (epoll, wake-up). */
 #define FD_RESERVE_BASE 32
+/* Callers of accept_proxy listeners awaiting their header, all listeners. */
+#define INTAKE_MAX 4096
 /* Drain progress check interval. */
 #define DRAIN_CHECK_MS 20
 
@@ -39,7 +42,8 @@ struct cg__gate {
     cg_endpoint *binds; /* fixed until restart */
 
     cg__stats *stats;
-    cg__runtime *rt; /* bans, sources, recent callers: outlive generations */
+    cg__runtime *rt;     /* bans, sources, recent callers: outlive generations */
+    cg__intake *intake; /* callers of accept_proxy listeners awaiting their header */
     cg__admission admission;
     cg__pool *pool;
     uint64_t fd_limit;
@@ -142,9 +146,13 @@ static void log_shadow_ban(cg__gate *g, size_t index, const cg__src_effect *e)
                   NULL);
 }
 
-static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out)
+/* The client of listener index (the caller, or the client its PROXY header
+ * names) judged by every stage after `proxy`; returns whether to admit it
+ * (a shadow listener admits whom its judge refuses, but max_connections
+ * stays a bound on resources, not a policy). */
+static bool judge_client(cg__gate *g, size_t index, const struct sockaddr *caller,
+                         cg__judgement *out)
 {
-    cg__gate *g = arg;
     cg__policy p;
     cg_cidr addr;
     if (cg_addr_from_sockaddr(caller, &addr) != 0)
@@ -159,79 +167,143 @@ static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__ju
         auto_ban(g, index, &out->effect, p.now_s);
     else if (out->effect.autoban)
         log_shadow_ban(g, index, &out->effect);
-    /* A shadow listener admits whom its judge refuses, but max_connections
-     * stays a bound on resources, not a policy. */
     return out->admit || (shadow && out->stage != CG__STAGE_LIMIT);
 }
 
-static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
-                       const cg__judgement *j, bool shadow);
+/* The condition callback's judge. On an accept_proxy listener the caller is
+ * the sender of a header: the proxy stage alone judges it, whatever the
+ * mode (the header is framing, not policy), and the client is judged once
+ * its header has come. */
+static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__judgement *out)
+{
+    cg__gate *g = arg;
+    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
+    if (lc->accept_proxy == 0)
+        return judge_client(g, index, caller, out);
+    const cg__policy p = {.trusted = lc->trusted_proxies};
+    cg_cidr addr;
+    if (cg_addr_from_sockaddr(caller, &addr) != 0)
+        addr.family = 0;
+    cg__policy_judge(&p, &addr, out);
+    return out->admit;
+}
+
+static void log_reject(cg__gate *g, size_t index, const struct sockaddr *caller,
+                       const struct sockaddr *via, const cg__judgement *j, bool shadow)
+{
+    if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
+        return;
+    /* The deciding entry only when an entry decided (not the default, not
+     * a limit). */
+    cg__log_reject("reject", g->names[index], caller, via, cg__reject_reason_name(j->reason),
+                   j->set, j->reason == CG__REJ_RULE ? j->rule : CG_RULE_NONE,
+                   j->stage == CG__STAGE_BAN ? &j->ban : NULL, shadow);
+}
 
 /* The source entry an admitted caller holds while open, or NULL. */
-static cg__source *take_source(cg__gate *g, size_t index, const cg_accept_result *res)
+static cg__source *take_source(cg__gate *g, size_t index, const struct sockaddr *caller)
 {
     const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
     cg_cidr addr;
-    if (!cg_source_limits_on(&lc->sources) ||
-        cg_addr_from_sockaddr((const struct sockaddr *)&res->caller, &addr) != 0)
+    if (!cg_source_limits_on(&lc->sources) || cg_addr_from_sockaddr(caller, &addr) != 0)
         return NULL;
     return cg__sources_take(cg__runtime_sources(g->rt), (uint32_t)index, &lc->sources, &addr,
                             uv_now(g->loop));
 }
 
-static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res,
-                     const cg__judgement *j)
+/* An admitted caller (or the client a PROXY header named, arriving via the
+ * sender `via`) goes to the workers: its place, its source's entry, the
+ * hand-off. */
+static void hand_off(cg__gate *g, size_t index, cg_socket_t fd, const struct sockaddr *caller,
+                     const struct sockaddr *via, const cg__judgement *j)
 {
-    cg__gate *g = arg;
     cg__lstats *ls = cg__lstats_of(g->stats, 0, index);
     unsigned worker = 0;
 
     if (!j->admit) { /* a shadow listener's caller */
         cg__stat_add(&ls->shadow_rejected[j->reason], 1);
-        log_reject(g, index, res, j, true);
+        log_reject(g, index, caller, via, j, true);
     }
     /* Take the place before the hand-off, so that no reader ever sees the
      * worker's release before the take. */
     cg__admission_take(&g->admission);
     cg__stat_add(&ls->accepted, 1);
-    cg__source *src = take_source(g, index, res);
-    if (cg__pool_submit(g->pool, fd, (const struct sockaddr *)&res->caller,
-                        cg__route_ref(cg__gen_route(g->gen, index)), src, &worker) != 0) {
+    if (via != NULL)
+        cg__stat_add(&ls->proxied, 1);
+    cg__source *src = take_source(g, index, caller);
+    if (cg__pool_submit(g->pool, fd, caller, cg__route_ref(cg__gen_route(g->gen, index)), src,
+                        &worker) != 0) {
         /* Every queue full: the pool has reset the socket, so the caller
          * counts as refused for want of capacity. */
         cg__sources_release(cg__runtime_sources(g->rt), src);
         cg__admission_release(&g->admission);
         cg__stat_add(&ls->accepted, (uint64_t)-1);
+        if (via != NULL)
+            cg__stat_add(&ls->proxied, (uint64_t)-1);
         cg__stat_add(&ls->rejected[CG__REJ_LIMIT], 1);
         return;
     }
     if (cg__log_enabled(CG_LOG_DEBUG)) {
         char peer[64], ws[16];
-        cg_sockaddr_format((const struct sockaddr *)&res->caller, peer, sizeof(peer));
+        cg_sockaddr_format(caller, peer, sizeof(peer));
         snprintf(ws, sizeof(ws), "%u", worker);
         cg__log_event(CG_LOG_DEBUG, "accept", "listener", g->names[index], "peer", peer, "worker",
                       ws, NULL);
     }
 }
 
-static void log_reject(cg__gate *g, size_t index, const cg_accept_result *res,
-                       const cg__judgement *j, bool shadow)
+static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res,
+                     const cg__judgement *j)
 {
-    if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
+    cg__gate *g = arg;
+    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
+    const struct sockaddr *caller = (const struct sockaddr *)&res->caller;
+    if (lc->accept_proxy != 0) {
+        /* A trusted sender: the stages after `proxy` wait for its header. */
+        if (cg__intake_add(g->intake, index, fd, caller, lc->accept_proxy, lc->proxy_timeout_ms) !=
+            0)
+            cg__stat_add(&cg__lstats_of(g->stats, 0, index)->rejected[CG__REJ_LIMIT], 1);
         return;
-    /* The deciding entry only when an entry decided (not the default, not
-     * a limit). */
-    cg__log_reject("reject", g->names[index], (const struct sockaddr *)&res->caller,
-                   cg__reject_reason_name(j->reason), j->set,
-                   j->reason == CG__REJ_RULE ? j->rule : CG_RULE_NONE,
-                   j->stage == CG__STAGE_BAN ? &j->ban : NULL, shadow);
+    }
+    hand_off(g, index, fd, caller, NULL, j);
 }
 
 static void refused(void *arg, size_t index, const cg_accept_result *res, const cg__judgement *j)
 {
     cg__gate *g = arg;
     cg__stat_add(&cg__lstats_of(g->stats, 0, index)->rejected[j->reason], 1);
-    log_reject(g, index, res, j, false);
+    log_reject(g, index, (const struct sockaddr *)&res->caller, NULL, j, false);
+}
+
+/* A trusted sender's header came: judge the client it names (the sender
+ * itself for LOCAL and UNKNOWN) by every stage after `proxy`. */
+static void on_header(void *arg, size_t index, cg_socket_t fd, const struct sockaddr *sender,
+                      const cg__proxy_hdr *h)
+{
+    cg__gate *g = arg;
+    const struct sockaddr *client = h->local ? sender : (const struct sockaddr *)&h->src;
+    cg__judgement j;
+    cg__lstats *ls = cg__lstats_of(g->stats, 0, index);
+    if (judge_client(g, index, client, &j)) {
+        hand_off(g, index, fd, client, sender, &j);
+        return;
+    }
+    cg_socket_close_reset(fd); /* a refused client: a reset, no byte of the backend */
+    cg__stat_add(&ls->rejected[j.reason], 1);
+    log_reject(g, index, client, sender, &j, false);
+}
+
+static void on_header_failed(void *arg, size_t index, const struct sockaddr *sender,
+                             const char *why)
+{
+    cg__gate *g = arg;
+    cg__stat_add(&cg__lstats_of(g->stats, 0, index)->rejected[CG__REJ_PROXY_HEADER], 1);
+    if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
+        return;
+    char via[64];
+    cg_sockaddr_format(sender, via, sizeof(via));
+    cg__log_event(CG_LOG_INFO, "reject", "listener", g->names[index], "via", via, "reason",
+                  "proxy_header", "message", why, NULL);
 }
 
 static void shed(void *arg, size_t index)
@@ -368,8 +440,11 @@ static int kernel_modes(const cg__gate *g, const cg__gen *gen, uint32_t *modes, 
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(gen, i);
         bool ok = cg__gate_kernel_mode(lc->prefilter, g->pf != NULL, &modes[i]);
-        if (lc->mode == CG_MODE_SHADOW)
-            modes[i] = CG_PF_MODE_OFF; /* the kernel refuses nobody on a shadow listener */
+        /* The kernel refuses nobody on a shadow listener; on an accept_proxy
+         * one it sees only the load balancer, whom bans and rules do not
+         * judge (the trusted_proxies check runs at accept). */
+        if (lc->mode == CG_MODE_SHADOW || lc->accept_proxy != 0)
+            modes[i] = CG_PF_MODE_OFF;
         if (!ok) {
             snprintf(err, errlen, "%s:%" PRIu32 ": listener '%s': prefilter = %s: %s",
                      gen->cfg->path, lc->line, lc->name, cg_prefilter_mode_name(lc->prefilter),
@@ -700,6 +775,7 @@ void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), vo
     g->drained_arg = arg;
     for (size_t i = 0; i < g->nlisteners; i++)
         cg__listener_close(g->listeners[i]);
+    cg__intake_close(g->intake); /* callers whose header has not come: reset */
     char a[24];
     u64s(a, sizeof(a), cg__admission_active(&g->admission));
     cg__log_event(CG_LOG_INFO, "draining", "signal", why, "active", a, NULL);
@@ -770,6 +846,11 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__runtime
         return CG_ENOMEM;
     }
     free(lmap);
+    const cg__intake_hooks ih = {.header = on_header, .failed = on_header_failed, .arg = g};
+    if (cg__intake_new(loop, INTAKE_MAX, &ih, &g->intake) != 0) {
+        cg__gate_free(g);
+        return CG_ENOMEM;
+    }
     g->next_generation = 2;
     cg__admission_set_max(&g->admission, effective_max(g, g->gen));
     uv_timer_init(loop, &g->drain_timer);
@@ -885,6 +966,7 @@ void cg__gate_close(cg__gate *g)
 {
     for (size_t i = 0; i < g->nlisteners; i++)
         cg__listener_close(g->listeners[i]);
+    cg__intake_close(g->intake);
     cg__log_limiter_flush(&g->limiter, now_ms(g));
     if (g->timers_open) {
         uv_close((uv_handle_t *)&g->drain_timer, on_closed_noop);
@@ -903,6 +985,7 @@ void cg__gate_free(cg__gate *g)
         free(g->names[i]);
     cg__gen_unref(g->gen);
     cg__stats_free(g->stats);
+    cg__intake_free(g->intake);
     free(g->listeners);
     free(g->names);
     free(g->binds);

@@ -211,11 +211,11 @@ void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len)
 }
 
 void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
-                    const char *reason, const cg_ruleset *set, cg_rule_id rule,
-                    const cg__ban *ban, bool shadow)
+                    const struct sockaddr *via, const char *reason, const cg_ruleset *set,
+                    cg_rule_id rule, const cg__ban *ban, bool shadow)
 {
-    char addr[64], cidr[CG_CIDR_STRLEN] = "", source[CG_LOG_SOURCE_STRLEN] = "";
-    const char *kv[2 * 6];
+    char addr[64], vaddr[64], cidr[CG_CIDR_STRLEN] = "", source[CG_LOG_SOURCE_STRLEN] = "";
+    const char *kv[2 * 7];
     size_t n = 0;
     cg_rule_info info;
 
@@ -233,8 +233,13 @@ void cg__log_reject(const char *event, const char *listener, const struct sockad
         kv[n++] = "listener";
         kv[n++] = listener;
     }
-    kv[n++] = "peer";
+    kv[n++] = via != NULL ? "client" : "peer";
     kv[n++] = addr;
+    if (via != NULL) {
+        cg_sockaddr_format(via, vaddr, sizeof(vaddr));
+        kv[n++] = "via";
+        kv[n++] = vaddr;
+    }
     kv[n++] = "reason";
     kv[n++] = reason;
     kv[n++] = "rule";

@@ -57,11 +57,13 @@ void cg__log_format_source(const cg_rule_info *info, char *buf, size_t len);
  * entry `rule` of `set` (both empty when rule is CG_RULE_NONE, set is NULL
  * or the entry is not there), or with `ban` rule=CIDR source=ban:ORIGIN of
  * that ban; shadow=1 for a caller a shadow listener admitted all the same.
+ * With via (the sender of a PROXY header), client=ADDR via=ADDR instead of
+ * peer=ADDR.
  * Applies no rate limit: callers ask their cg__log_limiter first. Any
  * thread. */
 void cg__log_reject(const char *event, const char *listener, const struct sockaddr *peer,
-                    const char *reason, const cg_ruleset *set, cg_rule_id rule,
-                    const cg__ban *ban, bool shadow);
+                    const struct sockaddr *via, const char *reason, const cg_ruleset *set,
+                    cg_rule_id rule, const cg__ban *ban, bool shadow);
 
 /* Reject-line limiter. Not thread-safe: each has a single user thread (the
  * gate's control thread, the admin port's accept thread). */

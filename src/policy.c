@@ -17,6 +17,8 @@ const char *cg__stage_name(cg__stage s)
         return "ban";
     case CG__STAGE_SOURCE:
         return "source";
+    case CG__STAGE_PROXY:
+        return "proxy";
     default:
         return "unknown";
     }
@@ -37,6 +39,10 @@ const char *cg__reject_reason_name(cg__reject_reason r)
         return "source_limit";
     case CG__REJ_SOURCE_RATE:
         return "source_rate";
+    case CG__REJ_UNTRUSTED_PROXY:
+        return "untrusted_proxy";
+    case CG__REJ_PROXY_HEADER:
+        return "proxy_header";
     default:
         return "unknown";
     }
@@ -110,6 +116,12 @@ void cg__policy_judge(const cg__policy *p, const cg_cidr *addr, cg__judgement *o
         .rule = CG_RULE_NONE,
         .source = CG__SRC_OK,
     };
+    if (p->trusted != NULL) { /* the sender of a PROXY header */
+        cg_rule_id id;
+        if (addr->family == 0 || cg_ruleset_lookup(p->trusted, addr, &id) != CG_ALLOW)
+            refuse(out, CG__STAGE_PROXY, CG__REJ_UNTRUSTED_PROXY);
+        return;
+    }
     if (ban_stage(p, addr, out) && rule_stage(p, addr, out) && source_stage(p, addr, out))
         limit_stage(p, out);
 }

@@ -35,6 +35,7 @@ typedef enum cg__stage {
     CG__STAGE_LIMIT = 2,
     CG__STAGE_BAN = 3,
     CG__STAGE_SOURCE = 4,
+    CG__STAGE_PROXY = 5,
 } cg__stage;
 
 /* Why a caller was refused, as counted in rejected_by and the metrics. The
@@ -47,19 +48,26 @@ typedef enum cg__reject_reason {
     CG__REJ_BAN = 3,          /* a runtime ban covers the caller */
     CG__REJ_SOURCE_LIMIT = 4, /* max_per_source open, or the source table full */
     CG__REJ_SOURCE_RATE = 5,  /* rate_per_source reached */
-    CG__REJ_COUNT = 6,
+    CG__REJ_UNTRUSTED_PROXY = 6, /* accept_proxy: the sender is not in trusted_proxies */
+    CG__REJ_PROXY_HEADER = 7,    /* accept_proxy: no valid header in time */
+    CG__REJ_COUNT = 8,
 } cg__reject_reason;
 
-/* cg__stage_name: "none", "ban", "rule", "source", "limit". Static storage. */
+/* cg__stage_name: "none", "proxy", "ban", "rule", "source", "limit". Static
+ * storage. */
 const char *cg__stage_name(cg__stage s);
 
 /* cg__reject_reason_name: "rule", "default", "limit", "ban",
- * "source_limit", "source_rate". Static storage. */
+ * "source_limit", "source_rate", "untrusted_proxy", "proxy_header". Static
+ * storage. */
 const char *cg__reject_reason_name(cg__reject_reason r);
 
 /* What the judge looks at for one caller. A stage whose input is NULL is
  * skipped (explain of a bare rule set has no admission count). */
 typedef struct cg__policy {
+    const cg_ruleset *trusted;      /* accept_proxy: the proxy stage alone judges
+                                       the sender (its allow entries are trusted);
+                                       the other stages judge the header's client */
     cg__bans *bans;                 /* the ban stage */
     const cg_ruleset *set;          /* the rule stage */
     cg__sources *sources;           /* the source stage, with limits */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "proxy_proto.h"
 #include "sys.h"
 
 /* A connection's state.
@@ -562,6 +563,27 @@ static void attempt_failed(cg__relay *c, int err)
     }
 }
 
+/* send_proxy: the backend hears first who the client is (the caller, or
+ * the client its PROXY header named) and which address it came to. One
+ * small write on a fresh connection, before any byte of the client's:
+ * it goes whole or the connection fails. */
+static int send_header(cg__relay *c)
+{
+    struct sockaddr_storage local;
+    uint8_t hdr[CG_PROXY_WRITE_MAX];
+    int len = (int)sizeof(local);
+    if (c->peer.sa.sa_family == 0 ||
+        uv_tcp_getsockname(&c->client, (struct sockaddr *)&local, &len) != 0)
+        return UV_EINVAL;
+    size_t n = cg__proxy_write(c->route->send_proxy, &c->peer.sa, (const struct sockaddr *)&local,
+                               hdr, sizeof(hdr));
+    if (n == 0)
+        return UV_EINVAL;
+    uv_buf_t b = uv_buf_init((char *)hdr, (unsigned)n);
+    int rc = uv_try_write((uv_stream_t *)&c->backend, &b, 1);
+    return rc == (int)n ? 0 : rc < 0 ? rc : UV_EAGAIN;
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     cg__relay *c = req->data;
@@ -573,6 +595,13 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_timer_stop(&c->timer);
+    if (c->route->send_proxy != 0) {
+        int err = send_header(c);
+        if (err != 0) {
+            relay_close(c, RESET_BOTH, "proxy_header_failed", err);
+            return;
+        }
+    }
     start_relaying(c);
 }
 

@@ -16,6 +16,7 @@ cg__route *cg__route_new(const cg_listener_conf *lc, size_t listener)
     r->echo = lc->echo;
     r->connect_timeout_ms = lc->connect_timeout_ms;
     r->idle_timeout_ms = lc->idle_timeout_ms;
+    r->send_proxy = lc->send_proxy;
     r->nbackends = n;
     if (n > 0)
         memcpy(r->backends, lc->backends, n * sizeof(r->backends[0]));

@@ -23,6 +23,7 @@ typedef struct cg__route {
     bool echo;           /* the built-in echo service */
     uint32_t connect_timeout_ms;
     uint32_t idle_timeout_ms;
+    unsigned send_proxy; /* 0, or the PROXY protocol version to send backends */
     size_t nbackends;
     cg_endpoint backends[]; /* nbackends; 0 with echo */
 } cg__route;

@@ -51,6 +51,7 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
         for (size_t l = 0; l < nlisteners; l++) {
             cg__lstats *ls = &s->slots[i].listeners[l];
             atomic_init(&ls->accepted, 0);
+            atomic_init(&ls->proxied, 0);
             for (int r = 0; r < CG__REJ_COUNT; r++) {
                 atomic_init(&ls->rejected[r], 0);
                 atomic_init(&ls->shadow_rejected[r], 0);
@@ -87,6 +88,7 @@ void cg__stats_free(cg__stats *s)
 static void add_lstats(cg__lsum *out, const cg__lstats *ls)
 {
     out->accepted += LOAD(ls->accepted);
+    out->proxied += LOAD(ls->proxied);
     for (int r = 0; r < CG__REJ_COUNT; r++) {
         out->rejected[r] += LOAD(ls->rejected[r]);
         out->shadow_rejected[r] += LOAD(ls->shadow_rejected[r]);

@@ -18,6 +18,7 @@
 /* Counters of one listener, as written by one thread. */
 typedef struct cg__lstats {
     _Atomic uint64_t accepted;
+    _Atomic uint64_t proxied; /* of accepted: clients a PROXY header named */
     _Atomic uint64_t rejected[CG__REJ_COUNT];
     _Atomic uint64_t shadow_rejected[CG__REJ_COUNT]; /* mode = shadow: refused, admitted */
     _Atomic uint64_t closed;
@@ -62,7 +63,7 @@ static inline cg__lstats *cg__lstats_of(cg__stats *s, size_t slot, size_t l)
 
 /* Sums over all slots, for readers. */
 typedef struct cg__lsum {
-    uint64_t accepted, rejected[CG__REJ_COUNT], shadow_rejected[CG__REJ_COUNT], closed,
+    uint64_t accepted, proxied, rejected[CG__REJ_COUNT], shadow_rejected[CG__REJ_COUNT], closed,
         closed_by_ban, backend_errors, bytes_in, bytes_out;
 } cg__lsum;
 

@@ -77,6 +77,12 @@ void cg__sys_release_memory(void);
  * connected (the peer reset it). The thread that owns fd. */
 int cg__sys_shutdown_send(cg_socket_t fd);
 
+/* cg__sys_recv: read at most len bytes from non-blocking socket fd into buf,
+ * or with peek only look at them (they stay queued). Returns the count (> 0),
+ * 0 at end of stream, CG_EAGAIN when nothing is there yet, or CG_ESYS. The
+ * thread that owns fd. */
+int cg__sys_recv(cg_socket_t fd, void *buf, size_t len, bool peek);
+
 /* ------------------------------------------------------------------------
  * This host (host.c). Any thread.
  */

@@ -158,6 +158,18 @@ void cg__sys_release_memory(void)
 #endif
 }
 
+/* cg__sys_recv: see sys.h. */
+int cg__sys_recv(cg_socket_t fd, void *buf, size_t len, bool peek)
+{
+    ssize_t n;
+    do
+        n = recv(fd, buf, len, peek ? MSG_PEEK : 0);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0)
+        return (int)n;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? CG_EAGAIN : CG_ESYS;
+}
+
 /* cg__sys_shutdown_send: see sys.h. */
 int cg__sys_shutdown_send(cg_socket_t fd)
 {

@@ -130,6 +130,15 @@ void cg__sys_memory_setup(void) {}
 void cg__sys_release_memory(void) {}
 
 /* Relay fast paths: none on Windows; libuv's shutdown serves (see sys.h). */
+/* cg__sys_recv: see sys.h. */
+int cg__sys_recv(cg_socket_t fd, void *buf, size_t len, bool peek)
+{
+    int n = recv(fd, (char *)buf, (int)(len > 65536 ? 65536 : len), peek ? MSG_PEEK : 0);
+    if (n >= 0)
+        return n;
+    return WSAGetLastError() == WSAEWOULDBLOCK ? CG_EAGAIN : CG_ESYS;
+}
+
 int cg__sys_shutdown_send(cg_socket_t fd)
 {
     (void)fd;
