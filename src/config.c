@@ -17,6 +17,7 @@
 #include "config_json.h"
 #include "config_limits.h"
 #include "config_list.h"
+#include "config_proxy.h"
 #include "diag.h"
 #include "net.h"
 #include "sys.h"
@@ -132,10 +133,17 @@ static const key_def listener_keys[] = {
     {"ban_after", false},
     {"ban_ttl_s", false},
     {"ban_ttl_max_s", false},
+    /* config_proxy.c's: */
+    {"accept_proxy", false},
+    {"trusted_proxies", true},
+    {"proxy_timeout_ms", false},
+    {"send_proxy", false},
     {NULL, false},
 };
 
-#define MAX_SECTION_KEYS 16
+#define MAX_SECTION_KEYS 24
+_Static_assert(sizeof listener_keys / sizeof listener_keys[0] - 1 <= MAX_SECTION_KEYS,
+               "seen[] holds a line for each key of a section");
 #define TIMEOUT_MAX 86400000u
 
 /* What the loader remembers of a rule set beyond the set itself. */
@@ -148,6 +156,7 @@ typedef struct listener_build {
     char *rules;             /* the `rules =` name, NULL when absent */
     uint32_t rules_line;     /* its line */
     cg__limits_lines limits; /* lines of the source keys */
+    cg__proxy_lines proxy;   /* and of the PROXY keys */
 } listener_build;
 
 /* The state of one load, fed by config_ini.c through a cg__ini_sink. */
@@ -772,6 +781,9 @@ static int listener_key(loader *ld, int k, const char *key, const char *value, u
     case K_PREFILTER:
         return prefilter_mode(ld, value, line, &l->prefilter);
     default:
+        rc = cg__listener_proxy_key(&ld->kc, l, &b->proxy, key, value, line);
+        if (rc != CG_ENOENT)
+            return rc;
         return cg__listener_limits_key(&ld->kc, l, &b->limits, key, value, line);
     }
 }
@@ -1009,6 +1021,8 @@ static int finish(loader *ld, uint32_t last_line)
                             l->name);
         l->ruleset = (size_t)idx;
         rc = cg__listener_limits_check(&ld->kc, l, &b->limits);
+        if (!rc)
+            rc = cg__listener_proxy_finish(&ld->kc, l, &b->proxy);
         if (rc)
             return rc;
     }

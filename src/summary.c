@@ -7,7 +7,7 @@
 
 #include "condgate/config.h"
 
-#define ADMIN_ALLOW_SHOWN 8 /* also of never_ban */
+#define ADMIN_ALLOW_SHOWN 8 /* also of never_ban and trusted_proxies */
 
 static int name_width(const cg_config *cfg)
 {
@@ -87,6 +87,18 @@ static void print_limits(const cg_listener_conf *l, FILE *out)
     }
 }
 
+/* A listener's PROXY protocol keys, only where they are on. */
+static void print_proxy(const cg_listener_conf *l, FILE *out)
+{
+    if (l->accept_proxy) {
+        fprintf(out, " accept_proxy=%s trusted_proxies=", cg_accept_proxy_name(l->accept_proxy));
+        print_entries(l->trusted_proxies, out);
+        fprintf(out, " proxy_timeout_ms=%u", (unsigned)l->proxy_timeout_ms);
+    }
+    if (l->send_proxy)
+        fprintf(out, " send_proxy=%s", cg_send_proxy_name(l->send_proxy));
+}
+
 /* cg_listener_backends_text: see config.h. Any thread. */
 const char *cg_listener_backends_text(const cg_listener_conf *lc, char *buf, size_t len)
 {
@@ -137,6 +149,7 @@ int cg_config_print(const cg_config *cfg, FILE *out)
                 cg_ruleset_name(cfg->rulesets[l->ruleset]), (unsigned)l->connect_timeout_ms,
                 (unsigned)l->idle_timeout_ms, cg_prefilter_mode_name(l->prefilter));
         print_limits(l, out);
+        print_proxy(l, out);
         fputc('\n', out);
     }
     return ferror(out) ? CG_EIO : 0;

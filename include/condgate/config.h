@@ -129,6 +129,23 @@ static inline bool cg_source_limits_on(const cg_source_limits *s)
     return s->max_per_source != 0 || s->rate.count != 0;
 }
 
+/* accept_proxy's bits (the values of CG_PROXY_ACCEPT_V1/_V2 in
+ * src/proxy_proto.h): off 0, v1 1, v2 2, any 3. send_proxy is 0 (off), 1
+ * (v1) or 2 (v2). */
+#define CG_ACCEPT_PROXY_V1 1u
+#define CG_ACCEPT_PROXY_V2 2u
+#define CG_ACCEPT_PROXY_ANY (CG_ACCEPT_PROXY_V1 | CG_ACCEPT_PROXY_V2)
+/* Most trusted_proxies entries of one listener. */
+#define CG_CONFIG_MAX_TRUSTED_PROXIES 1024
+
+/* cg_accept_proxy_name: "off", "v1", "v2" or "any" for accept_proxy's bits
+ * (static storage; "unknown" for other values). Any thread. */
+const char *cg_accept_proxy_name(unsigned bits);
+
+/* cg_send_proxy_name: "off", "v1" or "v2" for send_proxy (static storage;
+ * "unknown" for other values). Any thread. */
+const char *cg_send_proxy_name(unsigned version);
+
 typedef struct cg_listener_conf {
     char *name;    /* from [listener:NAME] */
     uint32_t line; /* line of the section header */

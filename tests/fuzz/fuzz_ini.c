@@ -14,7 +14,9 @@
  * Beyond not crashing:
  *   - a refused file gives one line "FILE:LINE: message", FILE being c.ini
  *     or a file it names, LINE inside that file;
- *   - an accepted file gives a configuration within every documented bound,
+ *   - an accepted file gives a configuration within every documented bound
+ *     (PROXY keys included: accept_proxy and trusted_proxies together, no
+ *     send_proxy with echo),
  *     with consistent indexes, canonical rule sets (shared rule-set checks),
  *     one-line warnings, a summary that prints, and one clean free.
  */
@@ -219,6 +221,41 @@ static void check_limits(const cg_listener_conf *l)
                (unsigned)s->ban_ttl_max_s);
 }
 
+/* The PROXY keys (SPEC §13): accept_proxy and trusted_proxies come
+ * together, the set is a frozen default-deny set of at most
+ * CG_CONFIG_MAX_TRUSTED_PROXIES allow entries from c.ini, send_proxy never
+ * goes with echo. */
+static void check_proxy(const cg_listener_conf *l, uint32_t lines, const fuzz_sources *src)
+{
+    FUZZ_CHECK(l->accept_proxy <= CG_ACCEPT_PROXY_ANY && l->send_proxy <= 2,
+               "listener %s: accept_proxy %u send_proxy %u", l->name, l->accept_proxy,
+               l->send_proxy);
+    FUZZ_CHECK(l->proxy_timeout_ms >= 1 && l->proxy_timeout_ms <= 86400000u,
+               "listener %s: proxy_timeout_ms %u", l->name, (unsigned)l->proxy_timeout_ms);
+    FUZZ_CHECK(!l->send_proxy || !l->echo, "listener %s: send_proxy with echo", l->name);
+    FUZZ_CHECK((l->accept_proxy != 0) == (l->trusted_proxies != NULL) &&
+                   (l->trusted_proxies != NULL) == (l->trusted_proxies_line != 0) &&
+                   l->trusted_proxies_line <= lines,
+               "listener %s: accept_proxy %u, trusted_proxies %p at line %u", l->name,
+               l->accept_proxy, (void *)l->trusted_proxies, (unsigned)l->trusted_proxies_line);
+    if (!l->trusted_proxies)
+        return;
+    char name[64];
+    snprintf(name, sizeof name, "trusted:%s", l->name);
+    FUZZ_CHECK(strcmp(cg_ruleset_name(l->trusted_proxies), name) == 0 &&
+                   cg_ruleset_default(l->trusted_proxies) == CG_DENY,
+               "listener %s: trusted_proxies set %s", l->name, cg_ruleset_name(l->trusted_proxies));
+    size_t n = fuzz_check_ruleset(l->trusted_proxies, src);
+    FUZZ_CHECK(n >= 1 && n <= CG_CONFIG_MAX_TRUSTED_PROXIES,
+               "listener %s: %zu trusted_proxies entries", l->name, n);
+    for (size_t r = 0; r < n; r++) {
+        cg_rule_info info;
+        FUZZ_CHECK(cg_ruleset_rule(l->trusted_proxies, (cg_rule_id)r, &info) == 0 &&
+                       info.action == CG_ALLOW,
+                   "listener %s: trusted_proxies entry %zu is not an allow entry", l->name, r);
+    }
+}
+
 static void check_config(const cg_config *cfg, uint32_t lines)
 {
     /* Entries come from c.ini (at one of its lines) or from a file next to
@@ -265,6 +302,7 @@ static void check_config(const cg_config *cfg, uint32_t lines)
         for (size_t b = 0; b < l->nbackends; b++)
             check_endpoint(&l->backends[b], true);
         check_limits(l);
+        check_proxy(l, lines, &src);
     }
 
     FUZZ_CHECK(cfg->never_ban != NULL, "no never_ban set");

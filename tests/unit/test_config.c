@@ -867,6 +867,176 @@ static void test_print_state(void **state)
     cg_config_free(cfg);
 }
 
+/* ---- PROXY protocol keys (SPEC §13) ---------------------------------------- */
+
+static const char proxy_ini[] = "[rules]\n"
+                                "[listener:lb]\n"
+                                "bind = 127.0.0.1:8080\n"
+                                "send_proxy = v2\n"
+                                "backend = 127.0.0.1:8081\n"
+                                "accept_proxy = v2\n"
+                                "trusted_proxies = 10.0.0.0/8, 2001:db8:1::/48\n"
+                                "proxy_timeout_ms = 250\n"
+                                "trusted_proxies = 192.0.2.7\n"
+                                "[listener:v1]\n"
+                                "bind = 127.0.0.1:8082\n"
+                                "backend = 127.0.0.1:8083\n"
+                                "accept_proxy = v1\n"
+                                "trusted_proxies = 198.51.100.1\n"
+                                "send_proxy = v1\n"
+                                "[listener:any]\n"
+                                "bind = 127.0.0.1:8084\n"
+                                "backend = echo\n"
+                                "accept_proxy = any\n"
+                                "trusted_proxies = ::1\n"
+                                "send_proxy = off\n"
+                                "proxy_timeout_ms = 86400000\n"
+                                "[listener:off]\n"
+                                "bind = 127.0.0.1:8086\n"
+                                "backend = echo\n"
+                                "accept_proxy = off\n"
+                                "send_proxy = off\n";
+
+static void test_proxy_defaults(void **state)
+{
+    (void)state;
+    write_text("pxdef.ini", "[rules]\n"
+                            "[listener:web]\n"
+                            "bind = 127.0.0.1:8080\n"
+                            "backend = echo\n");
+    cg_config *cfg = load("pxdef.ini");
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_int_equal(l->accept_proxy, 0);
+    assert_null(l->trusted_proxies);
+    assert_int_equal(l->trusted_proxies_line, 0);
+    assert_int_equal(l->proxy_timeout_ms, 3000);
+    assert_int_equal(l->send_proxy, 0);
+    cg_config_free(cfg);
+}
+
+static void test_proxy_keys(void **state)
+{
+    (void)state;
+    write_text("proxy.ini", proxy_ini);
+    cg_config *cfg = load("proxy.ini");
+    assert_int_equal(cfg->nlisteners, 4);
+
+    const cg_listener_conf *l = &cfg->listeners[0];
+    assert_int_equal(l->accept_proxy, CG_ACCEPT_PROXY_V2);
+    assert_int_equal(l->send_proxy, 2);
+    assert_int_equal(l->proxy_timeout_ms, 250);
+    assert_int_equal(l->trusted_proxies_line, 7);
+    /* Both lines of the repeated key; a default-deny set of allow entries. */
+    const cg_ruleset *t = l->trusted_proxies;
+    assert_non_null(t);
+    assert_string_equal(cg_ruleset_name(t), "trusted:lb");
+    assert_int_equal(cg_ruleset_default(t), CG_DENY);
+    assert_int_equal(stats_of(t).v4, 2);
+    assert_int_equal(stats_of(t).v6, 1);
+    cg_rule_info info;
+    assert_int_equal(verdict(t, "10.1.2.3", &info), CG_ALLOW);
+    assert_int_equal(info.line, 7);
+    assert_int_equal(verdict(t, "2001:db8:1:ffff::1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(t, "192.0.2.7", &info), CG_ALLOW);
+    assert_int_equal(info.line, 9);
+    assert_int_equal(verdict(t, "192.0.2.8", NULL), CG_DENY);
+    assert_int_equal(verdict(t, "11.0.0.1", NULL), CG_DENY);
+    assert_int_equal(verdict(t, "2001:db8:2::1", NULL), CG_DENY);
+    /* The listener's own rule set is untouched by trusted_proxies. */
+    assert_int_equal(stats_of(cfg->rulesets[l->ruleset]).v4, 0);
+
+    l = &cfg->listeners[1];
+    assert_int_equal(l->accept_proxy, CG_ACCEPT_PROXY_V1);
+    assert_int_equal(l->send_proxy, 1);
+    assert_int_equal(l->proxy_timeout_ms, 3000);
+    assert_string_equal(cg_ruleset_name(l->trusted_proxies), "trusted:v1");
+    assert_int_equal(verdict(l->trusted_proxies, "198.51.100.1", NULL), CG_ALLOW);
+    assert_int_equal(verdict(l->trusted_proxies, "10.1.2.3", NULL), CG_DENY);
+
+    l = &cfg->listeners[2];
+    assert_int_equal(l->accept_proxy, CG_ACCEPT_PROXY_ANY);
+    assert_int_equal(l->accept_proxy, 3);
+    assert_int_equal(l->send_proxy, 0);
+    assert_int_equal(l->proxy_timeout_ms, 86400000);
+    assert_int_equal(verdict(l->trusted_proxies, "::1", NULL), CG_ALLOW);
+
+    l = &cfg->listeners[3];
+    assert_int_equal(l->accept_proxy, 0);
+    assert_null(l->trusted_proxies);
+    assert_int_equal(l->send_proxy, 0);
+    assert_int_equal(cfg->nwarnings, 0);
+    cg_config_free(cfg);
+
+    assert_string_equal(cg_accept_proxy_name(0), "off");
+    assert_string_equal(cg_accept_proxy_name(CG_ACCEPT_PROXY_V1), "v1");
+    assert_string_equal(cg_accept_proxy_name(CG_ACCEPT_PROXY_V2), "v2");
+    assert_string_equal(cg_accept_proxy_name(CG_ACCEPT_PROXY_ANY), "any");
+    assert_string_equal(cg_accept_proxy_name(4), "unknown");
+    assert_string_equal(cg_send_proxy_name(0), "off");
+    assert_string_equal(cg_send_proxy_name(1), "v1");
+    assert_string_equal(cg_send_proxy_name(2), "v2");
+    assert_string_equal(cg_send_proxy_name(3), "unknown");
+}
+
+/* Exactly CG_CONFIG_MAX_TRUSTED_PROXIES entries load (the golden
+ * proxy_trusted_too_many.ini holds one more). */
+static void test_proxy_trusted_bound(void **state)
+{
+    (void)state;
+    size_t cap = 64 + CG_CONFIG_MAX_TRUSTED_PROXIES * 40;
+    char *ini = malloc(cap);
+    assert_non_null(ini);
+    size_t off = (size_t)snprintf(ini, cap,
+                                  "[rules]\n[listener:web]\nbind = 127.0.0.1:8080\n"
+                                  "backend = 127.0.0.1:8081\naccept_proxy = v1\n");
+    for (unsigned i = 0; i < CG_CONFIG_MAX_TRUSTED_PROXIES; i++)
+        off += (size_t)snprintf(ini + off, cap - off, "trusted_proxies = 10.%u.%u.0/24\n", i >> 8,
+                                i & 255u);
+    write_text("pxbound.ini", ini);
+    free(ini);
+    cg_config *cfg = load("pxbound.ini");
+    assert_int_equal(stats_of(cfg->listeners[0].trusted_proxies).v4, CG_CONFIG_MAX_TRUSTED_PROXIES);
+    assert_int_equal(verdict(cfg->listeners[0].trusted_proxies, "10.3.255.9", NULL), CG_ALLOW);
+    assert_int_equal(verdict(cfg->listeners[0].trusted_proxies, "10.4.0.9", NULL), CG_DENY);
+    cg_config_free(cfg);
+}
+
+/* The tail of the listener line of `name` in `text` must be `tail`. */
+static void assert_listener_tail(const char *text, const char *name, const char *tail)
+{
+    char head[64];
+    snprintf(head, sizeof head, "\nlistener  %s ", name);
+    const char *l = strstr(text, head);
+    if (!l)
+        fail_msg("no listener line for %s in\n%s", name, text);
+    const char *nl = strchr(l + 1, '\n');
+    size_t n = strlen(tail);
+    assert_non_null(nl);
+    if ((size_t)(nl + 1 - l) < n || memcmp(nl + 1 - n, tail, n) != 0)
+        fail_msg("listener line of %s does not end with\n%s\n%s", name, tail, text);
+}
+
+static void test_print_proxy(void **state)
+{
+    (void)state;
+    write_text("pproxy.ini", proxy_ini);
+    cg_config *cfg = load("pproxy.ini");
+    char *text = print_text(cfg);
+    assert_listener_tail(text, "lb ",
+                         " prefilter=auto accept_proxy=v2 "
+                         "trusted_proxies=10.0.0.0/8,192.0.2.7/32,2001:db8:1::/48 "
+                         "proxy_timeout_ms=250 send_proxy=v2\n");
+    assert_listener_tail(text, "v1 ",
+                         " prefilter=auto accept_proxy=v1 trusted_proxies=198.51.100.1/32 "
+                         "proxy_timeout_ms=3000 send_proxy=v1\n");
+    assert_listener_tail(text, "any",
+                         " prefilter=auto accept_proxy=any trusted_proxies=::1/128 "
+                         "proxy_timeout_ms=86400000\n");
+    assert_listener_tail(text, "off", " idle_timeout_ms=300000 prefilter=auto\n");
+    free(text);
+    cg_config_free(cfg);
+}
+
 /* ---- golden files ---------------------------------------------------------- */
 
 static int by_name(const void *a, const void *b)
@@ -968,6 +1138,10 @@ int main(void)
         cmocka_unit_test(test_never_ban_bound),
         cmocka_unit_test(test_rate_parse),
         cmocka_unit_test(test_print_state),
+        cmocka_unit_test(test_proxy_defaults),
+        cmocka_unit_test(test_proxy_keys),
+        cmocka_unit_test(test_proxy_trusted_bound),
+        cmocka_unit_test(test_print_proxy),
         cmocka_unit_test(test_golden),
     };
     ts_init();
