@@ -264,6 +264,19 @@ static void map_listeners(void **state)
     assert_int_equal(lmap[1], 0);
     cg_config_free(cfg);
 
+    /* A reload may turn the PROXY protocol on, change its trusted senders
+     * and start sending headers (SPEC §13): only bind is fixed. */
+    cfg = config_of(run_names, run_binds, 2);
+    cfg->listeners[0].accept_proxy = CG_ACCEPT_PROXY_ANY;
+    assert_int_equal(cg_ruleset_new("trusted:web", CG_DENY, &cfg->listeners[0].trusted_proxies), 0);
+    assert_int_equal(cg_ruleset_freeze(cfg->listeners[0].trusted_proxies), 0);
+    cfg->listeners[0].proxy_timeout_ms = 100;
+    cfg->listeners[1].send_proxy = 2;
+    assert_int_equal(cg__gate_map_listeners(names, binds, 2, cfg, lmap, err, sizeof(err)), 0);
+    assert_int_equal(lmap[0], 0);
+    assert_int_equal(lmap[1], 1);
+    cg_config_free(cfg);
+
     /* A new one, a removed one, a moved one: refused, naming the line. */
     static const char *const added[] = {"web", "ssh", "db"};
     static const char *const added_binds[] = {"127.0.0.1:8080", "127.0.0.1:2222", "127.0.0.1:5432"};
