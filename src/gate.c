@@ -440,10 +440,9 @@ static int kernel_modes(const cg__gate *g, const cg__gen *gen, uint32_t *modes, 
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(gen, i);
         bool ok = cg__gate_kernel_mode(lc->prefilter, g->pf != NULL, &modes[i]);
-        /* The kernel refuses nobody on a shadow listener; on an accept_proxy
-         * one it sees only the load balancer, whom bans and rules do not
-         * judge (the trusted_proxies check runs at accept). */
-        if (lc->mode == CG_MODE_SHADOW || lc->accept_proxy != 0)
+        /* The kernel refuses nobody on a shadow listener. (On an accept_proxy
+         * one it judges the sender by trusted_proxies alone.) */
+        if (lc->mode == CG_MODE_SHADOW)
             modes[i] = CG_PF_MODE_OFF;
         if (!ok) {
             snprintf(err, errlen, "%s:%" PRIu32 ": listener '%s': prefilter = %s: %s",

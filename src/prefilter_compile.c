@@ -59,10 +59,13 @@ static int on_interval(void *arg, const cg_cidr *start)
     return push(b, &e);
 }
 
-/* One family's intervals of rs: where they start and how many. */
-static int emit(builder *b, const cg_ruleset *rs, int family, uint32_t *first, uint32_t *count)
+/* One family's intervals of rs: where they start and how many. rs is a
+ * listener's rule set, or with `trusted` its trusted_proxies (the proxy
+ * stage alone judges the sender of a PROXY header). */
+static int emit(builder *b, const cg_ruleset *rs, bool trusted, int family, uint32_t *first,
+                uint32_t *count)
 {
-    const cg__policy p = {.set = rs};
+    const cg__policy p = {.set = trusted ? NULL : rs, .trusted = trusted ? rs : NULL};
     b->policy = &p;
     b->count = 0;
     *first = (uint32_t)b->t->n;
@@ -71,14 +74,21 @@ static int emit(builder *b, const cg_ruleset *rs, int family, uint32_t *first, u
     return rc;
 }
 
+/* What the kernel judges listener i's callers by: its rule set, or the
+ * senders it trusts with PROXY headers. */
+static const cg_ruleset *slot_set(const cg__gen *gen, size_t i)
+{
+    const cg_listener_conf *lc = cg__gen_listener(gen, i);
+    return lc->accept_proxy != 0 ? lc->trusted_proxies : gen->cfg->rulesets[lc->ruleset];
+}
+
 /* The slot of an earlier listener on the same set whose intervals are
  * there already, or -1. */
 static long shared_with(const cg__gen *gen, const uint32_t *modes, size_t i)
 {
-    const cg_ruleset *rs = gen->cfg->rulesets[cg__gen_listener(gen, i)->ruleset];
+    const cg_ruleset *rs = slot_set(gen, i);
     for (size_t k = 0; k < i; k++)
-        if (modes[k] != CG_PF_MODE_OFF &&
-            gen->cfg->rulesets[cg__gen_listener(gen, k)->ruleset] == rs)
+        if (modes[k] != CG_PF_MODE_OFF && slot_set(gen, k) == rs)
             return (long)k;
     return -1;
 }
@@ -101,16 +111,20 @@ int cg__pf_compile(const cg__gen *gen, const uint32_t *modes, cg__pf_table *out)
         if (k >= 0) {
             out->elems[i].u = out->elems[k].u;
         } else {
-            const cg_ruleset *rs = gen->cfg->rulesets[cg__gen_listener(gen, i)->ruleset];
+            const cg_ruleset *rs = slot_set(gen, i);
+            bool trusted = cg__gen_listener(gen, i)->accept_proxy != 0;
             struct cg_pf_elem hdr;
             memset(&hdr, 0, sizeof(hdr));
-            rc = emit(&b, rs, 4, &hdr.u.hdr.v4_first, &hdr.u.hdr.v4_count);
+            rc = emit(&b, rs, trusted, 4, &hdr.u.hdr.v4_first, &hdr.u.hdr.v4_count);
             if (rc == 0)
-                rc = emit(&b, rs, 6, &hdr.u.hdr.v6_first, &hdr.u.hdr.v6_count);
+                rc = emit(&b, rs, trusted, 6, &hdr.u.hdr.v6_first, &hdr.u.hdr.v6_count);
             h = &out->elems[i]; /* push may have moved the array */
             h->u = hdr.u;
         }
         h->value = modes[i];
+        /* The kernel sees a load balancer there, not the client: bans are
+         * judged once the header names the client. */
+        h->pad = cg__gen_listener(gen, i)->accept_proxy != 0 ? CG_PF_SLOT_NO_BANS : 0;
     }
     if (rc != 0)
         cg__pf_table_free(out);

@@ -233,7 +233,7 @@ static __always_inline __u32 judge(__u32 slot, __u32 mode, const struct cg_pf_ad
     hdr = bpf_map_lookup_elem(inner, &slot);
     if (!hdr || hdr->value != mode)
         return 0;
-    if (banned(a)) {
+    if (!(hdr->pad & CG_PF_SLOT_NO_BANS) && banned(a)) {
         count(slot, 1 + CG_PF_REASON_BAN);
         return 1 + CG_PF_REASON_BAN;
     }

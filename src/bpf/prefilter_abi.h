@@ -39,6 +39,9 @@ typedef uint64_t cg_pf_u64;
 /* Counters per slot, indexed by reason (policy.h's cg__reject_reason:
  * 0 rule, 1 default; room for the stages to come). */
 #define CG_PF_NREASONS 8
+/* A slot header's `pad`: flags. NO_BANS: the slot's callers are senders of
+ * PROXY headers (accept_proxy), not the clients bans are about. */
+#define CG_PF_SLOT_NO_BANS 1u
 /* The reason a ban counts under (policy.h's CG__REJ_BAN). */
 #define CG_PF_REASON_BAN 3
 /* Most intervals in one generation's table, all listeners together: two per

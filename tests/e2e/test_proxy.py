@@ -16,6 +16,7 @@ import pytest
 from cgtest import HAVE_IPV6, connect, event_re, expect_rejected, free_port, recv_until_eof
 
 from test_bans import poll_stats
+from test_prefilter import kernel, outcome  # noqa: F401  (the fixture)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -194,7 +195,10 @@ def sent_and_answer(port, data, src="127.0.0.1", pause=None, more=b""):
     """Send data (then, after pause, more) from src and read what comes back
     until EOF or reset: (bytes, 'eof'|'reset')."""
     s = connect(port, src)
-    s.sendall(data)
+    try:
+        s.sendall(data)
+    except OSError:
+        pass
     if pause:
         time.sleep(pause)
         try:
@@ -202,7 +206,10 @@ def sent_and_answer(port, data, src="127.0.0.1", pause=None, more=b""):
         except OSError:
             pass
     if not pause:
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # reset already: the gate refused what it read
     got = b""
     try:
         got = recv_until_eof(s)
@@ -274,3 +281,26 @@ def test_untrusted_sender_refused_and_versions_enforced(gate):
     # LOCAL (a health check) is judged as the sender itself: trusted, allowed.
     got, _ = sent_and_answer(port, V2_SIG + b"\x20\x00\x00\x00" + b"ping\n")
     assert got == b"ping\n"
+
+
+def test_untrusted_senders_refused_by_the_kernel(gate, kernel):  # noqa: F811
+    """With the prefilter on, the kernel holds the proxy stage: a sender
+    outside trusted_proxies is refused before the handshake, and bans (about
+    clients, not load balancers) never refuse the sender there."""
+    gate.write((RAW % "any").replace("backend = echo", "backend = echo\nprefilter = refuse"),
+               admin=True, prefilter=None)
+    gate.start()
+    port = gate.port("raw")
+    assert outcome(port, "127.0.0.7") == "refused"
+    gate.json("/bans", method="POST", expect=201,
+              body='{"cidr": "127.0.0.5/32", "ttl_s": 600}')
+    # The trusted sender 127.0.0.1 still gets in; the client its header names
+    # is judged in user space, where the ban refuses it.
+    got, _ = sent_and_answer(port, b"PROXY TCP4 127.0.0.6 127.0.0.1 4000 80\r\nok\n")
+    assert got == b"ok\n"
+    got, how = sent_and_answer(port, b"PROXY TCP4 127.0.0.5 127.0.0.1 4000 80\r\nok\n")
+    assert got == b"" and how == "reset"
+    st = poll_stats(gate, lambda s: s["listeners"][0]["rejected_by"]["ban"] == 1, "counted")
+    lst = st["listeners"][0]
+    assert lst["prefilter"] == {"mode": "refuse", "refused": 1}
+    assert lst["rejected_by"]["untrusted_proxy"] == 1
