@@ -164,6 +164,13 @@ rules = default
 bind = [::]:{ports['dual']}
 backend = echo
 rules = default
+
+[listener:proxied]
+bind = 127.0.0.1:{ports['proxied']}
+backend = 127.0.0.1:{ports['backend']}
+accept_proxy = any
+trusted_proxies = 127.0.0.1
+send_proxy = v1
 """)
 
 
@@ -397,7 +404,8 @@ def main():
     if args.emulator and os.path.exists(args.emulator[0]):
         args.emulator[0] = os.path.abspath(args.emulator[0])
     os.makedirs(args.workdir, exist_ok=True)
-    ports = {k: free_port(k == "dual") for k in ("admin", "echo", "web", "backend", "dual")}
+    ports = {k: free_port(k == "dual")
+             for k in ("admin", "echo", "web", "backend", "dual", "proxied")}
     ini = os.path.join(args.workdir, "condgate.ini")
     write_config(ini, ports)
     Backend(ports["backend"]).start()
@@ -456,7 +464,8 @@ def main():
         check("/stats bytes", stats["bytes"]["in"] >= 4 + 15 + len(big)
               and stats["bytes"]["out"] >= 12 + 15 + len(big), body)
         check("/stats listeners",
-              sorted(l["name"] for l in stats["listeners"]) == ["dual", "echo", "web"], body)
+              sorted(l["name"] for l in stats["listeners"]) == ["dual", "echo", "proxied", "web"],
+              body)
 
         # A good reload: 127.0.0.5 is denied from now on.
         write_config(ini, ports, extra_deny=", 127.0.0.5")
@@ -474,6 +483,21 @@ def main():
         check("dual-stack listener, allowed IPv4 caller", out == b"via [::]", repr(out))
         how = expect_reset("127.0.0.66", ports["dual"])
         check(f"dual-stack listener, denied IPv4 caller: {how}, no byte", True)
+
+        # The PROXY protocol: a header from a trusted sender names the
+        # client, which is judged, and named again to the backend.
+        out = exchange("127.0.0.1", ports["proxied"],
+                       b"PROXY TCP4 127.0.0.5 127.0.0.1 4000 80\r\nping")
+        check("PROXY header in, client named to the backend",
+              b"PROXY TCP4 127.0.0.5 127.0.0.1 " in out and out.endswith(b"ping"), repr(out))
+        try:
+            out = exchange("127.0.0.1", ports["proxied"],
+                           b"PROXY TCP4 127.0.0.66 127.0.0.1 4000 80\r\nping")
+        except (ConnectionResetError, BrokenPipeError):
+            out = b""
+        check("PROXY header naming a denied client: nothing relayed", out == b"", repr(out))
+        how = expect_reset("127.0.0.7", ports["proxied"])
+        check(f"untrusted sender: {how}, no byte", True)
 
         # A bad reload changes nothing.
         with open(ini, "a") as f:
