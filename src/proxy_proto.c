@@ -305,7 +305,6 @@ static cg__proxy_status parse_v2(const uint8_t *b, size_t n, cg__proxy_hdr *out)
         return CG__PROXY_MORE;
     if (!v2_family(b[13], cmd, &need, out))
         return CG__PROXY_BAD;
-    out->why = NULL;
     if (n < CG_PROXY_V2_FIXED)
         return CG__PROXY_MORE;
     size_t total = CG_PROXY_V2_FIXED + ((size_t)b[14] << 8 | b[15]);
@@ -342,17 +341,21 @@ cg__proxy_status cg__proxy_parse(const uint8_t *buf, size_t n, unsigned accept, 
         return bad(out, "no PROXY protocol version accepted");
     if (n == 0)
         return CG__PROXY_MORE;
+    cg__proxy_status st;
     if (buf[0] == v2_sig[0]) {
         if (!(accept & CG_PROXY_ACCEPT_V2))
             return bad(out, "a v2 header where v1 is expected");
-        return parse_v2(buf, n, out);
-    }
-    if (buf[0] == 'P') {
+        st = parse_v2(buf, n, out);
+    } else if (buf[0] == 'P') {
         if (!(accept & CG_PROXY_ACCEPT_V1))
             return bad(out, "a v1 header where v2 is expected");
-        return parse_v1(buf, n, out);
+        st = parse_v1(buf, n, out);
+    } else {
+        return bad(out, "not a PROXY protocol header");
     }
-    return bad(out, "not a PROXY protocol header");
+    if (st != CG__PROXY_BAD)
+        out->why = NULL; /* the field checks leave their reason ready */
+    return st;
 }
 
 /* --- the writer ---------------------------------------------------------- */
