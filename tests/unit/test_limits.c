@@ -216,7 +216,8 @@ static void rate_hammer(void **state)
         if (j - i > worst)
             worst = j - i;
     }
-    print_message("rate 20/1000ms hammered 5 s: %zu admitted, at most %zu in 1000 ms\n", n, worst);
+    print_message("rate 20/1000ms hammered 5 s: %lu admitted, at most %lu in 1000 ms\n",
+                  (unsigned long)n, (unsigned long)worst);
     assert_in_range(n, 80, 120);
     assert_true(worst <= 2 * RATE_N);
     /* Each second holds N at most, and after the first at least N - 1. */

@@ -486,10 +486,11 @@ def main():
 
         # The PROXY protocol: a header from a trusted sender names the
         # client, which is judged, and named again to the backend.
+        # (127.0.0.5 is denied since the reload above.)
         out = exchange("127.0.0.1", ports["proxied"],
-                       b"PROXY TCP4 127.0.0.5 127.0.0.1 4000 80\r\nping")
+                       b"PROXY TCP4 127.0.0.11 127.0.0.1 4000 80\r\nping")
         check("PROXY header in, client named to the backend",
-              b"PROXY TCP4 127.0.0.5 127.0.0.1 " in out and out.endswith(b"ping"), repr(out))
+              b"PROXY TCP4 127.0.0.11 127.0.0.1 " in out and out.endswith(b"ping"), repr(out))
         try:
             out = exchange("127.0.0.1", ports["proxied"],
                            b"PROXY TCP4 127.0.0.66 127.0.0.1 4000 80\r\nping")
