@@ -332,7 +332,8 @@ def test_page_shows_what_stats_says(gate, tmp_path, request):
     # The traffic above, as the page must show it (and /stats agree).
     assert stats["connections"]["accepted"] == 7 and stats["connections"]["rejected"] == 7, stats
     assert stats["rejected_by"] == {"rule": 4, "default": 3, "limit": 0, "ban": 0,
-                                    "source_limit": 0, "source_rate": 0}, stats
+                                    "source_limit": 0, "source_rate": 0,
+                                    "untrusted_proxy": 0, "proxy_header": 0}, stats
     # No ban: the page says so.
     assert stats["bans"]["newest"] is None, stats["bans"]
     assert page.one(data_field="bans.newest.cidr")["text"].strip() == "none"

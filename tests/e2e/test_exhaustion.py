@@ -315,7 +315,8 @@ def test_10000_idle_connections_held_and_released(gate, cgload):
     s = gate.json("/stats")
     assert s["connections"]["accepted"] == 2 * HOLD + 2, s["connections"]
     assert s["rejected_by"] == {"rule": 0, "default": 0, "limit": 0, "ban": 0, "source_limit": 0,
-                                "source_rate": 0}, s["rejected_by"]
+                                "source_rate": 0, "untrusted_proxy": 0, "proxy_header": 0},\
+        s["rejected_by"]
     c = connect(port, "127.0.0.2")
     echo_check(c)
     c.close()
