@@ -46,6 +46,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -61,6 +62,8 @@
 #define HOLD_TICK_NS 200000000ull  /* hold: how often loops look for the end of --duration */
 #define CONNECT_SLOW_NS 1000000ull /* a connect(2) call this long looked for a free port */
 #define BACKOFF_MS 1               /* wait after a connection failed before it started */
+#define PP_MAX 108 /* a PROXY v1 line is at most 107 bytes (CRLF included); v2 here 28 or 52 */
+#define PP1_MAX 107u
 
 /* ------------------------------------------------------------------------ */
 /* Options                                                                  */
@@ -91,6 +94,7 @@ struct opts {
     unsigned timeout_ms;
     bool json;
     bool half_close;
+    uint8_t proxy; /* 1, 2: clients send a PROXY header of that version; serve expects one */
     union addr *src;
     size_t nsrc;
 };
@@ -290,11 +294,14 @@ struct conn {
     uint32_t gen; /* bumped by every start: the upper half of the epoll key */
     uint8_t state;
     bool sent;     /* the whole request is out */
+    uint8_t hlen;  /* --proxy-vN: header bytes (0: none) */
+    uint8_t hoff;  /* header bytes sent */
     uint32_t poff; /* bulk: pattern offset of this stream */
     uint64_t t_start;
     uint64_t deadline; /* 0: not in the timeout queue */
     uint64_t tx, rx;
     struct conn *prev, *next;
+    unsigned char hdr[PP_MAX]; /* --proxy-vN: the PROXY header, sent before the request */
 };
 
 struct loop {
@@ -455,6 +462,61 @@ static socklen_t addr_len(const union addr *a)
     return a->sa.sa_family == AF_INET6 ? (socklen_t)sizeof a->in6 : (socklen_t)sizeof a->in;
 }
 
+/* The PROXY protocol v2 signature (12 bytes). */
+static const unsigned char pp2_sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+
+/* --proxy-vN: the PROXY header of this connection into out (PP_MAX bytes),
+ * naming its own address and port as the client's and the target as the
+ * destination. The port is bound by connect(2), so call it after that.
+ * Returns the length, or -1. */
+static int proxy_header(const struct opts *o, int fd, unsigned char *out)
+{
+    const union addr *dst = &o->target;
+    union addr src;
+    socklen_t len = sizeof src;
+    bool v6;
+
+    if (getsockname(fd, &src.sa, &len) != 0)
+        return -1;
+    if (src.sa.sa_family != dst->sa.sa_family)
+        return -1;
+    v6 = src.sa.sa_family == AF_INET6;
+    if (o->proxy == 1) {
+        const void *sa = v6 ? (const void *)&src.in6.sin6_addr : (const void *)&src.in.sin_addr;
+        const void *da = v6 ? (const void *)&dst->in6.sin6_addr : (const void *)&dst->in.sin_addr;
+        char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
+        int n;
+        if (!inet_ntop(src.sa.sa_family, sa, s, sizeof s) ||
+            !inet_ntop(dst->sa.sa_family, da, d, sizeof d))
+            return -1;
+        n = snprintf((char *)out, PP_MAX, "PROXY %s %s %s %u %u\r\n", v6 ? "TCP6" : "TCP4", s, d,
+                     (unsigned)ntohs(v6 ? src.in6.sin6_port : src.in.sin_port),
+                     (unsigned)ntohs(v6 ? dst->in6.sin6_port : dst->in.sin_port));
+        return n > 0 && (unsigned)n <= PP1_MAX ? n : -1;
+    }
+    memcpy(out, pp2_sig, sizeof pp2_sig);
+    out[12] = 0x21; /* version 2, PROXY */
+    if (v6) {
+        out[13] = 0x21; /* AF_INET6, STREAM */
+        out[14] = 0;
+        out[15] = 36;
+        memcpy(out + 16, &src.in6.sin6_addr, 16);
+        memcpy(out + 32, &dst->in6.sin6_addr, 16);
+        memcpy(out + 48, &src.in6.sin6_port, 2);
+        memcpy(out + 50, &dst->in6.sin6_port, 2);
+        return 52;
+    }
+    out[13] = 0x11; /* AF_INET, STREAM */
+    out[14] = 0;
+    out[15] = 12;
+    memcpy(out + 16, &src.in.sin_addr, 4);
+    memcpy(out + 20, &dst->in.sin_addr, 4);
+    memcpy(out + 24, &src.in.sin_port, 2);
+    memcpy(out + 26, &dst->in.sin_port, 2);
+    return 28;
+}
+
 /* Start one connection in a free slot. */
 static void conn_start(struct loop *L)
 {
@@ -468,6 +530,7 @@ static void conn_start(struct loop *L)
     c->state = C_CONNECTING;
     c->gen++;
     c->sent = false;
+    c->hlen = c->hoff = 0;
     c->t_start = 0;
     c->tx = c->rx = 0;
     c->deadline = 0;
@@ -498,6 +561,12 @@ static void conn_start(struct loop *L)
     if (rc != 0 && e != EINPROGRESS) {
         errno = e;
         goto fail;
+    }
+    if (o->proxy) {
+        int h = proxy_header(o, c->fd, c->hdr);
+        if (h < 0)
+            goto fail;
+        c->hlen = (uint8_t)h;
     }
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = KEY(c->gen, c - L->conns);
@@ -545,10 +614,19 @@ static void exchange_io(struct loop *L, struct conn *c, uint32_t ev, uint64_t no
 {
     const struct opts *o = L->o;
 
-    while (c->tx < o->size) {
+    while (c->tx < o->size || c->hoff < c->hlen) {
         uint64_t left = o->size - c->tx;
         size_t len = left < CHUNK ? (size_t)left : CHUNK;
-        ssize_t n = send(c->fd, g_pat + c->tx % PAT_PERIOD, len, MSG_NOSIGNAL);
+        size_t hl = (size_t)(c->hlen - c->hoff), h;
+        ssize_t n;
+        if (hl) {
+            /* --proxy-vN: the header and the request in one segment */
+            struct iovec iov[2] = {{c->hdr + c->hoff, hl}, {g_pat + c->tx % PAT_PERIOD, len}};
+            struct msghdr m = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+            n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        } else {
+            n = send(c->fd, g_pat + c->tx % PAT_PERIOD, len, MSG_NOSIGNAL);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -557,11 +635,13 @@ static void exchange_io(struct loop *L, struct conn *c, uint32_t ev, uint64_t no
             conn_error(L, c, errno, now);
             return;
         }
-        c->tx += (uint64_t)n;
-        if ((size_t)n < len)
+        h = (size_t)n < hl ? (size_t)n : hl;
+        c->hoff = (uint8_t)(c->hoff + h);
+        c->tx += (uint64_t)((size_t)n - h);
+        if ((size_t)n < hl + len)
             break;
     }
-    if (c->tx == o->size && !c->sent) {
+    if (c->tx == o->size && c->hoff == c->hlen && !c->sent) {
         c->sent = true;
         if (o->half_close)
             (void)shutdown(c->fd, SHUT_WR);
@@ -784,10 +864,13 @@ static void *client_run(void *arg)
 struct sconn {
     int fd;
     uint32_t gen;
-    bool want_out; /* waiting for EPOLLOUT rather than EPOLLIN */
-    bool replied;  /* --reply: the reply is out, reading up to the EOF */
-    uint64_t got;  /* --reply: request bytes so far */
-    uint64_t left; /* --reply: reply bytes still to send */
+    bool want_out;  /* waiting for EPOLLOUT rather than EPOLLIN */
+    bool replied;   /* --reply: the reply is out, reading up to the EOF */
+    uint64_t got;   /* --reply: request bytes so far */
+    uint64_t left;  /* --reply: reply bytes still to send */
+    uint8_t hstate; /* --proxy-vN: where in the PROXY header (PH_DONE: past it) */
+    uint8_t hn;     /* header bytes seen (v1: the line; v2: the first 16) */
+    uint16_t hskip; /* v2: address and TLV bytes still to skip */
     unsigned char *pend;
     size_t plen, poff; /* echo: bytes read but not yet written back */
 };
@@ -802,8 +885,87 @@ struct sloop {
     size_t nbyfd;
     uint32_t gen;
     uint64_t accepted, bytes_in, bytes_out, stale;
+    uint64_t pp_ok, pp_bad; /* --proxy-vN: headers skipped, connections closed for a bad one */
     bool fd_warned;
 };
+
+/* serve --proxy-vN: the PROXY header at the start of each connection is read
+ * and dropped, byte by byte as it comes (no buffer: v1 is checked for its
+ * "PROXY " start and a CRLF within 107 bytes, v2 for its signature and
+ * version, then its length is skipped), so a header split over segments
+ * works and nothing beyond it is taken from the request. */
+enum { PH_DONE, PH_V1, PH_V1_CR, PH_V2, PH_V2_SKIP };
+
+static void sconn_close(struct sloop *S, struct sconn *s);
+
+/* Consume the header from buf[0..n): returns the bytes it took (n: the header
+ * may go on in the next read), or -1 if it is not a valid header. */
+static ssize_t proxy_skip(struct sconn *s, const unsigned char *buf, size_t n)
+{
+    size_t i = 0;
+    while (i < n && s->hstate != PH_DONE) {
+        unsigned char b;
+        if (s->hstate == PH_V2_SKIP) {
+            size_t k = n - i < s->hskip ? n - i : s->hskip;
+            i += k;
+            s->hskip = (uint16_t)(s->hskip - k);
+            if (!s->hskip)
+                s->hstate = PH_DONE;
+            continue;
+        }
+        b = buf[i++];
+        s->hn++;
+        switch (s->hstate) {
+        case PH_V1:
+            if (s->hn <= 6 ? b != (unsigned char)"PROXY "[s->hn - 1] : s->hn >= PP1_MAX)
+                return -1;
+            if (b == '\r')
+                s->hstate = PH_V1_CR;
+            break;
+        case PH_V1_CR:
+            if (b != '\n')
+                return -1;
+            s->hstate = PH_DONE;
+            break;
+        default: /* PH_V2: signature, version/command, family, length */
+            if (s->hn <= 12 && b != pp2_sig[s->hn - 1])
+                return -1;
+            if (s->hn == 13 && (b >> 4 != 2 || (b & 15) > 1))
+                return -1;
+            if (s->hn == 15)
+                s->hskip = (uint16_t)(b << 8);
+            if (s->hn == 16) {
+                s->hskip = (uint16_t)(s->hskip | b);
+                s->hstate = s->hskip ? PH_V2_SKIP : PH_DONE;
+            }
+            break;
+        }
+    }
+    return (ssize_t)i;
+}
+
+/* The request bytes of this read: what follows the header, if any. Returns
+ * their offset in S->buf, or -1 after closing a connection whose header was
+ * bad. */
+static ssize_t skip_header(struct sloop *S, struct sconn *s, size_t r)
+{
+    ssize_t k;
+    if (s->hstate == PH_DONE)
+        return 0;
+    k = proxy_skip(s, S->buf, r);
+    if (k < 0) {
+        /* a reset, so that a client reading up to the EOF (conn --resp 0)
+         * counts an error rather than an exchange */
+        struct linger lg = {1, 0};
+        (void)setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        S->pp_bad++;
+        sconn_close(S, s);
+        return -1;
+    }
+    if (s->hstate == PH_DONE)
+        S->pp_ok++;
+    return k;
+}
 
 static void sconn_close(struct sloop *S, struct sconn *s)
 {
@@ -860,6 +1022,16 @@ static void echo_event(struct sloop *S, struct sconn *s)
         if (errno != EINTR && !would_block(errno))
             sconn_close(S, s);
         return;
+    }
+    if (s->hstate != PH_DONE) {
+        ssize_t k = skip_header(S, s, (size_t)r);
+        if (k < 0)
+            return;
+        r -= k;
+        if (!r)
+            return;
+        if (k)
+            memmove(S->buf, S->buf + k, (size_t)r);
     }
     S->bytes_in += (uint64_t)r;
     w = send(s->fd, S->buf, (size_t)r, MSG_NOSIGNAL);
@@ -928,6 +1100,12 @@ static void reply_event(struct sloop *S, struct sconn *s)
     }
     if (r < 0)
         return;
+    if (s->hstate != PH_DONE) {
+        ssize_t k = skip_header(S, s, (size_t)r);
+        if (k < 0)
+            return;
+        r -= k;
+    }
     S->bytes_in += (uint64_t)r;
     if (s->replied || s->got >= S->o->size)
         return;
@@ -965,6 +1143,7 @@ static void serve_accept(struct sloop *S)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         s->fd = fd;
         s->gen = ++S->gen;
+        s->hstate = S->o->proxy == 1 ? PH_V1 : S->o->proxy == 2 ? PH_V2 : PH_DONE;
         S->byfd[fd] = s;
         ev.events = EPOLLIN;
         ev.data.u64 = KEY(s->gen, fd);
@@ -1229,6 +1408,11 @@ static void usage(FILE *f)
           "      --src LIST       source addresses, round robin: A,B,... or A-B (IPv4)\n"
           "      --timeout MS     per exchange; bulk: without progress (5000)\n"
           "      --reply N        serve: answer each --size byte request with N bytes\n"
+          "      --proxy-v1, --proxy-v2\n"
+          "                       conn, reject, hold: send a PROXY header of that version\n"
+          "                       (own address and port -> target) before the request;\n"
+          "                       serve: read and drop one at the start of each connection\n"
+          "                       (a connection without a valid one is reset)\n"
           "  -t, --threads N      event loops (threads), results merged (1)\n"
           "  -j, --json           print one JSON object instead of the table\n"
           "  -h, --help           this text\n"
@@ -1237,7 +1421,17 @@ static void usage(FILE *f)
           f);
 }
 
-enum { OPT_SIZE = 256, OPT_RESP, OPT_BYTES, OPT_SRC, OPT_TIMEOUT, OPT_REPLY, OPT_HALF_CLOSE };
+enum {
+    OPT_SIZE = 256,
+    OPT_RESP,
+    OPT_BYTES,
+    OPT_SRC,
+    OPT_TIMEOUT,
+    OPT_REPLY,
+    OPT_HALF_CLOSE,
+    OPT_PROXY_V1,
+    OPT_PROXY_V2
+};
 
 #define ONLY(m) (1u << (m))
 #define CLIENTS (ONLY(M_CONN) | ONLY(M_REJECT) | ONLY(M_BULK) | ONLY(M_HOLD))
@@ -1261,6 +1455,9 @@ static unsigned option_modes(int opt)
         return ONLY(M_BULK);
     case OPT_REPLY:
         return ONLY(M_SERVE);
+    case OPT_PROXY_V1:
+    case OPT_PROXY_V2:
+        return ONLY(M_CONN) | ONLY(M_REJECT) | ONLY(M_HOLD) | ONLY(M_SERVE);
     default:
         return ANY;
     }
@@ -1282,6 +1479,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"reply", required_argument, NULL, OPT_REPLY},
         {"half-close", no_argument, NULL, OPT_HALF_CLOSE},
+        {"proxy-v1", no_argument, NULL, OPT_PROXY_V1},
+        {"proxy-v2", no_argument, NULL, OPT_PROXY_V2},
         {NULL, 0, NULL, 0},
     };
     const char *src = NULL, *mode_arg;
@@ -1368,6 +1567,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
             break;
         case OPT_HALF_CLOSE:
             o->half_close = true;
+            break;
+        case OPT_PROXY_V1:
+        case OPT_PROXY_V2:
+            if (o->proxy)
+                return usage_error("--proxy-v1 and --proxy-v2 exclude each other", NULL);
+            o->proxy = opt == OPT_PROXY_V1 ? 1 : 2;
             break;
         default:
             return usage_error("bad option", NULL);
@@ -1558,6 +1763,8 @@ static void print_human(const struct result *r)
                o->timeout_ms, o->half_close ? ", half-close" : "");
     if (o->nsrc)
         printf("  sources %zu\n", o->nsrc);
+    if (o->proxy)
+        printf("  PROXY v%u header before each request\n", (unsigned)o->proxy);
     printf("  elapsed       %.3f s\n", r->elapsed);
     if (o->mode == M_HOLD) {
         printf("  requested     %" PRIu64 "\n", o->count);
@@ -1621,8 +1828,9 @@ static void print_json(const struct result *r)
         printf(",\"bytes\":%" PRIu64, o->bytes);
     else
         printf(",\"size\":%" PRIu64 ",\"resp\":%" PRIu64, o->size, o->resp);
-    printf(",\"half_close\":%s,\"sources\":%zu,\"timeout_ms\":%u,\"elapsed_s\":%.6f",
-           o->half_close ? "true" : "false", o->nsrc, o->timeout_ms, r->elapsed);
+    printf(",\"half_close\":%s,\"proxy\":%u,\"sources\":%zu,\"timeout_ms\":%u,\"elapsed_s\":%.6f",
+           o->half_close ? "true" : "false", (unsigned)o->proxy, o->nsrc, o->timeout_ms,
+           r->elapsed);
     printf(",\"completed\":%" PRIu64 ",\"aborted\":%" PRIu64, st->completed, st->aborted);
     if (o->mode == M_CONN || o->mode == M_REJECT)
         printf(",\"rate_per_s\":%.1f", r->elapsed > 0 ? (double)st->completed / r->elapsed : 0);
@@ -1845,7 +2053,7 @@ static int run_serve(struct opts *o)
 {
     unsigned n = o->threads;
     struct sloop *loops = calloc(n, sizeof *loops);
-    uint64_t accepted = 0, in = 0, out = 0, stale = 0;
+    uint64_t accepted = 0, in = 0, out = 0, stale = 0, pp_ok = 0, pp_bad = 0;
 
     if (!loops) {
         fprintf(stderr, "cgload: out of memory\n");
@@ -1891,6 +2099,8 @@ static int run_serve(struct opts *o)
         in += loops[i].bytes_in;
         out += loops[i].bytes_out;
         stale += loops[i].stale;
+        pp_ok += loops[i].pp_ok;
+        pp_bad += loops[i].pp_bad;
         close(loops[i].lfd);
         close(loops[i].ep);
         free(loops[i].buf);
@@ -1904,11 +2114,16 @@ static int run_serve(struct opts *o)
                 stale);
     if (o->json)
         printf("{\"mode\":\"serve\",\"listen\":\"%s\",\"threads\":%u,\"accepted\":%" PRIu64
-               ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64 "}\n",
-               o->target_str, n, accepted, in, out);
+               ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64 ",\"proxy\":%u"
+               ",\"proxy_headers\":%" PRIu64 ",\"proxy_bad\":%" PRIu64 "}\n",
+               o->target_str, n, accepted, in, out, (unsigned)o->proxy, pp_ok, pp_bad);
     else
         printf("served %" PRIu64 " connections, %" PRIu64 " bytes in, %" PRIu64 " bytes out\n",
                accepted, in, out);
+    if (o->proxy && !o->json)
+        printf("PROXY v%u headers skipped %" PRIu64 ", connections closed for a bad one %" PRIu64
+               "\n",
+               (unsigned)o->proxy, pp_ok, pp_bad);
     free(loops);
     return 0;
 }
