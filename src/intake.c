@@ -84,18 +84,20 @@ static void give_up(waiter *w, const char *why)
     in->hooks.failed(in->hooks.arg, l, (const struct sockaddr *)&sender, why);
 }
 
-/* What has come so far: the header bytes read off, then a peek at what
- * follows. Returns the parse, or CG__PROXY_BAD with why set. */
-static cg__proxy_status look(waiter *w, cg__proxy_hdr *h, const char **why)
+/* What has come so far on fd: the *have header bytes read off into buf
+ * (CG_PROXY_MAX bytes), then a peek at what follows. Returns the parse, or
+ * CG__PROXY_BAD with why set. */
+static cg__proxy_status step(cg_socket_t fd, uint8_t *buf, size_t *have, unsigned accept,
+                             cg__proxy_hdr *h, const char **why)
 {
-    int n = cg__sys_recv(w->fd, w->buf + w->have, sizeof(w->buf) - w->have, true);
+    int n = cg__sys_recv(fd, buf + *have, CG_PROXY_MAX - *have, true);
     if (n == CG_EAGAIN)
         return CG__PROXY_MORE;
     if (n <= 0) {
         *why = n == 0 ? "the sender closed before a whole header" : "read error";
         return CG__PROXY_BAD;
     }
-    cg__proxy_status st = cg__proxy_parse(w->buf, w->have + (size_t)n, w->accept, h);
+    cg__proxy_status st = cg__proxy_parse(buf, *have + (size_t)n, accept, h);
     if (st == CG__PROXY_BAD) {
         *why = h->why != NULL ? h->why : "not a PROXY header";
         return st;
@@ -103,13 +105,13 @@ static cg__proxy_status look(waiter *w, cg__proxy_hdr *h, const char **why)
     /* All the bytes of a valid beginning are header bytes: read them off,
      * or level-triggered readiness would wake us for them again and again;
      * of a whole header, exactly its own bytes. */
-    size_t take = st == CG__PROXY_DONE ? h->len - w->have : (size_t)n;
-    int got = cg__sys_recv(w->fd, w->buf + w->have, take, false);
+    size_t take = st == CG__PROXY_DONE ? h->len - *have : (size_t)n;
+    int got = cg__sys_recv(fd, buf + *have, take, false);
     if (got != (int)take) {
         *why = "read error";
         return CG__PROXY_BAD;
     }
-    w->have += take;
+    *have += take;
     return st;
 }
 
@@ -119,7 +121,8 @@ static void on_readable(uv_poll_t *p, int status, int events)
     const char *why = "read error";
     cg__proxy_hdr h;
     (void)events;
-    cg__proxy_status st = status < 0 ? CG__PROXY_BAD : look(w, &h, &why);
+    cg__proxy_status st =
+        status < 0 ? CG__PROXY_BAD : step(w->fd, w->buf, &w->have, w->accept, &h, &why);
     if (st == CG__PROXY_MORE)
         return;
     if (st == CG__PROXY_BAD) {
@@ -148,6 +151,23 @@ int cg__intake_add(cg__intake *in, size_t l, cg_socket_t fd, const struct sockad
         cg_socket_close_reset(fd);
         return CG_ERANGE;
     }
+    /* A load balancer sends its header at once, so it is usually there by
+     * the time the caller is accepted: take it now, with no poll, timer or
+     * memory of our own. */
+    uint8_t first[CG_PROXY_MAX];
+    size_t have = 0;
+    const char *why = NULL;
+    cg__proxy_hdr h;
+    cg__proxy_status st = step(fd, first, &have, accept, &h, &why);
+    if (st == CG__PROXY_DONE) {
+        in->hooks.header(in->hooks.arg, l, fd, sender, &h);
+        return 0;
+    }
+    if (st == CG__PROXY_BAD) {
+        cg_socket_close_reset(fd);
+        in->hooks.failed(in->hooks.arg, l, sender, why);
+        return 0;
+    }
     waiter *w = calloc(1, sizeof(*w));
     if (w == NULL || uv_poll_init_socket(in->loop, &w->poll, (uv_os_sock_t)fd) != 0) {
         free(w);
@@ -161,6 +181,8 @@ int cg__intake_add(cg__intake *in, size_t l, cg_socket_t fd, const struct sockad
     w->listener = l;
     w->fd = fd;
     w->accept = accept;
+    memcpy(w->buf, first, have); /* a valid beginning, read off already */
+    w->have = have;
     memcpy(&w->sender, sender,
            sender->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     w->next = in->list;

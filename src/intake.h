@@ -44,7 +44,9 @@ typedef struct cg__intake_hooks {
 int cg__intake_new(uv_loop_t *loop, size_t max, const cg__intake_hooks *hooks, cg__intake **out);
 
 /* cg__intake_add: wait on fd (taking it) for a header of the versions in
- * accept (CG_PROXY_ACCEPT_* bits) for at most timeout_ms. On CG_ERANGE
+ * accept (CG_PROXY_ACCEPT_* bits) for at most timeout_ms. A header (or a
+ * refusal) already there is handled at once, through the hooks, before
+ * this returns. On CG_ERANGE
  * (max callers wait already) or CG_ENOMEM, fd is reset and closed and the
  * failed hook is not called. */
 int cg__intake_add(cg__intake *in, size_t l, cg_socket_t fd, const struct sockaddr *sender,
