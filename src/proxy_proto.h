@@ -70,7 +70,8 @@ cg__proxy_status cg__proxy_parse(const uint8_t *buf, size_t n, unsigned accept,
  * IPv4, and when the two families still differ both are written as IPv6 —
  * v1 "TCP6", v2 AF_INET6) in version 1 or 2 into buf (at least
  * CG_PROXY_WRITE_MAX bytes). Returns its length, or 0 for an address of
- * another family. Any thread. */
+ * another family, a version other than 1 or 2, or a buffer too small. Any
+ * thread. */
 #define CG_PROXY_WRITE_MAX 108
 size_t cg__proxy_write(unsigned version, const struct sockaddr *src, const struct sockaddr *dst,
                        uint8_t *buf, size_t len);
