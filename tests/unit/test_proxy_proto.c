@@ -25,6 +25,9 @@ typedef struct hdr {
 } hdr;
 #define H(lit) ((hdr){lit, sizeof lit - 1})
 
+/* (%u rather than %zu in messages: mingw's cmocka checks them as msvcrt
+ * formats.) */
+
 /* Parse bytes[0..n) from a heap copy of exactly n bytes, so that ASan sees
  * any read past the end. */
 static cg__proxy_status parse(const char *bytes, size_t n, unsigned accept, cg__proxy_hdr *out)
@@ -63,11 +66,12 @@ static void check_done(hdr h, unsigned accept, cg__proxy_hdr *out)
     for (size_t k = 0; k < h.len; k++) {
         cg__proxy_hdr p;
         if (parse(h.bytes, k, accept, &p) != CG__PROXY_MORE)
-            fail_msg("prefix of %zu of %zu bytes: not MORE (%s)", k, h.len, p.why ? p.why : "DONE");
+            fail_msg("prefix of %u of %u bytes: not MORE (%s)", (unsigned)k, (unsigned)h.len,
+                     p.why ? p.why : "DONE");
     }
     cg__proxy_status st = parse(h.bytes, h.len, accept, out);
     if (st != CG__PROXY_DONE)
-        fail_msg("header of %zu bytes: %d (%s)", h.len, st, out->why ? out->why : "");
+        fail_msg("header of %u bytes: %d (%s)", (unsigned)h.len, (int)st, out->why ? out->why : "");
     assert_int_equal(out->len, h.len);
 
     char *more = malloc(h.len + 64);
@@ -105,7 +109,7 @@ static void check_bad(hdr h, unsigned accept, const char *why)
     cg__proxy_hdr out;
     cg__proxy_status st = parse(h.bytes, h.len, accept, &out);
     if (st != CG__PROXY_BAD)
-        fail_msg("expected BAD (%s), got %d", why, st);
+        fail_msg("expected BAD (%s), got %d", why, (int)st);
     assert_non_null(out.why);
     if (!strstr(out.why, why))
         fail_msg("why \"%s\", expected \"%s\"", out.why, why);
