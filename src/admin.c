@@ -455,6 +455,65 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c, const
     return reply_json(c, MHD_HTTP_OK, root, oom, NULL, NULL);
 }
 
+/* The families with one sample per listener (and reason, direction). */
+static void listener_metrics(strbuf *bp, const cg__gen *gen, const cg__lsum *sums,
+                             const uint64_t *kernel, size_t n)
+{
+#define LNAME(i) (cg__gen_listener(gen, (i))->name)
+    metric_family(bp, "condgate_connections_accepted_total", "counter",
+                  "Connections accepted and handed to a worker.");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_connections_accepted_total", "listener", LNAME(i), NULL, NULL,
+                      sums[i].accepted);
+    metric_family(bp, "condgate_connections_rejected_total", "counter",
+                  "Connections refused: a ban, a deny rule, the default, a per-source limit or "
+                  "max_connections; in the kernel before the handshake, or at accept.");
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < CG__REJ_COUNT; r++)
+            metric_sample(bp, "condgate_connections_rejected_total", "listener", LNAME(i), "reason",
+                          cg__reject_reason_name((cg__reject_reason)r), sums[i].rejected[r]);
+    metric_family(bp, "condgate_prefilter_refused_total", "counter",
+                  "Callers the kernel prefilter refused before the handshake (also counted in "
+                  "condgate_connections_rejected_total).");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_prefilter_refused_total", "listener", LNAME(i), NULL, NULL,
+                      kernel[i]);
+    metric_family(bp, "condgate_shadow_rejected_total", "counter",
+                  "Callers a listener in shadow mode would have refused, and admitted.");
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < CG__REJ_COUNT; r++)
+            metric_sample(bp, "condgate_shadow_rejected_total", "listener", LNAME(i), "reason",
+                          cg__reject_reason_name((cg__reject_reason)r), sums[i].shadow_rejected[r]);
+    metric_family(bp, "condgate_connections_proxied_total", "counter",
+                  "Connections accepted for the client a PROXY header named (accept_proxy).");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_connections_proxied_total", "listener", LNAME(i), NULL, NULL,
+                      sums[i].proxied);
+    metric_family(bp, "condgate_connections_closed_by_ban_total", "counter",
+                  "Open connections reset because a new ban covered their caller.");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_connections_closed_by_ban_total", "listener", LNAME(i), NULL,
+                      NULL, sums[i].closed_by_ban);
+    metric_family(bp, "condgate_connections_active", "gauge", "Relayed connections open now.");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
+                      cg__lsum_active(&sums[i]));
+    metric_family(bp, "condgate_bytes_total", "counter",
+                  "Bytes relayed: in from clients, out to clients.");
+    for (size_t i = 0; i < n; i++) {
+        metric_sample(bp, "condgate_bytes_total", "listener", LNAME(i), "direction", "in",
+                      sums[i].bytes_in);
+        metric_sample(bp, "condgate_bytes_total", "listener", LNAME(i), "direction", "out",
+                      sums[i].bytes_out);
+    }
+    metric_family(bp, "condgate_backend_errors_total", "counter",
+                  "Clients reset because no backend could be reached.");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_backend_errors_total", "listener", LNAME(i), NULL, NULL,
+                      sums[i].backend_errors);
+#undef LNAME
+}
+
 static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
@@ -474,60 +533,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, con
         add_kernel(a, i, &sums[i], &kernel[i]);
     }
 
-#define LNAME(i) (cg__gen_listener(gen, (i))->name)
-    metric_family(&b, "condgate_connections_accepted_total", "counter",
-                  "Connections accepted and handed to a worker.");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_connections_accepted_total", "listener", LNAME(i), NULL, NULL,
-                      sums[i].accepted);
-    metric_family(&b, "condgate_connections_rejected_total", "counter",
-                  "Connections refused: a ban, a deny rule, the default, a per-source limit or "
-                  "max_connections; in the kernel before the handshake, or at accept.");
-    for (size_t i = 0; i < n; i++)
-        for (int r = 0; r < CG__REJ_COUNT; r++)
-            metric_sample(&b, "condgate_connections_rejected_total", "listener", LNAME(i), "reason",
-                          cg__reject_reason_name((cg__reject_reason)r), sums[i].rejected[r]);
-    metric_family(&b, "condgate_prefilter_refused_total", "counter",
-                  "Callers the kernel prefilter refused before the handshake (also counted in "
-                  "condgate_connections_rejected_total).");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_prefilter_refused_total", "listener", LNAME(i), NULL, NULL,
-                      kernel[i]);
-    metric_family(&b, "condgate_shadow_rejected_total", "counter",
-                  "Callers a listener in shadow mode would have refused, and admitted.");
-    for (size_t i = 0; i < n; i++)
-        for (int r = 0; r < CG__REJ_COUNT; r++)
-            metric_sample(&b, "condgate_shadow_rejected_total", "listener", LNAME(i), "reason",
-                          cg__reject_reason_name((cg__reject_reason)r),
-                          sums[i].shadow_rejected[r]);
-    metric_family(&b, "condgate_connections_proxied_total", "counter",
-                  "Connections accepted for the client a PROXY header named (accept_proxy).");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_connections_proxied_total", "listener", LNAME(i), NULL, NULL,
-                      sums[i].proxied);
-    metric_family(&b, "condgate_connections_closed_by_ban_total", "counter",
-                  "Open connections reset because a new ban covered their caller.");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_connections_closed_by_ban_total", "listener", LNAME(i), NULL,
-                      NULL, sums[i].closed_by_ban);
-    metric_family(&b, "condgate_connections_active", "gauge", "Relayed connections open now.");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_connections_active", "listener", LNAME(i), NULL, NULL,
-                      cg__lsum_active(&sums[i]));
-    metric_family(&b, "condgate_bytes_total", "counter",
-                  "Bytes relayed: in from clients, out to clients.");
-    for (size_t i = 0; i < n; i++) {
-        metric_sample(&b, "condgate_bytes_total", "listener", LNAME(i), "direction", "in",
-                      sums[i].bytes_in);
-        metric_sample(&b, "condgate_bytes_total", "listener", LNAME(i), "direction", "out",
-                      sums[i].bytes_out);
-    }
-    metric_family(&b, "condgate_backend_errors_total", "counter",
-                  "Clients reset because no backend could be reached.");
-    for (size_t i = 0; i < n; i++)
-        metric_sample(&b, "condgate_backend_errors_total", "listener", LNAME(i), NULL, NULL,
-                      sums[i].backend_errors);
-#undef LNAME
+    listener_metrics(&b, gen, sums, kernel, n);
 
     metric_family(&b, "condgate_worker_connections_active", "gauge",
                   "Relayed connections open on each worker thread.");
@@ -763,8 +769,7 @@ static enum MHD_Result serve_explain(cg__admin *a, struct MHD_Connection *c, con
     if (!explain_addr(c, addr, &host, &rc))
         return rc;
     if (set != NULL && lname != NULL)
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, "give set= or listener=, not both", NULL,
-                           NULL);
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, "give set= or listener=, not both", NULL, NULL);
 
     cg__gen *gen = a->view.acquire(a->view.ctx);
     cg__policy p = {.bans = cg__runtime_bans(a->view.runtime(a->view.ctx)),

@@ -971,6 +971,46 @@ static bool is_loopback(const cg_endpoint *ep)
     return memcmp(&sin6->sin6_addr, one, 16) == 0;
 }
 
+/* A listener at the end of the file: its rule set found by name, then the
+ * checks of its limits and PROXY keys that need the whole section. */
+static int finish_listener(loader *ld, cg_listener_conf *l, listener_build *b)
+{
+    cg_config *cfg = ld->cfg;
+    int rc;
+    long idx = cg_config_find_ruleset(cfg, b->rules ? b->rules : "default");
+    if (idx < 0 && b->rules && strcmp(b->rules, "default") == 0)
+        return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
+                        "[listener:%s] uses rule set 'default', but there is no [rules] "
+                        "section",
+                        l->name);
+    if (idx < 0 && b->rules) {
+        const char *names[CG_CONFIG_MAX_RULESETS + 1];
+        for (size_t s = 0; s < cfg->nrulesets; s++)
+            names[s] = cg_ruleset_name(cfg->rulesets[s]);
+        names[cfg->nrulesets] = NULL;
+        const char *hint = cg__suggest(b->rules, names);
+        if (hint)
+            return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
+                            "[listener:%s] uses rule set '%s', but there is no [rules:%s] "
+                            "section; did you mean '%s'?",
+                            l->name, b->rules, b->rules, hint);
+        return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
+                        "[listener:%s] uses rule set '%s', but there is no [rules:%s] "
+                        "section",
+                        l->name, b->rules, b->rules);
+    }
+    if (idx < 0)
+        return cg__fail(ld->d, CG_ENOENT, ld->path, l->line,
+                        "[listener:%s] has no 'rules' key and there is no [rules] section "
+                        "for the default rule set; add one or name a set with 'rules ='",
+                        l->name);
+    l->ruleset = (size_t)idx;
+    rc = cg__listener_limits_check(&ld->kc, l, &b->limits);
+    if (!rc)
+        rc = cg__listener_proxy_finish(&ld->kc, l, &b->proxy);
+    return rc;
+}
+
 static int finish(loader *ld, uint32_t last_line)
 {
     cg_config *cfg = ld->cfg;
@@ -990,39 +1030,7 @@ static int finish(loader *ld, uint32_t last_line)
     }
 
     for (size_t i = 0; i < cfg->nlisteners; i++) {
-        cg_listener_conf *l = &cfg->listeners[i];
-        listener_build *b = &ld->lb[i];
-        long idx = cg_config_find_ruleset(cfg, b->rules ? b->rules : "default");
-        if (idx < 0 && b->rules && strcmp(b->rules, "default") == 0)
-            return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
-                            "[listener:%s] uses rule set 'default', but there is no [rules] "
-                            "section",
-                            l->name);
-        if (idx < 0 && b->rules) {
-            const char *names[CG_CONFIG_MAX_RULESETS + 1];
-            for (size_t s = 0; s < cfg->nrulesets; s++)
-                names[s] = cg_ruleset_name(cfg->rulesets[s]);
-            names[cfg->nrulesets] = NULL;
-            const char *hint = cg__suggest(b->rules, names);
-            if (hint)
-                return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
-                                "[listener:%s] uses rule set '%s', but there is no [rules:%s] "
-                                "section; did you mean '%s'?",
-                                l->name, b->rules, b->rules, hint);
-            return cg__fail(ld->d, CG_ENOENT, ld->path, b->rules_line,
-                            "[listener:%s] uses rule set '%s', but there is no [rules:%s] "
-                            "section",
-                            l->name, b->rules, b->rules);
-        }
-        if (idx < 0)
-            return cg__fail(ld->d, CG_ENOENT, ld->path, l->line,
-                            "[listener:%s] has no 'rules' key and there is no [rules] section "
-                            "for the default rule set; add one or name a set with 'rules ='",
-                            l->name);
-        l->ruleset = (size_t)idx;
-        rc = cg__listener_limits_check(&ld->kc, l, &b->limits);
-        if (!rc)
-            rc = cg__listener_proxy_finish(&ld->kc, l, &b->proxy);
+        rc = finish_listener(ld, &cfg->listeners[i], &ld->lb[i]);
         if (rc)
             return rc;
     }
