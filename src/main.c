@@ -12,12 +12,29 @@
 #define DEFAULT_CONFIG "/etc/condgate/condgate.ini"
 
 /* The optional parts built in, for -V: "none", or their names separated by
- * spaces (prefilter: the kernel prefilter on Linux, CMakeLists.txt). */
+ * spaces (CMakeLists.txt): prefilter (the kernel prefilter, Linux), crowdsec
+ * (the Local API client, libcurl), geoip (MaxMind DB files, libmaxminddb). */
 #if defined(CG_HAVE_PREFILTER)
-#define FEATURES "prefilter"
+#define FEATURE_PREFILTER " prefilter"
 #else
-#define FEATURES "none"
+#define FEATURE_PREFILTER ""
 #endif
+#if defined(CG_HAVE_CROWDSEC)
+#define FEATURE_CROWDSEC " crowdsec"
+#else
+#define FEATURE_CROWDSEC ""
+#endif
+#if defined(CG_HAVE_GEOIP)
+#define FEATURE_GEOIP " geoip"
+#else
+#define FEATURE_GEOIP ""
+#endif
+#define FEATURE_LIST FEATURE_PREFILTER FEATURE_CROWDSEC FEATURE_GEOIP
+
+static const char *features(void)
+{
+    return sizeof(FEATURE_LIST) > 1 ? FEATURE_LIST + 1 : "none";
+}
 
 static void usage(FILE *out)
 {
@@ -52,7 +69,7 @@ int main(int argc, char **argv)
             test = 1;
             break;
         case 'V':
-            printf("condgate %s\nfeatures: %s\n", cg_version(), FEATURES);
+            printf("condgate %s\nfeatures: %s\n", cg_version(), features());
             return 0;
         case 'h':
             usage(stdout);
