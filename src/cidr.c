@@ -308,3 +308,86 @@ int cg_addr_from_sockaddr(const struct sockaddr *sa, cg_cidr *out)
     }
     return CG_EINVAL;
 }
+
+/* ------------------------------------------------------------------------
+ * Ranges
+ *
+ * Both families as one 128-bit big-endian value, top-aligned the way
+ * cg_cidr stores them (an IPv4 address in the top 32 bits, the rest zero),
+ * so a prefix of length len keeps bits 0..len-1 from the top.
+ */
+
+typedef struct u128 {
+    uint64_t hi, lo;
+} u128;
+
+static u128 u128_load(const cg_cidr *c)
+{
+    u128 v = {cg__load_be64(c->addr), cg__load_be64(c->addr + 8)};
+    return v;
+}
+
+static bool u128_le(u128 a, u128 b)
+{
+    return a.hi < b.hi || (a.hi == b.hi && a.lo <= b.lo);
+}
+
+/* The bits past a prefix of length len, within a family of width bits. */
+static u128 host_bits(unsigned len, unsigned width)
+{
+    u128 m = {len >= 64 ? 0 : UINT64_MAX >> len, len >= 128  ? 0
+                                                 : len <= 64 ? UINT64_MAX
+                                                             : UINT64_MAX >> (len - 64)};
+    if (width == 32) {
+        m.hi &= 0xffffffff00000000u;
+        m.lo = 0;
+    }
+    return m;
+}
+
+/* cg__range_prefixes: see cidr.h. Any thread. */
+int cg__range_prefixes(const cg_cidr *from, const cg_cidr *to,
+                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg)
+{
+    if (from->family != to->family || (from->family != 4 && from->family != 6))
+        return CG_EINVAL;
+    unsigned width = from->family == 4 ? 32 : 128;
+    u128 cur = u128_load(from), last = u128_load(to);
+    cur.hi &= ~host_bits(width, width).hi;
+    cur.lo &= ~host_bits(width, width).lo;
+    last.hi &= ~host_bits(width, width).hi;
+    last.lo &= ~host_bits(width, width).lo;
+    if (!u128_le(cur, last))
+        return CG_EINVAL;
+    const u128 top = host_bits(0, width); /* the family's last address */
+    for (;;) {
+        /* The shortest prefix that starts at cur and ends by last. */
+        unsigned len = 0;
+        u128 h = host_bits(0, width);
+        for (; len < width; len++) {
+            h = host_bits(len, width);
+            u128 end = {cur.hi | h.hi, cur.lo | h.lo};
+            if ((cur.hi & h.hi) == 0 && (cur.lo & h.lo) == 0 && u128_le(end, last))
+                break;
+        }
+        if (len == width)
+            h = host_bits(width, width);
+        cg_cidr p = {.family = from->family, .len = (uint8_t)len};
+        cg__store_be64(p.addr, cur.hi);
+        cg__store_be64(p.addr + 8, cur.lo);
+        int rc = fn(arg, &p);
+        if (rc)
+            return rc;
+        u128 end = {cur.hi | h.hi, cur.lo | h.lo};
+        if ((end.hi == last.hi && end.lo == last.lo) || (end.hi == top.hi && end.lo == top.lo))
+            return 0;
+        /* The address after end: add one unit of the family's last bit. */
+        if (width == 32) {
+            cur.hi = end.hi + (1ull << 32);
+            cur.lo = 0;
+        } else {
+            cur.lo = end.lo + 1;
+            cur.hi = end.hi + (cur.lo == 0);
+        }
+    }
+}

@@ -21,6 +21,14 @@ bool cg__cidr_mask(cg_cidr *c);
  * they are. Any thread. */
 void cg__cidr_normalise_mapped(cg_cidr *c);
 
+/* cg__range_prefixes: call fn(arg, &prefix) for each prefix of the smallest
+ * set that covers exactly the addresses from..to (both included; their
+ * lengths are ignored), in address order. Both must be of one family, from
+ * no greater than to. Returns 0, the first non-zero answer of fn, or
+ * CG_EINVAL (families differ, or from > to). Any thread. */
+int cg__range_prefixes(const cg_cidr *from, const cg_cidr *to,
+                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg);
+
 /* Whether the 16 address bytes at a are an IPv4-mapped IPv6 address. Inline:
  * every IPv6 lookup asks. */
 static inline bool cg__addr_is_mapped(const uint8_t *a)

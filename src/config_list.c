@@ -1,7 +1,9 @@
 /* config_list.c — plain list files (FireHOL, ipdeny, Spamhaus DROP) into a
  * rule set.
  *
- * One address or CIDR per line; blank lines and text after '#' or ';' are
+ * One address, CIDR or range ("a.b.c.d-e.f.g.h", IPv6 too: the smallest set
+ * of prefixes that covers exactly the range) per line; blank lines and text
+ * after '#' or ';' are
  * ignored; spaces, tabs and '\r' around an entry are trimmed; a '\r' that
  * does not end its line is an error. Lists of a
  * million lines are routine, so the file is scanned in place: no copy, no
@@ -9,8 +11,10 @@
  */
 #include "config_list.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "condgate/config.h"
 
 /* first_nul_line: the line holding the first NUL byte of text[0..len). */
@@ -21,6 +25,50 @@ static uint32_t first_nul_line(const char *text, size_t len)
     for (const char *p = text; (p = memchr(p, '\n', (size_t)(nul - p))) != NULL; p++)
         line++;
     return line;
+}
+
+typedef struct range_add {
+    cg_ruleset *rs;
+    cg_action action;
+    const cg_source *src;
+} range_add;
+
+static int add_range_prefix(void *arg, const cg_cidr *prefix)
+{
+    range_add *ra = arg;
+    return cg_ruleset_add(ra->rs, prefix, ra->action, ra->src, NULL);
+}
+
+/* One end of a range: a plain address, no "/len". */
+static int range_end(const char *s, size_t n, cg_cidr *out, char *why, size_t whylen)
+{
+    if (memchr(s, '/', n)) {
+        snprintf(why, whylen, "a range runs from one address to another, without '/len'");
+        return CG_EINVAL;
+    }
+    return cg_cidr_parse(s, n, out, why, whylen);
+}
+
+/* add_range: the line b..e holds '-' at dash: add the prefixes that cover
+ * the range exactly. CG_EINVAL with the reason in why. */
+static int add_range(cg_ruleset *rs, const char *b, const char *dash, const char *e,
+                     cg_action action, const cg_source *src, char *why, size_t whylen)
+{
+    cg_cidr from, to;
+    int rc = range_end(b, (size_t)(dash - b), &from, why, whylen);
+    if (rc == 0)
+        rc = range_end(dash + 1, (size_t)(e - dash - 1), &to, why, whylen);
+    if (rc)
+        return rc;
+    if (from.family != to.family) {
+        snprintf(why, whylen, "a range's two ends must be of one family (IPv4 or IPv6)");
+        return CG_EINVAL;
+    }
+    range_add ra = {rs, action, src};
+    rc = cg__range_prefixes(&from, &to, add_range_prefix, &ra);
+    if (rc == CG_EINVAL)
+        snprintf(why, whylen, "a range must not end before it starts");
+    return rc;
 }
 
 /* cg__load_list: see config_list.h. One thread per call. */
@@ -69,7 +117,13 @@ int cg__load_list(const char *path, const char *text, size_t len, cg_action acti
         if (b == e)
             continue;
 
-        int rc = cg_ruleset_add_text(rs, b, (size_t)(e - b), action, &src, NULL, why, sizeof why);
+        const char *dash = memchr(b, '-', (size_t)(e - b));
+        int rc =
+            dash ? add_range(rs, b, dash, e, action, &src, why, sizeof why)
+                 : cg_ruleset_add_text(rs, b, (size_t)(e - b), action, &src, NULL, why, sizeof why);
+        if (rc == CG_EINVAL && dash)
+            return cg__fail(d, rc, path, src.line, "%s: range %s: %s", key,
+                            cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT), why);
         if (rc == CG_EINVAL)
             return cg__fail(d, rc, path, src.line, "%s: %s", key, why);
         if (rc == CG_ERANGE)

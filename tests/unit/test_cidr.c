@@ -40,6 +40,7 @@
 
 #include "net.h" /* the platform's socket headers (src/unix, src/win) */
 
+#include "cidr.h"
 #include "condgate/rules.h"
 
 /* One row: the input, and either its canonical form or its exact error. */
@@ -441,6 +442,189 @@ static void test_add_text_errors(void **state)
     cg_ruleset_free(rs);
 }
 
+/* ---- ranges (cg__range_prefixes) ---------------------------------------- */
+
+typedef struct collected {
+    cg_cidr p[300];
+    size_t n;
+} collected;
+
+static int collect(void *arg, const cg_cidr *prefix)
+{
+    collected *c = arg;
+    assert_true(c->n < 300);
+    c->p[c->n++] = *prefix;
+    return 0;
+}
+
+static void host(const char *text, cg_cidr *out)
+{
+    char err[128];
+    assert_int_equal(cg_cidr_parse(text, strlen(text), out, err, sizeof err), 0);
+}
+
+/* The prefixes of from..to as text, one space between. */
+static void range_text(const char *from, const char *to, char *buf, size_t len)
+{
+    cg_cidr a, b;
+    collected c = {.n = 0};
+    host(from, &a);
+    host(to, &b);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), 0);
+    buf[0] = '\0';
+    for (size_t i = 0; i < c.n; i++) {
+        char t[CG_CIDR_STRLEN];
+        size_t used = strlen(buf);
+        snprintf(buf + used, len - used, "%s%s", i ? " " : "",
+                 cg_cidr_format(&c.p[i], t, sizeof t));
+    }
+}
+
+static void test_range_known(void **state)
+{
+    (void)state;
+    static const char *const known[][3] = {
+        {"10.0.0.0", "10.0.0.255", "10.0.0.0/24"},
+        {"10.0.0.1", "10.0.0.6", "10.0.0.1/32 10.0.0.2/31 10.0.0.4/31 10.0.0.6/32"},
+        {"10.0.0.7", "10.0.0.7", "10.0.0.7/32"},
+        {"0.0.0.0", "255.255.255.255", "0.0.0.0/0"},
+        {"255.255.255.254", "255.255.255.255", "255.255.255.254/31"},
+        {"1.0.0.0", "1.0.0.255", "1.0.0.0/24"},
+        {"0.0.0.1", "255.255.255.254",
+         "0.0.0.1/32 0.0.0.2/31 0.0.0.4/30 0.0.0.8/29 0.0.0.16/28 0.0.0.32/27 0.0.0.64/26 "
+         "0.0.0.128/25 0.0.1.0/24 0.0.2.0/23 0.0.4.0/22 0.0.8.0/21 0.0.16.0/20 0.0.32.0/19 "
+         "0.0.64.0/18 0.0.128.0/17 0.1.0.0/16 0.2.0.0/15 0.4.0.0/14 0.8.0.0/13 0.16.0.0/12 "
+         "0.32.0.0/11 0.64.0.0/10 0.128.0.0/9 1.0.0.0/8 2.0.0.0/7 4.0.0.0/6 8.0.0.0/5 "
+         "16.0.0.0/4 32.0.0.0/3 64.0.0.0/2 128.0.0.0/2 192.0.0.0/3 224.0.0.0/4 240.0.0.0/5 "
+         "248.0.0.0/6 252.0.0.0/7 254.0.0.0/8 255.0.0.0/9 255.128.0.0/10 255.192.0.0/11 "
+         "255.224.0.0/12 255.240.0.0/13 255.248.0.0/14 255.252.0.0/15 255.254.0.0/16 "
+         "255.255.0.0/17 255.255.128.0/18 255.255.192.0/19 255.255.224.0/20 255.255.240.0/21 "
+         "255.255.248.0/22 255.255.252.0/23 255.255.254.0/24 255.255.255.0/25 "
+         "255.255.255.128/26 255.255.255.192/27 255.255.255.224/28 255.255.255.240/29 "
+         "255.255.255.248/30 255.255.255.252/31 255.255.255.254/32"},
+        {"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::/0"},
+        {"2001:db8::", "2001:db8:0:0:ffff:ffff:ffff:ffff", "2001:db8::/64"},
+        {"2001:db8::ffff:ffff:ffff:ffff",
+         "2001:db8:0:1::", "2001:db8::ffff:ffff:ffff:ffff/128 2001:db8:0:1::/128"},
+        {"2001:200::", "2001:200:ffff:ffff:ffff:ffff:ffff:ffff", "2001:200::/32"},
+        {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127"},
+    };
+    char buf[4096];
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        range_text(known[i][0], known[i][1], buf, sizeof buf);
+        if (strcmp(buf, known[i][2]) != 0)
+            fail_msg("%s-%s: got '%s', want '%s'", known[i][0], known[i][1], buf, known[i][2]);
+    }
+}
+
+static void test_range_refused(void **state)
+{
+    (void)state;
+    cg_cidr a, b;
+    collected c = {.n = 0};
+    host("10.0.0.9", &a);
+    host("10.0.0.1", &b);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), CG_EINVAL);
+    host("::1", &b);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), CG_EINVAL);
+    assert_int_equal(c.n, 0);
+}
+
+/* A 128-bit value and the arithmetic the property check needs. */
+typedef struct v128 {
+    uint64_t hi, lo;
+} v128;
+
+static v128 v_of(const cg_cidr *c)
+{
+    v128 v = {cg__load_be64(c->addr), cg__load_be64(c->addr + 8)};
+    return v;
+}
+
+static int v_cmp(v128 a, v128 b)
+{
+    if (a.hi != b.hi)
+        return a.hi < b.hi ? -1 : 1;
+    return a.lo < b.lo ? -1 : a.lo > b.lo;
+}
+
+/* The first and last address of prefix p, top-aligned as cg_cidr stores it. */
+static void v_bounds(const cg_cidr *p, v128 *first, v128 *last)
+{
+    cg_cidr hi = *p;
+    unsigned width = p->family == 4 ? 32 : 128;
+    for (unsigned bit = p->len; bit < width; bit++)
+        hi.addr[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+    *first = v_of(p);
+    *last = v_of(&hi);
+}
+
+/* The next address after v in a family of width bits (no wrap asked). */
+static v128 v_next(v128 v, unsigned width)
+{
+    if (width == 32) {
+        v.hi += 1ull << 32;
+        return v;
+    }
+    v.lo++;
+    v.hi += v.lo == 0;
+    return v;
+}
+
+/* Random ranges of both families: the prefixes are aligned, follow each
+ * other without gap or overlap from `from` to `to`, and none could be
+ * replaced by its parent (which is what makes the set the smallest). */
+static void test_range_random(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 20000; i++) {
+        int family = i & 1 ? 4 : 6;
+        unsigned width = family == 4 ? 32 : 128;
+        cg_cidr a = {.family = (uint8_t)family, .len = (uint8_t)width};
+        cg_cidr b = a;
+        uint64_t x = rnd(), y = rnd(), span = rnd() >> (rnd() % 64);
+        if (family == 4) {
+            uint32_t lo = (uint32_t)x, hi = (uint32_t)(lo + (uint32_t)span);
+            if (hi < lo)
+                hi = UINT32_MAX;
+            cg__store_be32(a.addr, lo);
+            cg__store_be32(b.addr, hi);
+        } else {
+            uint64_t lo = y, hi = y + span;
+            if (hi < lo)
+                hi = UINT64_MAX;
+            cg__store_be64(a.addr, x);
+            cg__store_be64(a.addr + 8, lo);
+            cg__store_be64(b.addr, x + (i % 3 == 0 ? (rnd() & 0xff) : 0));
+            cg__store_be64(b.addr + 8, i % 3 == 0 ? rnd() : hi);
+            if (v_cmp(v_of(&b), v_of(&a)) < 0)
+                b = a;
+        }
+        collected c = {.n = 0};
+        assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), 0);
+        assert_true(c.n >= 1 && c.n <= 2 * width);
+        v128 want = v_of(&a), first, last;
+        for (size_t k = 0; k < c.n; k++) {
+            cg_cidr m = c.p[k];
+            assert_int_equal(m.family, family);
+            assert_false(cg__cidr_mask(&m)); /* aligned: no host bits set */
+            v_bounds(&c.p[k], &first, &last);
+            assert_int_equal(v_cmp(first, want), 0);
+            if (c.p[k].len > 0) {
+                cg_cidr parent = c.p[k];
+                parent.len--;
+                cg__cidr_mask(&parent);
+                v128 pf, pl;
+                v_bounds(&parent, &pf, &pl);
+                assert_true(v_cmp(pf, v_of(&a)) < 0 || v_cmp(pl, v_of(&b)) > 0);
+            }
+            want = v_next(last, width);
+        }
+        assert_int_equal(v_cmp(last, v_of(&b)), 0);
+    }
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -448,7 +632,8 @@ int main(void)
         cmocka_unit_test(test_parse_exact_length),   cmocka_unit_test(test_parse_error_buffer),
         cmocka_unit_test(test_format_edges),         cmocka_unit_test(test_contains),
         cmocka_unit_test(test_addr_from_sockaddr),   cmocka_unit_test(test_all),
-        cmocka_unit_test(test_add_text_errors),
+        cmocka_unit_test(test_add_text_errors),      cmocka_unit_test(test_range_known),
+        cmocka_unit_test(test_range_refused),        cmocka_unit_test(test_range_random),
     };
     static char names[NCASES][96];
     struct CMUnitTest tests[NCASES + sizeof fixed / sizeof fixed[0]];
