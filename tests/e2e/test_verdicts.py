@@ -389,3 +389,44 @@ def test_rejected_caller_gets_no_byte_even_if_it_talks_first(gate, server):
     assert s["accepted"] == 1
     assert banner.accepted == 1
     gate.stop()
+
+
+def test_list_file_ranges(gate):
+    """A range line in a list file (SPEC §16) covers exactly its addresses:
+    127.0.0.21-127.0.0.26 is .21/32 .22/31 .24/31 .26/32, so .20 and .27
+    stay with the default, every address inside is denied, and the reject
+    names the deciding prefix and the range's line. IPv6 ranges load too."""
+    gate.write("""
+        [rules]
+        default = allow
+        deny_file = ranges.txt
+
+        [listener:web]
+        bind = 127.0.0.1:$web
+        backend = echo
+        rules = default
+        """, files={
+        "ranges.txt": """
+            # ranges, both families
+            127.0.0.21-127.0.0.26
+            2001:db8::-2001:db8::1:ff
+            """,
+    })
+    gate.start()
+    web = gate.port("web")
+    line = gate.line_of("127.0.0.21-127.0.0.26", "ranges.txt")
+    keep = [admitted(web, "127.0.0.20"), admitted(web, "127.0.0.27")]
+    prefixes = {21: "127.0.0.21/32", 22: "127.0.0.22/31", 23: "127.0.0.22/31",
+                24: "127.0.0.24/31", 25: "127.0.0.24/31", 26: "127.0.0.26/32"}
+    for last, prefix in prefixes.items():
+        src = "127.0.0.%d" % last
+        lport = expect_rejected(web, src)
+        hit = reject_hit(gate, src, lport)
+        assert hit["reason"] == "rule", hit.line
+        assert re.fullmatch(host_rx(prefix.split("/")[0], int(prefix.split("/")[1])),
+                            hit["rule"]), hit.line
+        assert hit["source"].endswith("ranges.txt:%d" % line), hit.line
+    s = gate.stats()
+    assert s["rejected"] == len(prefixes) and s["rejected_rule"] == len(prefixes), s
+    for k in keep:
+        k.close()
