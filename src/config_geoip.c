@@ -275,7 +275,7 @@ static int on_network(void *arg, const cg_cidr *net, const char *cc, uint32_t as
 /* Read one database into c. */
 static int read_db(const cg__keyctx *kc, const geo_db *db, collect *c)
 {
-    char q[CG__QUOTE_MAX], why[CG__REASON_MAX] = "";
+    char q[CG_SOURCE_MAX + 64], why[CG__REASON_MAX] = "";
     const char *key = db->csv ? "geoip_csv" : "geoip_db";
     const char *qp = cg__quote(q, sizeof q, db->path, strlen(db->path), CG__QUOTE_EXCERPT);
     if (!db->csv) {
