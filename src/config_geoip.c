@@ -280,6 +280,8 @@ static int read_db(const cg__keyctx *kc, const geo_db *db, collect *c)
     const char *qp = cg__quote(q, sizeof q, db->path, strlen(db->path), CG__QUOTE_EXCERPT);
     if (!db->csv) {
         int rc = cg__geoip_db(db->path, on_network, c, why, sizeof why);
+        if (rc == CG_ERANGE && why[0])
+            return cg__fail(kc->d, rc, kc->path, db->line, "%s: %s is %s", key, qp, why);
         if (rc == CG_ERANGE)
             return cg__fail(kc->d, rc, kc->path, db->line, "%s: %s: more than %u networks selected",
                             key, qp, (unsigned)CG_RULESET_MAX_ENTRIES);

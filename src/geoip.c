@@ -16,6 +16,9 @@
 #include "condgate/config.h"
 
 #if defined(CG_HAVE_GEOIP)
+#include <errno.h>
+#include <sys/stat.h>
+
 #include <maxminddb.h>
 #endif
 
@@ -432,8 +435,21 @@ int cg__geoip_db(const char *path, cg__geo_fn fn, void *arg, char *why, size_t w
     w.arg = arg;
     w.why = why;
     w.whylen = whylen;
+    /* Only a regular file of bounded size: opening a FIFO would block the
+     * loader (and a reload with it). */
+    struct stat sb;
+    errno = 0;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        int e = errno ? errno : S_ISDIR(sb.st_mode) ? EISDIR : ENODEV;
+        snprintf(why, whylen, "cannot open it: %s", cg__errno_text(e));
+        return CG_EIO;
+    }
+    if ((uint64_t)sb.st_size > CG_GEOIP_MAX_DB_BYTES) {
+        snprintf(why, whylen, "larger than %u MiB", (unsigned)(CG_GEOIP_MAX_DB_BYTES >> 20));
+        return CG_ERANGE;
+    }
     int st = MMDB_open(path, MMDB_MODE_MMAP, &w.db);
-    if (st == MMDB_FILE_OPEN_ERROR) {
+    if (st == MMDB_FILE_OPEN_ERROR || st == MMDB_IO_ERROR) {
         snprintf(why, whylen, "cannot open it: %s", MMDB_strerror(st));
         return CG_EIO;
     }

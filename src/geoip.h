@@ -20,6 +20,8 @@
  * the most search-tree nodes a database may have. */
 #define CG_GEOIP_MAX_DEPTH 128
 #define CG_GEOIP_MAX_NODES (1u << 28)
+/* The largest MaxMind DB file read (GeoLite2-City is about 70 MiB). */
+#define CG_GEOIP_MAX_DB_BYTES (1ull << 30)
 
 /* One network of a database: its country ("" when it has none, else two
  * upper-case letters) and ASN (0 when it has none). Returns 0 to go on, or
@@ -46,8 +48,10 @@ int cg__geoip_csv(const char *path, const char *text, size_t len, cg__geo_fn fn,
  * autonomous_system_number. IPv4 networks of an IPv6 database (under
  * ::/96) come as IPv4; the reader's aliases of that subtree
  * (::ffff:0:0/96, 2001::/32, 2002::/16) are not walked again. Returns 0,
- * CG_ENOTSUP when the build has no libmaxminddb, fn's code, or CG_EINVAL /
- * CG_EIO / CG_ENOMEM with the reason (no file, no line) in why. One thread
+ * CG_ENOTSUP when the build has no libmaxminddb, fn's code (why left
+ * untouched), or CG_EINVAL (not a valid database), CG_EIO (not a readable
+ * regular file), CG_ERANGE (larger than CG_GEOIP_MAX_DB_BYTES) or
+ * CG_ENOMEM with the reason (no file, no line) in why. One thread
  * per call. */
 int cg__geoip_db(const char *path, cg__geo_fn fn, void *arg, char *why, size_t whylen);
 

@@ -319,6 +319,12 @@ static void test_mmdb_missing(void **state)
     int rc = cg__geoip_db("/nonexistent/x.mmdb", collect, &g, why, sizeof why);
 #if defined(CG_HAVE_GEOIP)
     assert_int_equal(rc, CG_EIO);
+    assert_string_equal(why, "cannot open it: no such file or directory");
+    /* Not a regular file: refused before libmaxminddb opens it. */
+    rc = cg__geoip_db(tmpdir, collect, &g, why, sizeof why);
+    assert_int_equal(rc, CG_EIO);
+    assert_non_null(strstr(why, "cannot open it: "));
+    assert_int_equal(g.n, 0);
 #else
     assert_int_equal(rc, CG_ENOTSUP);
     assert_string_equal(why, "needs libmaxminddb; this build has none (condgate -V)");
