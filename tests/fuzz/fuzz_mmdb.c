@@ -56,8 +56,8 @@ static int on_net(void *arg, const cg_cidr *net, const char *cc, uint32_t asn)
     FUZZ_CHECK(net->family == 4 || net->family == 6, "family %u", net->family);
     FUZZ_CHECK(net->len <= (net->family == 4 ? 32 : 128), "length %u", net->len);
     FUZZ_CHECK(!cg__cidr_mask(&c), "%s has host bits", cg_cidr_format(net, text, sizeof text));
-    FUZZ_CHECK(cc[0] == '\0' || (cc[0] >= 'A' && cc[0] <= 'Z' && cc[1] >= 'A' && cc[1] <= 'Z' &&
-                                 cc[2] == '\0'),
+    FUZZ_CHECK(cc[0] == '\0' ||
+                   (cc[0] >= 'A' && cc[0] <= 'Z' && cc[1] >= 'A' && cc[1] <= 'Z' && cc[2] == '\0'),
                "country '%s'", cc);
     (*n)++;
     return 0;
