@@ -14,6 +14,7 @@
 
 #include "condgate/config.h"
 #include "config_ini.h"
+#include "config_geoip.h"
 #include "config_json.h"
 #include "config_limits.h"
 #include "config_list.h"
@@ -111,10 +112,13 @@ static const key_def admin_keys[] = {
     {NULL, false},
 };
 
+/* The keys after K_DENY_FILE (geoip_db ...) are config_geoip.c's. */
 enum { K_DEFAULT, K_ALLOW, K_DENY, K_INCLUDE, K_ALLOW_FILE, K_DENY_FILE };
 static const key_def rules_keys[] = {
-    {"default", false},   {"allow", true},     {"deny", true}, {"include", true},
-    {"allow_file", true}, {"deny_file", true}, {NULL, false},
+    {"default", false},      {"allow", true},        {"deny", true},      {"include", true},
+    {"allow_file", true},    {"deny_file", true},    {"geoip_db", true},  {"geoip_csv", true},
+    {"allow_country", true}, {"deny_country", true}, {"allow_asn", true}, {"deny_asn", true},
+    {NULL, false},
 };
 
 enum { K_BIND, K_BACKEND, K_RULES, K_CONNECT_TIMEOUT, K_IDLE_TIMEOUT, K_PREFILTER };
@@ -148,7 +152,8 @@ _Static_assert(sizeof listener_keys / sizeof listener_keys[0] - 1 <= MAX_SECTION
 
 /* What the loader remembers of a rule set beyond the set itself. */
 typedef struct set_build {
-    uint32_t line; /* the section header */
+    uint32_t line;      /* the section header */
+    cg__geo_build *geo; /* its GeoIP keys, NULL when none */
 } set_build;
 
 /* What the loader remembers of a listener until the end of the file. */
@@ -463,6 +468,7 @@ static int open_ruleset(loader *ld, const char *name, uint32_t line)
     ld->cur = cfg->nrulesets;
     cfg->rulesets[cfg->nrulesets++] = rs;
     ld->sets[ld->cur].line = line;
+    ld->sets[ld->cur].geo = NULL;
     return 0;
 }
 
@@ -711,8 +717,12 @@ static int rules_key(loader *ld, int k, const char *key, const char *value, uint
     case K_ALLOW:
     case K_DENY:
         return each_item(ld, key, value, line, add_prefix, rs);
-    default:
+    case K_INCLUDE:
+    case K_ALLOW_FILE:
+    case K_DENY_FILE:
         return include_file(ld, key, value, line);
+    default:
+        return cg__geo_key(&ld->kc, &ld->sets[ld->cur].geo, key, value, line);
     }
 }
 
@@ -1011,6 +1021,21 @@ static int finish_listener(loader *ld, cg_listener_conf *l, listener_build *b)
     return rc;
 }
 
+/* Each set's countries and ASNs (config_geoip.c), before the sets freeze;
+ * the account of each for -t into cfg->geoip. */
+static int apply_geo(loader *ld)
+{
+    cg_config *cfg = ld->cfg;
+    int rc = 0;
+    cfg->geoip = calloc(cfg->nrulesets ? cfg->nrulesets : 1, sizeof *cfg->geoip);
+    if (!cfg->geoip)
+        return oom(ld, 0);
+    for (size_t i = 0; !rc && i < cfg->nrulesets; i++)
+        rc = cg__geo_finish(&ld->kc, ld->sets[i].geo, cfg->rulesets[i], cfg, ld->sets[i].line,
+                            &cfg->geoip[i]);
+    return rc;
+}
+
 static int finish(loader *ld, uint32_t last_line)
 {
     cg_config *cfg = ld->cfg;
@@ -1048,6 +1073,9 @@ static int finish(loader *ld, uint32_t last_line)
             return rc;
     }
 
+    rc = apply_geo(ld);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < cfg->nrulesets; i++) {
         rc = freeze(ld, cfg->rulesets[i], ld->sets[i].line);
         if (rc)
@@ -1170,7 +1198,10 @@ int cg_config_load(const char *path, cg_config **out, char *err, size_t errlen)
 
     *out = ld.cfg;
     ld.cfg = NULL;
-fail:
+fail:;
+    size_t nsets = ld.cfg ? ld.cfg->nrulesets : (*out)->nrulesets;
+    for (size_t i = 0; ld.sets && i < nsets; i++)
+        cg__geo_free(ld.sets[i].geo);
     for (size_t i = 0; i < ld.nlb; i++)
         free(ld.lb[i].rules);
     free(ld.lb);
@@ -1185,9 +1216,13 @@ void cg_config_free(cg_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->nrulesets; i++)
+    for (size_t i = 0; i < cfg->nrulesets; i++) {
         cg_ruleset_free(cfg->rulesets[i]);
+        if (cfg->geoip)
+            free(cfg->geoip[i]);
+    }
     free(cfg->rulesets);
+    free(cfg->geoip);
     for (size_t i = 0; i < cfg->nlisteners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].backends);

@@ -138,6 +138,8 @@ int cg_config_print(const cg_config *cfg, FILE *out)
                 "conflicts=%zu\n",
                 "rules", w, cg_ruleset_name(rs), cg_action_name(cg_ruleset_default(rs)), st.v4,
                 st.v6, st.added, st.duplicates, st.conflicts);
+        if (cfg->geoip && cfg->geoip[i])
+            fprintf(out, "%-9s %-*s %s\n", "geoip", w, cg_ruleset_name(rs), cfg->geoip[i]);
     }
 
     for (size_t i = 0; i < cfg->nlisteners; i++) {

@@ -196,6 +196,9 @@ typedef struct cg_config {
     uint32_t preview_callers;  /* default 65536; 0: no preview ring */
     cg_ruleset **rulesets; /* frozen; [0] is "default" when [rules] exists */
     size_t nrulesets;
+    char **geoip; /* parallel to rulesets: what each set's GeoIP keys added,
+                     one line for -t ("DB: deny CN (12 networks), ..."), or
+                     NULL where a set has none */
     cg_listener_conf *listeners;
     size_t nlisteners;
     char **warnings; /* "FILE:LINE: warning: message" lines for -t and logs */

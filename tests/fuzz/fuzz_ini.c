@@ -54,6 +54,9 @@ static const struct fixture {
     {"list.netset", "# a list\n192.0.2.0/24 ; SBL1\n198.18.0.0/15 # bench\n\r\n2001:db8::/48\n"},
     {"bad.netset", "192.0.2.0/24\n\n010.0.0.1\n"},
     {"empty", ""},
+    {"geo.csv", "# from,to,CC\n16777216,16777471,AU\n10.0.0.1,10.0.0.6,DE\n"
+                "2001:db8::,2001:db8::ffff,CN\n0,0,??\n"},
+    {"bad.csv", "1,2,DE\n3,2,DE\n"},
     {"sub/list.netset", "\xEF\xBB\xBF"
                         "203.0.113.0/24\r\nall\r\n"},
 };

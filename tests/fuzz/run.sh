@@ -29,7 +29,7 @@ build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 parallel=${FUZZ_PARALLEL:-1}
 keep_going=${FUZZ_KEEP_GOING:-0}
-all_targets=(cidr ini json list admin bans proxy)
+all_targets=(cidr ini json list admin bans proxy geoip_csv mmdb)
 
 # Longest input per target. A CIDR is short. Rule and list files stay small
 # so that an execution takes well under a millisecond; INI files may be
@@ -39,8 +39,11 @@ all_targets=(cidr ini json list admin bans proxy)
 # at most 1024 bytes: a few of them and one past the limit fit in 8 KiB.
 # A PROXY header is at most 536 bytes; a little more leaves room for payload
 # after it (every prefix is parsed too, so inputs stay short).
+# A GeoIP CSV is a list file with three fields. A MaxMind DB seed is either
+# a hand-made one (about 1 KiB) or one of MaxMind's test databases (up to
+# 75 KiB; copied in from build/maxmind when fetched).
 declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096 [admin]=40000 [bans]=8192
-    [proxy]=600)
+    [proxy]=600 [geoip_csv]=4096 [mmdb]=80000)
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
@@ -119,6 +122,9 @@ fuzz() {
     local dict=() mode=() rc execs cov n status
     mkdir -p "$corpus" "$arts"
     cp -n "$here/corpus/$t"/* "$corpus"/ 2>/dev/null
+    # MaxMind's test databases, when tests/data/fetch-maxmind.sh fetched them.
+    [ "$t" = mmdb ] && cp -n "$root"/build/maxmind/libmaxminddb-*/t/maxmind-db/test-data/*.mmdb \
+        "$corpus"/ 2>/dev/null
     [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     [ "$keep_going" = 1 ] && mode=(-fork=1 -ignore_crashes=1 -ignore_timeouts=0 -ignore_ooms=0)
     touch "$build/logs/$t.start"
@@ -135,6 +141,17 @@ fuzz() {
     [ "$rc" -ne 0 ] || [ "$n" -gt 0 ] && status=FAIL
     echo "$status ${execs:-?} ${cov:-?} $n $rc" >"$build/logs/$t.result"
 }
+
+# fuzz_mmdb needs libmaxminddb: without it the build has no such target.
+built=()
+for t in "${targets[@]}"; do
+    if [ -x "$build/tests/fuzz/fuzz_$t" ]; then
+        built+=("$t")
+    else
+        echo "run.sh: fuzz_$t was not built (fuzz_mmdb needs libmaxminddb); skipped"
+    fi
+done
+targets=("${built[@]}")
 
 failed=0
 echo "== regressions"
