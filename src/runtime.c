@@ -185,6 +185,30 @@ int cg__runtime_unban(cg__runtime *rt, const cg_cidr *c, char *err, size_t errle
     return durable_wait(rt, version, err, errlen);
 }
 
+int cg__runtime_ban_over(cg__runtime *rt, const cg__ban *ban, unsigned over, bool *replaced)
+{
+    int rc = cg__bans_add_over(rt->bans, ban, over, replaced);
+    if (rc != 0)
+        return rc;
+    kernel_put(rt, &ban->cidr, true);
+    if (rt->sweep_open)
+        uv_async_send(&rt->sweep);
+    if (rt->store != NULL)
+        cg__bans_store_kick(rt->store);
+    return 0;
+}
+
+int cg__runtime_unban_origin(cg__runtime *rt, const cg_cidr *c, cg__ban_origin origin)
+{
+    int rc = cg__bans_remove_origin(rt->bans, c, origin);
+    if (rc != 0)
+        return rc;
+    kernel_put(rt, c, false);
+    if (rt->store != NULL)
+        cg__bans_store_kick(rt->store);
+    return 0;
+}
+
 static void expired_one(void *arg, const cg__ban *ban)
 {
     cg__runtime *rt = arg;

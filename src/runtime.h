@@ -73,6 +73,19 @@ int cg__runtime_ban(cg__runtime *rt, const cg__ban *ban, bool durable, bool *rep
  * in err. Any thread but the control thread. */
 int cg__runtime_unban(cg__runtime *rt, const cg_cidr *c, char *err, size_t errlen);
 
+/* cg__runtime_ban_over: as cg__runtime_ban without waiting for the state
+ * file (it is only kicked), and a ban already on that prefix is replaced
+ * only when its origin's bit (1u << origin) is in `over` (else CG_EEXIST,
+ * nothing changes). Returns 0, CG_EEXIST, CG_ERANGE, CG_ENOMEM or
+ * CG_EINVAL (a ban no request could make). Any thread. */
+int cg__runtime_ban_over(cg__runtime *rt, const cg__ban *ban, unsigned over, bool *replaced);
+
+/* cg__runtime_unban_origin: lift the ban on exactly prefix c (table,
+ * kernel) when its origin is `origin`; the state file is kicked, not
+ * waited for. Returns 0 or CG_ENOENT (none, or another origin's: it
+ * stays). Any thread. */
+int cg__runtime_unban_origin(cg__runtime *rt, const cg_cidr *c, cg__ban_origin origin);
+
 /* cg__runtime_tick: expire the bans due at now_s (table and kernel; the
  * state file is rewritten soon after). Control thread, about once a second. */
 void cg__runtime_tick(cg__runtime *rt, int64_t now_s);
