@@ -1,0 +1,182 @@
+"""Self-checks of the CrowdSec Local API fixture (crowdsec_lapi.py), no
+condgate involved: what the real LAPI (Debian's crowdsec 1.4.x) answers a
+bouncer, so the tests of condgate's client rest on checked ground.
+
+One decision of a startup answer, as 1.4.6 sends it (the `duration` counts
+down; `scenario` is cscli's --reason, or "manual 'ban' from 'MACHINE'"
+without one; `origin` is "cscli", "cscli-import" for imports, "crowdsec" for
+the agent's own, "CAPI"/"lists" for the Central API's):
+
+    {"deleted": null,
+     "new": [{"duration": "4m58.739181693s", "id": 1, "origin": "cscli",
+              "scenario": "condgate-test", "scope": "Ip", "type": "ban",
+              "value": "127.0.0.9"},
+             {"duration": "4m59.739179068s", "id": 2, "origin": "cscli",
+              "scenario": "condgate-test", "scope": "Range", "type": "ban",
+              "value": "127.0.1.0/24"}]}
+
+A deleted one in a later delta: the same object with a negative duration,
+e.g. "duration": "-24.032756ms".
+"""
+
+import re
+
+from crowdsec_lapi import bulk_ips, lapi, make_lapi  # noqa: F401  (fixtures)
+
+DECISION_KEYS = {"duration", "id", "origin", "scenario", "scope", "type", "value"}
+GO_DURATION = re.compile(r"-?(\d+h)?(\d+m)?(\d+(\.\d+)?(s|ms|µs|us|ns))?$")
+
+
+def by_value(decisions):
+    return {d["value"]: d for d in decisions or []}
+
+
+def test_startup_stream_has_ip_and_range(lapi):
+    key = lapi.add_bouncer("startup-ip-range")
+    status, answer = lapi.stream(key, startup=True)
+    assert status == 200
+    assert not by_value(answer["new"]).keys() & {"127.0.0.9", "127.0.1.0/24"}
+    lapi.add_decision(ip="127.0.0.9", duration="5m")
+    lapi.add_decision(range="127.0.1.0/24", duration="5m")
+
+    fresh = lapi.add_bouncer("startup-ip-range-2")
+    status, answer = lapi.stream(fresh, startup=True)
+    assert status == 200
+    assert set(answer) == {"new", "deleted"}
+    new = by_value(answer["new"])
+    ip, rng = new["127.0.0.9"], new["127.0.1.0/24"]
+    for d in (ip, rng):
+        assert set(d) == DECISION_KEYS, d
+        assert d["type"] == "ban" and d["origin"] == "cscli"
+        assert d["scenario"] == "condgate-test"
+        assert GO_DURATION.match(d["duration"]) and not d["duration"].startswith("-"), d
+        assert d["duration"].startswith("4m5"), d
+    assert ip["scope"] == "Ip" and rng["scope"] == "Range"
+
+    # startup=true is not a one-shot: the same key gets the whole set again.
+    status, again = lapi.stream(fresh, startup=True)
+    assert status == 200 and by_value(again["new"]).keys() == new.keys()
+    # The delta after a startup answer: nothing new.
+    status, delta = lapi.stream(fresh)
+    assert status == 200 and delta == {"deleted": None, "new": None}, delta
+
+
+def test_delta_new_then_deleted(lapi):
+    key = lapi.add_bouncer("delta")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.add_decision(ip="127.0.0.10", duration="5m", reason="delta-check")
+    status, delta = lapi.stream(key)
+    assert status == 200
+    assert [d["value"] for d in delta["new"]] == ["127.0.0.10"], delta
+    assert delta["new"][0]["scenario"] == "delta-check"
+    added_id = delta["new"][0]["id"]
+
+    assert lapi.delete_decision(ip="127.0.0.10") == 1
+    status, delta = lapi.stream(key)
+    assert status == 200
+    assert delta["new"] is None, delta
+    gone = by_value(delta["deleted"])
+    assert gone["127.0.0.10"]["id"] == added_id
+    assert gone["127.0.0.10"]["duration"].startswith("-"), gone
+    assert GO_DURATION.match(gone["127.0.0.10"]["duration"]), gone
+    # And it is no longer in a startup answer.
+    status, full = lapi.stream(key, startup=True)
+    assert "127.0.0.10" not in by_value(full["new"])
+
+
+def test_delete_by_id_and_range(lapi):
+    key = lapi.add_bouncer("delete-id")
+    lapi.add_decision(range="127.0.2.0/24", duration="5m")
+    lapi.add_decision(ip="127.0.0.11", duration="5m")
+    ids = {d["value"]: d["id"] for d in lapi.decisions()}
+    assert lapi.stream(key, startup=True)[0] == 200
+    assert lapi.delete_decision(id=ids["127.0.0.11"]) == 1
+    assert lapi.delete_decision(range="127.0.2.0/24") == 1
+    _, delta = lapi.stream(key)
+    assert {"127.0.0.11", "127.0.2.0/24"} <= by_value(delta["deleted"]).keys(), delta
+
+
+def test_expiry_comes_as_deleted(lapi):
+    key = lapi.add_bouncer("expiry")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.add_decision(ip="127.0.0.12", duration="1s")
+    _, delta = lapi.stream(key)
+    assert "127.0.0.12" in by_value(delta["new"])
+    # Poll (no fixed sleep): it must turn up in `deleted` once it expires.
+    import time
+    deadline = time.monotonic() + 20
+    while True:
+        _, delta = lapi.stream(key)
+        if "127.0.0.12" in by_value(delta["deleted"]):
+            break
+        assert time.monotonic() < deadline, "an expired decision never came as deleted"
+        time.sleep(0.1)
+    _, full = lapi.stream(key, startup=True)
+    assert "127.0.0.12" not in by_value(full["new"])
+
+
+def test_other_types_and_scopes(lapi):
+    """Other types reach every bouncer (it must ignore them itself); other
+    scopes only when asked for with ?scopes= (the default is ip,range)."""
+    key = lapi.add_bouncer("types")
+    lapi.add_decision(ip="127.0.0.13", type="captcha")
+    lapi.add_decision(scope="Country", value="FR")
+    lapi.add_decision(ip="::1:13")
+    lapi.add_decision(scope="range", value="::1:0/112")
+    _, full = lapi.stream(key, startup=True)
+    new = by_value(full["new"])
+    assert new["127.0.0.13"]["type"] == "captcha"
+    assert new["::1:13"]["scope"] == "Ip"
+    assert new["::1:0/112"]["scope"] == "Range"    # cscli's "range" comes as "Range"
+    assert "FR" not in new
+    _, full = lapi.stream(key, startup=True, scopes="ip,range,country")
+    new = by_value(full["new"])
+    assert new["FR"]["scope"] == "Country" and new["FR"]["type"] == "ban"
+
+
+def test_wrong_key_is_403(lapi):
+    status, body = lapi.stream("0123456789abcdef0123456789abcdef", startup=True)
+    assert status == 403
+    assert body == {"message": "access forbidden"}
+    key = lapi.add_bouncer("revoked")
+    lapi.delete_bouncer("revoked")
+    assert lapi.stream(key)[0] == 403
+
+
+def test_restart_keeps_decisions_and_bouncer_state(make_lapi):
+    api = make_lapi()
+    key = api.add_bouncer("restart")
+    api.add_decision(ip="127.0.0.14", duration="10m")
+    api.add_decision(range="127.0.3.0/24", duration="10m")
+    _, full = api.stream(key, startup=True)
+    assert {"127.0.0.14", "127.0.3.0/24"} <= by_value(full["new"]).keys()
+    port = api.port
+
+    api.stop()
+    assert not api.running()
+    api.restart()
+    assert api.port == port
+    # The key still works and the bouncer's pull state survived: nothing new.
+    status, delta = api.stream(key)
+    assert status == 200 and delta == {"deleted": None, "new": None}, delta
+    _, full = api.stream(key, startup=True)
+    assert {"127.0.0.14", "127.0.3.0/24"} <= by_value(full["new"]).keys()
+    # Changes made while it was down (cscli writes through the API, so after
+    # the restart) show up in the next delta.
+    api.delete_decision(ip="127.0.0.14")
+    _, delta = api.stream(key)
+    assert "127.0.0.14" in by_value(delta["deleted"])
+
+
+def test_bulk_load(make_lapi):
+    """A small bulk load (the 100,000 figure is tests/bench/crowdsec.py's)."""
+    api = make_lapi()
+    seconds = api.bulk_decisions(2000)
+    assert seconds > 0
+    key = api.add_bouncer("bulk")
+    _, full = api.stream(key, startup=True)
+    new = by_value(full["new"])
+    assert set(bulk_ips(2000)) <= new.keys()
+    d = new["10.0.7.207"]
+    assert d["origin"] == "cscli-import" and d["scope"] == "Ip" and d["type"] == "ban"
+    assert d["scenario"] == "condgate-bulk" and d["duration"].startswith("3h59m"), d
