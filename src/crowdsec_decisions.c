@@ -49,9 +49,8 @@ static int unit_ns(const char *s, size_t len, size_t *i, uint64_t *ns)
     };
     for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
         size_t n = strlen(units[u].name);
-        if (len - *i >= n && memcmp(s + *i, units[u].name, n) == 0 &&
-            /* "m" must not take the "m" of "ms" */
-            !(n == 1 && s[*i] == 'm' && len - *i >= 2 && s[*i + 1] == 's')) {
+        /* "ms" is tried before "m" */
+        if (len - *i >= n && memcmp(s + *i, units[u].name, n) == 0) {
             *i += n;
             *ns = units[u].ns;
             return 0;
