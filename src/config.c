@@ -522,6 +522,16 @@ static int open_listener(loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
+static int open_crowdsec(loader *ld, uint32_t line)
+{
+    if (ld->cfg->crowdsec.line)
+        return cg__fail(ld->d, CG_EEXIST, ld->path, line,
+                        "duplicate section [crowdsec] (first on line %u)",
+                        (unsigned)ld->cfg->crowdsec.line);
+    ld->kind = SECT_CROWDSEC;
+    return cg__crowdsec_open(&ld->kc, ld->cfg, line);
+}
+
 /* on_section: the sink's section callback, a "[name]" header of `len`
  * bytes at `line`. Closes the section before it. Returns 0 or a negative
  * code with the error in the load's diag. The loading thread. */
@@ -570,14 +580,8 @@ static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
         ld->kind = SECT_ADMIN;
         return 0;
     }
-    if (strcmp(base, "crowdsec") == 0 && !colon) {
-        if (ld->cfg->crowdsec.line)
-            return cg__fail(ld->d, CG_EEXIST, ld->path, line,
-                            "duplicate section [crowdsec] (first on line %u)",
-                            (unsigned)ld->cfg->crowdsec.line);
-        ld->kind = SECT_CROWDSEC;
-        return cg__crowdsec_open(&ld->kc, ld->cfg, line);
-    }
+    if (strcmp(base, "crowdsec") == 0 && !colon)
+        return open_crowdsec(ld, line);
     if (strcmp(base, "rules") == 0 || strcmp(base, "listener") == 0) {
         bool rules = base[0] == 'r';
         char sname[CG_CONFIG_MAX_NAME + 1];
