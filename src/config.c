@@ -115,11 +115,8 @@ static const key_def admin_keys[] = {
 
 /* config_crowdsec.c's. */
 static const key_def crowdsec_keys[] = {
-    {"url", false},
-    {"api_key_file", false},
-    {"interval_ms", false},
-    {"timeout_ms", false},
-    {NULL, false},
+    {"url", false},        {"api_key_file", false}, {"interval_ms", false},
+    {"timeout_ms", false}, {NULL, false},
 };
 
 enum { K_DEFAULT, K_ALLOW, K_DENY, K_INCLUDE, K_ALLOW_FILE, K_DENY_FILE };
@@ -538,7 +535,7 @@ static int open_crowdsec(loader *ld, uint32_t line)
 static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
 {
     loader *ld = ctx;
-    static const char *const sections[] = {"gateway", "admin",    "rules",
+    static const char *const sections[] = {"gateway",  "admin",    "rules",
                                            "listener", "crowdsec", NULL};
     char q[CG__QUOTE_MAX];
     int rc = close_section(ld);
@@ -819,8 +816,7 @@ static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ..
 static int crowdsec_key(loader *ld, const char *key, const char *value, uint32_t line)
 {
     char w[CG_SOURCE_MAX + 256];
-    int rc =
-        cg__crowdsec_key(&ld->kc, ld->cfg, &ld->crowdsec, key, value, line, w, sizeof w);
+    int rc = cg__crowdsec_key(&ld->kc, ld->cfg, &ld->crowdsec, key, value, line, w, sizeof w);
     if (rc == 0 && w[0] != '\0')
         rc = warn(ld, ld->path, line, "%s", w);
     return rc;

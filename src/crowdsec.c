@@ -14,7 +14,7 @@
  * per startup answer.
  *
  * Stopping: a flag, a condition variable for the wait between requests, and
- * curl's transfer callback, which aborts a request in progress.
+ * a wakeup of the multi handle's poll, which ends a request in progress.
  */
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -38,6 +38,7 @@ struct cg__crowdsec {
     uint32_t interval_ms, timeout_ms;
     cg__crowdsec_env env;
 
+    CURLM *multi; /* runs the requests; curl_multi_wakeup stops a wait at once */
     uv_thread_t thread;
     uv_mutex_t mu; /* guards st and the wait */
     uv_cond_t cond;
@@ -83,6 +84,28 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
     return atomic_load(&((cg__crowdsec *)arg)->stop) ? 1 : 0;
 }
 
+/* Run one transfer on the multi handle until it ends or the client stops
+ * (CURLE_ABORTED_BY_CALLBACK). */
+static CURLcode perform(cg__crowdsec *c, CURL *h)
+{
+    if (curl_multi_add_handle(c->multi, h) != CURLM_OK)
+        return CURLE_OUT_OF_MEMORY;
+    CURLcode rc = CURLE_ABORTED_BY_CALLBACK;
+    int running = 1;
+    while (running && !atomic_load(&c->stop)) {
+        if (curl_multi_perform(c->multi, &running) != CURLM_OK)
+            break;
+        if (running && curl_multi_poll(c->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+            break;
+    }
+    int left;
+    for (CURLMsg *m; (m = curl_multi_info_read(c->multi, &left)) != NULL;)
+        if (m->msg == CURLMSG_DONE && m->easy_handle == h)
+            rc = m->data.result;
+    curl_multi_remove_handle(c->multi, h);
+    return rc;
+}
+
 /* One GET; returns 0 with the body, or -1 with the reason in why. */
 static int fetch(cg__crowdsec *c, CURL *h, struct curl_slist *hdr, bool startup, body *b, char *why,
                  size_t wlen)
@@ -105,7 +128,7 @@ static int fetch(cg__crowdsec *c, CURL *h, struct curl_slist *hdr, bool startup,
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
-    CURLcode rc = curl_easy_perform(h);
+    CURLcode rc = perform(c, h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     if (b->too_long || rc == CURLE_FILESIZE_EXCEEDED) {
@@ -294,7 +317,9 @@ int cg__crowdsec_start(const cg_crowdsec_conf *conf, const cg__crowdsec_env *env
         snprintf(err, errlen, "crowdsec: cannot create a lock");
         return CG_ESYS;
     }
-    if (uv_cond_init(&c->cond) != 0 || uv_thread_create(&c->thread, run, c) != 0) {
+    if ((c->multi = curl_multi_init()) == NULL || uv_cond_init(&c->cond) != 0 ||
+        uv_thread_create(&c->thread, run, c) != 0) {
+        curl_multi_cleanup(c->multi);
         uv_mutex_destroy(&c->mu);
         free(c);
         snprintf(err, errlen, "crowdsec: cannot start its thread");
@@ -331,7 +356,9 @@ void cg__crowdsec_stop(cg__crowdsec *c)
     atomic_store(&c->stop, true);
     uv_cond_signal(&c->cond);
     uv_mutex_unlock(&c->mu);
+    curl_multi_wakeup(c->multi);
     uv_thread_join(&c->thread);
+    curl_multi_cleanup(c->multi);
     uv_cond_destroy(&c->cond);
     uv_mutex_destroy(&c->mu);
     memset(c->key_header, 0, sizeof c->key_header);

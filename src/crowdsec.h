@@ -98,8 +98,8 @@ bool cg__crowdsec_same(const cg__crowdsec *c, const cg_crowdsec_conf *conf);
 /* cg__crowdsec_stats_get: the client's state now into *out. Any thread. */
 void cg__crowdsec_stats_get(cg__crowdsec *c, cg__crowdsec_stats *out);
 
-/* cg__crowdsec_stop: stop the thread (a request in progress is aborted
- * within about a second) and free the client. Accepts NULL. Control
+/* cg__crowdsec_stop: stop the thread (a request in progress is abandoned at
+ * once) and free the client. Accepts NULL. Control
  * thread. */
 void cg__crowdsec_stop(cg__crowdsec *c);
 
