@@ -160,9 +160,9 @@ static void set_state(cg__crowdsec *c, state s, const char *why)
 }
 
 static void log_answer(const cg__crowdsec *c, bool startup, const cg__cs_result *r, double ms,
-                       size_t bytes)
+                       double parse_ms, size_t bytes)
 {
-    char v[10][24];
+    char v[11][24];
     uint64_t ign = 0;
     for (int w = 0; w < CG__CS_WHY_COUNT; w++)
         ign += r->ignored[w];
@@ -178,11 +178,12 @@ static void log_answer(const cg__crowdsec *c, bool startup, const cg__cs_result 
     snprintf(v[7], 24, "%zu", r->failed);
     snprintf(v[8], 24, "%.1f", ms);
     snprintf(v[9], 24, "%zu", bytes);
+    snprintf(v[10], 24, "%.1f", parse_ms);
     cg__log_event(r->failed ? CG_LOG_WARN : CG_LOG_INFO,
                   startup ? "crowdsec_sync" : "crowdsec_delta", "url", c->url, "added", v[0],
                   "renewed", v[1], "deleted", v[2], "lifted", v[3], "kept", v[4], "expired", v[5],
-                  "ignored", v[6], "failed", v[7], "apply_ms", v[8], "bytes", v[9],
-                  r->failed ? "message" : NULL, "the ban table is full (max_bans)", NULL);
+                  "ignored", v[6], "failed", v[7], "apply_ms", v[8], "parse_ms", v[10], "bytes",
+                  v[9], r->failed ? "message" : NULL, "the ban table is full (max_bans)", NULL);
 }
 
 /* Parse and apply one answer. Returns 0 or -1 with the reason in why. */
@@ -195,6 +196,7 @@ static int apply(cg__crowdsec *c, const body *b, bool startup, char *why, size_t
         snprintf(why, wlen, "bad answer: %s", err);
         return -1;
     }
+    uint64_t t1 = uv_hrtime();
     cg__gen *gen = c->env.acquire(c->env.arg);
     cg__cs_result r;
     int rc =
@@ -208,7 +210,7 @@ static int apply(cg__crowdsec *c, const body *b, bool startup, char *why, size_t
     for (int w = 0; w < CG__CS_WHY_COUNT; w++)
         c->st.ignored[w] += r.ignored[w];
     uv_mutex_unlock(&c->mu);
-    log_answer(c, startup, &r, ms, b->len);
+    log_answer(c, startup, &r, ms, (double)(t1 - t0) / 1e6, b->len);
     if (rc != 0) {
         snprintf(why, wlen, "out of memory reconciling the startup answer");
         return -1;

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "condgate/common.h"
 
 /* While parsing, reasons and origins are offsets into a growing pool;
@@ -157,18 +155,224 @@ static size_t origin_text(const char *s, size_t len, char *buf)
     return o;
 }
 
+/* ---- JSON ---------------------------------------------------------------
+ *
+ * A scanner for this one shape, allocation-free: an answer of 100,000
+ * decisions is 14 MB, and a general tree (a node per value) costs more to
+ * allocate than everything else together. It checks the whole text against
+ * the JSON grammar (RFC 8259) and decodes only the strings it keeps.
+ */
+
+#define JSON_DEPTH_MAX 64
+
+typedef struct scan {
+    const char *p, *end, *start;
+    const char *why; /* the first error */
+} scan;
+
+static bool bad(scan *sc, const char *why)
+{
+    if (sc->why == NULL)
+        sc->why = why;
+    return false;
+}
+
+static void ws(scan *sc)
+{
+    while (sc->p < sc->end && (*sc->p == ' ' || *sc->p == '\t' || *sc->p == '\n' || *sc->p == '\r'))
+        sc->p++;
+}
+
+static bool eat(scan *sc, char c)
+{
+    ws(sc);
+    if (sc->p < sc->end && *sc->p == c) {
+        sc->p++;
+        return true;
+    }
+    return false;
+}
+
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Append code point cp as UTF-8 to out (cap bytes; *n counts on past it). */
+static void put_cp(char *out, size_t cap, size_t *n, unsigned cp)
+{
+    char b[4];
+    size_t k = cp < 0x80      ? (b[0] = (char)cp, 1)
+               : cp < 0x800   ? (b[0] = (char)(0xc0 | cp >> 6), 2)
+               : cp < 0x10000 ? (b[0] = (char)(0xe0 | cp >> 12), 3)
+                              : (b[0] = (char)(0xf0 | cp >> 18), 4);
+    for (size_t i = 1; i < k; i++)
+        b[i] = (char)(0x80 | ((cp >> (6 * (k - 1 - i))) & 0x3f));
+    for (size_t i = 0; i < k; i++, (*n)++)
+        if (out != NULL && *n < cap)
+            out[*n] = b[i];
+}
+
+/* One escape after the backslash at sc->p; its text into out. */
+static bool escape(scan *sc, char *out, size_t cap, size_t *n)
+{
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    const char *hit = sc->p < sc->end ? memchr(from, *sc->p, sizeof from - 1) : NULL;
+    if (hit != NULL) {
+        put_cp(out, cap, n, (unsigned char)to[hit - from]);
+        sc->p++;
+        return true;
+    }
+    if (sc->end - sc->p < 5 || *sc->p != 'u')
+        return bad(sc, "a bad escape in a string");
+    int cp = hex4(sc->p + 1);
+    if (cp < 0)
+        return bad(sc, "a bad \\u escape in a string");
+    sc->p += 5;
+    if (cp >= 0xd800 && cp <= 0xdbff && sc->end - sc->p >= 6 && sc->p[0] == '\\' &&
+        sc->p[1] == 'u') {
+        int lo = hex4(sc->p + 2);
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            sc->p += 6;
+        }
+    }
+    /* a lone surrogate becomes U+FFFD, as most decoders do */
+    put_cp(out, cap, n, cp >= 0xd800 && cp <= 0xdfff ? 0xfffd : (unsigned)cp);
+    return true;
+}
+
+/* A string at sc->p (after whitespace); decoded into out (cap bytes, may be
+ * NULL) with its decoded length in *len, which may pass cap (then out holds
+ * only the first cap bytes). */
+static bool string(scan *sc, char *out, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    if (!eat(sc, '"'))
+        return bad(sc, "a string was expected");
+    while (sc->p < sc->end && *sc->p != '"') {
+        unsigned char c = (unsigned char)*sc->p;
+        if (c < 0x20)
+            return bad(sc, "a control character in a string");
+        if (c == '\\') {
+            sc->p++;
+            if (!escape(sc, out, cap, &n))
+                return false;
+            continue;
+        }
+        const char *q = sc->p + 1;
+        while (q < sc->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+            q++;
+        size_t k = (size_t)(q - sc->p);
+        if (out != NULL && n < cap)
+            memcpy(out + n, sc->p, cap - n < k ? cap - n : k);
+        n += k;
+        sc->p = q;
+    }
+    if (sc->p == sc->end)
+        return bad(sc, "a string is not closed");
+    sc->p++;
+    *len = n;
+    return true;
+}
+
+static bool number(scan *sc)
+{
+    const char *p = sc->p;
+    if (p < sc->end && *p == '-')
+        p++;
+    const char *d = p;
+    while (p < sc->end && *p >= '0' && *p <= '9')
+        p++;
+    if (p == d || (*d == '0' && p - d > 1))
+        return bad(sc, "a bad number");
+    if (p < sc->end && *p == '.') {
+        d = ++p;
+        while (p < sc->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return bad(sc, "a bad number");
+    }
+    if (p < sc->end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < sc->end && (*p == '+' || *p == '-'))
+            p++;
+        d = p;
+        while (p < sc->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return bad(sc, "a bad number");
+    }
+    sc->p = p;
+    return true;
+}
+
+static bool word(scan *sc, const char *w)
+{
+    size_t n = strlen(w);
+    if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, w, n) != 0)
+        return bad(sc, "a value was expected");
+    sc->p += n;
+    return true;
+}
+
+/* Any value, skipped (checked all the same). */
+static bool skip(scan *sc, int depth)
+{
+    size_t len;
+    ws(sc);
+    if (sc->p == sc->end)
+        return bad(sc, "a value was expected");
+    if (depth > JSON_DEPTH_MAX)
+        return bad(sc, "nested too deep");
+    char c = *sc->p;
+    if (c == '"')
+        return string(sc, NULL, 0, &len);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        sc->p++;
+        if (eat(sc, close))
+            return true;
+        do {
+            if (c == '{' && (!string(sc, NULL, 0, &len) || !eat(sc, ':')))
+                return bad(sc, "a member was expected");
+            if (!skip(sc, depth + 1))
+                return false;
+        } while (eat(sc, ','));
+        return eat(sc, close) ? true : bad(sc, "',' or a closing bracket was expected");
+    }
+    if (c == 't')
+        return word(sc, "true");
+    if (c == 'f')
+        return word(sc, "false");
+    if (c == 'n')
+        return word(sc, "null");
+    return number(sc);
+}
+
 /* ---- decisions --------------------------------------------------------- */
 
-/* The string member `key` of o, bounded; NULL when missing, not a string
- * or longer than max. */
-static const char *field(const cJSON *o, const char *key, size_t max, size_t *len)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!cJSON_IsString(v) || v->valuestring == NULL)
-        return NULL;
-    *len = strlen(v->valuestring);
-    return *len <= max ? v->valuestring : NULL;
-}
+enum { F_TYPE, F_SCOPE, F_VALUE, F_DURATION, F_SCENARIO, F_ORIGIN, F_COUNT };
+static const char *const field_names[F_COUNT] = {"type",     "scope",    "value",
+                                                 "duration", "scenario", "origin"};
+
+/* The string fields of one decision object as read (a field is missing when
+ * len is SIZE_MAX: absent, not a string, or longer than CG_CS_TEXT_MAX). */
+typedef struct fields {
+    char text[F_COUNT][CG_CS_TEXT_MAX];
+    size_t len[F_COUNT];
+} fields;
 
 static bool same_ci(const char *s, size_t len, const char *lit)
 {
@@ -196,87 +400,166 @@ static bool parse_value(const char *v, size_t len, bool range, cg_cidr *out)
     return cg_cidr_parse(v, len, out, err, sizeof err) == 0;
 }
 
-/* One decision object into *d (offsets of its texts into the pool in
- * *roff, *ooff). Returns 0 or CG_ENOMEM. */
-static int one(const cJSON *o, cg__cs_decision *d, pool *pl, size_t *roff, size_t *ooff)
+/* One decision from its fields into *d (offsets of its texts into the pool
+ * in *roff, *ooff). Returns 0 or CG_ENOMEM. */
+static int one(const fields *f, cg__cs_decision *d, pool *pl, size_t *roff, size_t *ooff)
 {
-    size_t tl = 0, sl = 0, vl = 0, dl = 0, nl = 0, ol = 0;
-    const char *type = field(o, "type", CG_CS_TEXT_MAX, &tl);
-    const char *scope = field(o, "scope", CG_CS_TEXT_MAX, &sl);
-    const char *value = field(o, "value", CG_CS_VALUE_MAX, &vl);
-    const char *dur = field(o, "duration", CG_CS_TEXT_MAX, &dl);
-    const char *scen = field(o, "scenario", CG_CS_TEXT_MAX, &nl);
-    const char *orig = field(o, "origin", CG_CS_TEXT_MAX, &ol);
     char reason[CG_CS_REASON_MAX + 1], origin[CG_CS_ORIGIN_MAX + 1];
-
+    const size_t *l = f->len;
     memset(d, 0, sizeof *d);
     d->kind = CG__CS_INVALID;
-    size_t rl = scen != NULL ? cg__cs_reason(scen, nl, reason) : 0;
+    size_t rl =
+        l[F_SCENARIO] != SIZE_MAX ? cg__cs_reason(f->text[F_SCENARIO], l[F_SCENARIO], reason) : 0;
     reason[rl] = '\0';
-    ol = orig != NULL ? origin_text(orig, ol, origin) : 0;
+    size_t ol = l[F_ORIGIN] != SIZE_MAX ? origin_text(f->text[F_ORIGIN], l[F_ORIGIN], origin) : 0;
     origin[ol] = '\0';
     int rc = pool_put(pl, reason, rl, roff);
     if (rc == 0)
         rc = pool_put(pl, origin, ol, ooff);
     if (rc != 0)
         return rc;
-    if (type == NULL || scope == NULL || value == NULL || dur == NULL || scen == NULL ||
-        cg__cs_duration_ms(dur, dl, &d->duration_ms) != 0)
+    for (int i = 0; i < F_ORIGIN; i++)
+        if (l[i] == SIZE_MAX)
+            return 0;
+    if (cg__cs_duration_ms(f->text[F_DURATION], l[F_DURATION], &d->duration_ms) != 0)
         return 0;
-    if (!same_ci(type, tl, "ban")) {
+    if (!same_ci(f->text[F_TYPE], l[F_TYPE], "ban")) {
         d->kind = CG__CS_TYPE;
         return 0;
     }
-    bool ip = same_ci(scope, sl, "ip"), range = same_ci(scope, sl, "range");
+    bool ip = same_ci(f->text[F_SCOPE], l[F_SCOPE], "ip");
+    bool range = same_ci(f->text[F_SCOPE], l[F_SCOPE], "range");
     if (!ip && !range) {
         d->kind = CG__CS_SCOPE;
         return 0;
     }
-    if (parse_value(value, vl, range, &d->cidr))
+    if (parse_value(f->text[F_VALUE], l[F_VALUE], range, &d->cidr))
         d->kind = CG__CS_BAN;
     return 0;
 }
 
-/* The list `key` of the answer: an array of objects, or null/absent. */
-static int list(const cJSON *root, const char *key, size_t *budget, cg__cs_decision **out,
-                size_t *n, size_t **offs, pool *pl, char *err, size_t errlen)
+/* One decision object's members into f. */
+static bool object(scan *sc, fields *f)
 {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, key);
-    *out = NULL;
-    *n = 0;
-    *offs = NULL;
-    if (arr == NULL || cJSON_IsNull(arr))
-        return 0;
-    if (!cJSON_IsArray(arr)) {
-        snprintf(err, errlen, "\"%s\" is neither an array nor null", key);
-        return CG_EINVAL;
-    }
-    size_t count = 0;
-    for (const cJSON *it = arr->child; it != NULL; it = it->next) {
-        if (!cJSON_IsObject(it)) {
-            snprintf(err, errlen, "\"%s\"[%zu] is not an object", key, count);
-            return CG_EINVAL;
+    for (int i = 0; i < F_COUNT; i++)
+        f->len[i] = SIZE_MAX;
+    if (!eat(sc, '{'))
+        return bad(sc, "a decision is not an object");
+    if (eat(sc, '}'))
+        return true;
+    do {
+        char key[16];
+        size_t klen;
+        if (!string(sc, key, sizeof key, &klen) || !eat(sc, ':'))
+            return bad(sc, "a member was expected");
+        int k = 0;
+        while (k < F_COUNT &&
+               !(klen == strlen(field_names[k]) && memcmp(key, field_names[k], klen) == 0))
+            k++;
+        ws(sc);
+        if (k == F_COUNT || sc->p == sc->end || *sc->p != '"') {
+            if (k < F_COUNT)
+                f->len[k] = SIZE_MAX; /* not a string: missing */
+            if (!skip(sc, 2))
+                return false;
+            continue;
         }
-        if (++count > *budget) {
+        size_t len;
+        if (!string(sc, f->text[k], CG_CS_TEXT_MAX, &len))
+            return false;
+        f->len[k] = len <= CG_CS_TEXT_MAX ? len : SIZE_MAX;
+    } while (eat(sc, ','));
+    return eat(sc, '}') ? true : bad(sc, "',' or '}' was expected");
+}
+
+/* One list of the answer (after its key): null, or an array of decision
+ * objects, appended to *out (*n of *cap). */
+typedef struct list {
+    cg__cs_decision *d;
+    size_t *offs; /* two per decision: reason, origin */
+    size_t n, cap;
+    bool seen;
+} list;
+
+static int read_list(scan *sc, list *ls, size_t *budget, pool *pl, fields *f, char *err,
+                     size_t errlen)
+{
+    ws(sc);
+    if (sc->p < sc->end && *sc->p == 'n')
+        return word(sc, "null") ? 0 : CG_EINVAL;
+    if (!eat(sc, '['))
+        return bad(sc, "a list of decisions is neither an array nor null"), CG_EINVAL;
+    if (eat(sc, ']'))
+        return 0;
+    do {
+        if (*budget == 0) {
             snprintf(err, errlen, "more than %u decisions in one answer", CG_CS_DECISIONS_MAX);
             return CG_ERANGE;
         }
-    }
-    *budget -= count;
-    if (count == 0)
-        return 0;
-    *out = calloc(count, sizeof **out);
-    *offs = calloc(count * 2, sizeof **offs);
-    if (*out == NULL || *offs == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return CG_ENOMEM;
-    }
-    for (const cJSON *it = arr->child; it != NULL; it = it->next, (*n)++)
-        if (one(it, &(*out)[*n], pl, &(*offs)[2 * *n], &(*offs)[2 * *n + 1]) != 0) {
+        if (!object(sc, f))
+            return CG_EINVAL;
+        if (ls->n == ls->cap) {
+            size_t cap = ls->cap ? ls->cap * 2 : 256;
+            cg__cs_decision *d = realloc(ls->d, cap * sizeof *d);
+            if (d != NULL)
+                ls->d = d;
+            size_t *o = realloc(ls->offs, cap * 2 * sizeof *o);
+            if (o != NULL)
+                ls->offs = o;
+            if (d == NULL || o == NULL) {
+                snprintf(err, errlen, "out of memory");
+                return CG_ENOMEM;
+            }
+            ls->cap = cap;
+        }
+        if (one(f, &ls->d[ls->n], pl, &ls->offs[2 * ls->n], &ls->offs[2 * ls->n + 1]) != 0) {
             snprintf(err, errlen, "out of memory");
             return CG_ENOMEM;
         }
-    return 0;
+        ls->n++;
+        (*budget)--;
+    } while (eat(sc, ','));
+    return eat(sc, ']') ? 0 : (bad(sc, "',' or ']' was expected"), CG_EINVAL);
+}
+
+/* The answer's object: "new" and "deleted" read, other members skipped. */
+static int answer(scan *sc, list *added, list *deleted, pool *pl, char *err, size_t errlen)
+{
+    size_t budget = CG_CS_DECISIONS_MAX;
+    fields *f = malloc(sizeof *f);
+    int rc = 0;
+    if (f == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return CG_ENOMEM;
+    }
+    if (!eat(sc, '{')) {
+        rc = skip(sc, 0) ? (bad(sc, "the answer is not a JSON object"), CG_EINVAL) : CG_EINVAL;
+    } else if (!eat(sc, '}')) {
+        do {
+            char key[16];
+            size_t klen;
+            if (!string(sc, key, sizeof key, &klen) || !eat(sc, ':')) {
+                rc = (bad(sc, "a member was expected"), CG_EINVAL);
+                break;
+            }
+            bool isnew = klen == 3 && memcmp(key, "new", 3) == 0;
+            bool isdel = klen == 7 && memcmp(key, "deleted", 7) == 0;
+            list *ls = isnew ? added : isdel ? deleted : NULL;
+            if (ls != NULL && ls->seen)
+                rc = (bad(sc, "a list given twice"), CG_EINVAL);
+            else if (ls != NULL)
+                ls->seen = true, rc = read_list(sc, ls, &budget, pl, f, err, errlen);
+            else if (!skip(sc, 1))
+                rc = CG_EINVAL;
+        } while (rc == 0 && eat(sc, ','));
+        if (rc == 0 && !eat(sc, '}'))
+            rc = (bad(sc, "',' or '}' was expected"), CG_EINVAL);
+    }
+    free(f);
+    ws(sc);
+    if (rc == 0 && sc->p != sc->end)
+        rc = (bad(sc, "text after the JSON value"), CG_EINVAL);
+    return rc;
 }
 
 static void fix_texts(cg__cs_decision *d, size_t n, const size_t *offs, const char *p)
@@ -295,41 +578,28 @@ int cg__cs_parse(const char *text, size_t len, cg__cs_answer *out, char *err, si
         snprintf(err, errlen, "answer of %zu bytes, more than %u", len, CG_CS_ANSWER_MAX);
         return CG_ERANGE;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (root == NULL) {
-        snprintf(err, errlen, "not JSON (at byte %zu)",
-                 end != NULL && end >= text ? (size_t)(end - text) : (size_t)0);
-        return CG_EINVAL;
-    }
-    while (end != NULL && (size_t)(end - text) < len &&
-           (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
-        end++;
-    int rc = 0;
-    size_t budget = CG_CS_DECISIONS_MAX, *oa = NULL, *od = NULL;
+    scan sc = {.p = text, .end = text + len, .start = text};
+    list added = {0}, deleted = {0};
     pool pl = {0};
-    if (end == NULL || (size_t)(end - text) != len) {
-        snprintf(err, errlen, "text after the JSON value");
-        rc = CG_EINVAL;
-    } else if (!cJSON_IsObject(root)) {
-        snprintf(err, errlen, "the answer is not a JSON object");
-        rc = CG_EINVAL;
-    }
-    if (rc == 0)
-        rc = list(root, "deleted", &budget, &out->deleted, &out->ndeleted, &od, &pl, err, errlen);
-    if (rc == 0)
-        rc = list(root, "new", &budget, &out->added, &out->nadded, &oa, &pl, err, errlen);
-    cJSON_Delete(root);
+    int rc = answer(&sc, &added, &deleted, &pl, err, errlen);
+    if (rc == CG_EINVAL)
+        snprintf(err, errlen, "not a decision stream answer: %s (at byte %zu)",
+                 sc.why != NULL ? sc.why : "bad JSON", (size_t)(sc.p - sc.start));
     if (rc == 0) {
+        out->added = added.d;
+        out->nadded = added.n;
+        out->deleted = deleted.d;
+        out->ndeleted = deleted.n;
         out->pool = pl.p;
-        fix_texts(out->added, out->nadded, oa, pl.p);
-        fix_texts(out->deleted, out->ndeleted, od, pl.p);
+        fix_texts(out->added, out->nadded, added.offs, pl.p);
+        fix_texts(out->deleted, out->ndeleted, deleted.offs, pl.p);
     } else {
+        free(added.d);
+        free(deleted.d);
         free(pl.p);
-        cg__cs_answer_free(out);
     }
-    free(oa);
-    free(od);
+    free(added.offs);
+    free(deleted.offs);
     return rc;
 }
 

@@ -278,7 +278,9 @@ timeout_ms = 60000
             if cs is None:
                 raise BenchError("/stats has no \"crowdsec\" object: %s"
                                  % json.dumps(st)[:400])
-            if cs.get("decisions", 0) >= self.total:
+            # All in force, and the startup answer's apply over (its
+            # figures are written when it ends: last_sync is set then).
+            if cs.get("decisions", 0) >= self.total and cs.get("last_sync"):
                 break
             if not g.alive():
                 raise BenchError("condgate exited (%d); its log:\n%s"
