@@ -99,6 +99,20 @@ static void test_parse_good(void **state)
     }
     cg__cs_answer_free(&a);
 
+    /* Escapes are decoded; other members of any JSON type are skipped. */
+    assert_int_equal(
+        parse("{\"x\": [1, -2.5e+3, true, false, null, {\"a\": [[]]}, \"\\ud83d\\ude00\"], "
+              "\"new\": [{\"type\": \"b\\u0061n\", \"scope\": \"Ip\", \"value\": "
+              "\"192.0.2.\\u0031\", \"duration\": \"1s\", \"scenario\": "
+              "\"a\\u00e9\\\"\\/\\n\", \"id\": {\"n\": [0]}}]}",
+              &a),
+        0);
+    assert_int_equal(a.nadded, 1);
+    assert_int_equal(a.added[0].kind, CG__CS_BAN);
+    assert_string_equal(fmt(&a.added[0].cidr), "192.0.2.1/32");
+    assert_string_equal(a.added[0].reason, "a\xc3\xa9\"/?");
+    cg__cs_answer_free(&a);
+
     /* Both lists null, absent, or empty; whitespace around. */
     const char *empty[] = {"{\"new\": null, \"deleted\": null}", "{}", " {\"new\": []}\n",
                            "{\"new\": null, \"deleted\": [], \"other\": {\"x\": 1}}"};
@@ -131,6 +145,21 @@ static void test_parse_bad_answers(void **state)
         {"{\"new\": [" D("ban", "Ip", "192.0.2.1", "1h", "x") ", 3]}", CG_EINVAL},
         {"{\"new\": [[]]}", CG_EINVAL},
         {"{\"deleted\": [null]}", CG_EINVAL},
+        {"{\"new\": [{\"type\": \"a\x01\"}]}", CG_EINVAL},
+        {"{\"new\": [{\"type\": \"a\\x\"}]}", CG_EINVAL},
+        {"{\"new\": [{\"type\": \"a\\u12G4\"}]}", CG_EINVAL},
+        {"{\"new\": [{\"type\": \"abc}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": 01}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": 1.}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": -}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": 1e}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": tru}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\": 1,}]}", CG_EINVAL},
+        {"{\"new\": [{}],}", CG_EINVAL},
+        {"{\"new\": [{} {}]}", CG_EINVAL},
+        {"{\"new\": [{\"id\" 1}]}", CG_EINVAL},
+        {"{\"new\": null, \"new\": []}", CG_EINVAL},
+        {"{'new': []}", CG_EINVAL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cg__cs_answer a;
@@ -193,6 +222,19 @@ static void test_parse_bounds(void **state)
     (void)state;
     cg__cs_answer a;
     char err[256];
+    /* nesting: 64 levels inside a skipped member pass, deeper is refused */
+    char deep[400];
+    for (int depth = 60; depth <= 70; depth += 10) {
+        size_t o = (size_t)sprintf(deep, "{\"x\": ");
+        for (int i = 0; i < depth; i++)
+            deep[o++] = '[';
+        for (int i = 0; i < depth; i++)
+            deep[o++] = ']';
+        strcpy(deep + o, "}");
+        assert_int_equal(cg__cs_parse(deep, strlen(deep), &a, err, sizeof err),
+                         depth == 60 ? 0 : CG_EINVAL);
+        cg__cs_answer_free(&a);
+    }
     /* Too large: refused before a byte is read. */
     static const char small[] = "{}";
     assert_int_equal(cg__cs_parse(small, (size_t)CG_CS_ANSWER_MAX + 1, &a, err, sizeof err),
