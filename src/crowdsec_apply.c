@@ -157,5 +157,7 @@ int cg__crowdsec_apply(cg__runtime *rt, const cg_ruleset *never, const cg__cs_an
     if (keep.slot != NULL)
         rc = reconcile(rt, &keep, res);
     free(keep.slot);
+    if (res->added + res->replaced + res->deleted + res->lifted > 0)
+        cg__runtime_changed(rt); /* one sweep and one state-file write */
     return rc;
 }
