@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from cgtest import event_re, expect_rejected, is_served
+from cgtest import connect, event_re, expect_rejected, expect_reset, is_served
 
 from crowdsec_lapi import lapi, make_lapi  # noqa: F401  (the fixtures)
 
@@ -118,6 +118,22 @@ def test_added_refused_within_an_interval_deleted_admitted_and_ranges(gate, lapi
     assert lapi.delete_decision(range="127.0.1.0/24") >= 1
     wait_served(web, "127.0.1.5", True)
     print("refused %.2f s after cscli returned" % took)
+
+
+def test_open_connection_of_a_banned_caller_is_reset(gate, lapi):
+    start(gate, lapi, "cg-open")
+    web = gate.port("web")
+    wait_cs(gate, lambda s: s["up"], "up")
+    s = connect(web, "127.0.0.71")
+    s.sendall(b"hello\n")
+    assert s.recv(64) == b"hello\n"
+    lapi.add_decision(range="127.0.0.64/26", duration="5m")
+    assert expect_reset(s, timeout=WITHIN) in ("reset", "eof")
+    s.close()
+    st = gate.json("/stats")
+    assert st["bans"]["closed_connections"] >= 1
+    lapi.delete_decision(range="127.0.0.64/26")
+    wait_served(web, "127.0.0.71", True)
 
 
 def test_never_ban_other_types_and_expiry(gate, lapi):
