@@ -133,6 +133,8 @@ static int key_file_key(const cg__keyctx *kc, cg_crowdsec_conf *cs, const char *
                  "'api_key_file' in %s: %s may be read by other users (mode %03o); "
                  "chmod 600 it",
                  kc->section, path, (unsigned)(st.st_mode & 0777));
+#else
+    (void)warning, (void)wlen; /* Windows: no such mode bits */
 #endif
     free(cs->key_file);
     free(cs->key);
