@@ -56,8 +56,8 @@ struct cg__bans {
     uint32_t lencount[2][129];
     uint64_t version;
     uint64_t seed;
-    size_t newest;          /* index of the newest ban, NO_NEWEST: unknown */
-    uint64_t expire_looked; /* bans whose expiry cg__bans_expire examined */
+    size_t newest;                     /* index of the newest ban, NO_NEWEST: unknown */
+    uint64_t expire_looked;            /* bans whose expiry cg__bans_expire examined */
     size_t by_origin[CG__BAN_ORIGINS]; /* bans of each origin */
 };
 

@@ -228,7 +228,8 @@ static void drained(void *arg)
 {
     daemon *d = arg;
     cg__reloader_close(d->reloader);
-    cs_stop(d, NULL); /* no more bans from the Local API */
+    /* No more bans from the Local API. */
+    cs_stop(d, NULL);
     cg__gate_close(d->gate); /* with the last "suppressed N" summary */
     cg__runtime_close(d->rt); /* no sweeps from here on: the pool closes */
     /* Worker 0's connections live on this loop: they finish closing as it

@@ -45,8 +45,7 @@ static bool reason_ok(const char *s)
 static void check(const cg__cs_decision *d, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        FUZZ_CHECK(d[i].kind >= CG__CS_BAN && d[i].kind <= CG__CS_INVALID, "kind %d",
-                   d[i].kind);
+        FUZZ_CHECK(d[i].kind >= CG__CS_BAN && d[i].kind <= CG__CS_INVALID, "kind %d", d[i].kind);
         FUZZ_CHECK(d[i].reason != NULL && reason_ok(d[i].reason), "reason %zu", i);
         FUZZ_CHECK(d[i].origin != NULL && strlen(d[i].origin) <= CG_CS_ORIGIN_MAX, "origin");
         for (const char *p = d[i].origin; *p; p++)
