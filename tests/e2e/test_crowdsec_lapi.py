@@ -20,6 +20,7 @@ e.g. "duration": "-24.032756ms".
 """
 
 import re
+import time
 
 from crowdsec_lapi import bulk_ips, lapi, make_lapi  # noqa: F401  (fixtures)
 
@@ -103,7 +104,6 @@ def test_expiry_comes_as_deleted(lapi):
     _, delta = lapi.stream(key)
     assert "127.0.0.12" in by_value(delta["new"])
     # Poll (no fixed sleep): it must turn up in `deleted` once it expires.
-    import time
     deadline = time.monotonic() + 20
     while True:
         _, delta = lapi.stream(key)
@@ -180,3 +180,63 @@ def test_bulk_load(make_lapi):
     d = new["10.0.7.207"]
     assert d["origin"] == "cscli-import" and d["scope"] == "Ip" and d["type"] == "ban"
     assert d["scenario"] == "condgate-bulk" and d["duration"].startswith("3h59m"), d
+
+
+def test_delta_needs_a_startup_first(lapi):
+    """A key that never asked startup=true gets empty deltas, not the set."""
+    lapi.add_decision(ip="127.0.0.15", duration="5m")
+    key = lapi.add_bouncer("no-startup")
+    assert lapi.stream(key) == (200, {"deleted": None, "new": None})
+    assert "127.0.0.15" in by_value(lapi.stream(key, startup=True)[1]["new"])
+
+
+def test_one_decision_per_value(lapi):
+    """Two decisions on one address: the stream holds one (the longest);
+    deleting it while the other is in force sends nothing in the delta."""
+    lapi.add_decision(ip="127.0.0.16", duration="5m")
+    lapi.add_decision(ip="127.0.0.16", duration="10m")
+    key = lapi.add_bouncer("one-per-value")
+    _, full = lapi.stream(key, startup=True)
+    mine = [d for d in full["new"] if d["value"] == "127.0.0.16"]
+    assert len(mine) == 1 and mine[0]["duration"].startswith("9m5"), mine
+    assert lapi.delete_decision(id=mine[0]["id"]) == 1
+    _, delta = lapi.stream(key)
+    assert "127.0.0.16" not in by_value(delta["deleted"]), delta
+    _, full = lapi.stream(key, startup=True)
+    assert by_value(full["new"])["127.0.0.16"]["duration"].startswith("4m5"), full
+
+
+def test_deleted_then_added_again(lapi):
+    """A deleted decision comes in `deleted` (for a while in every delta),
+    but never once the same value has a decision in force again."""
+    key = lapi.add_bouncer("readd")
+    lapi.add_decision(ip="127.0.0.17", duration="5m")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.delete_decision(ip="127.0.0.17")
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" in by_value(delta["deleted"]), delta
+    lapi.add_decision(ip="127.0.0.17", duration="5m")
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" in by_value(delta["new"]), delta
+    assert "127.0.0.17" not in by_value(delta["deleted"]), delta
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" not in by_value(delta["deleted"]), delta
+
+
+def test_expired_while_down_comes_after_restart(make_lapi):
+    """The bouncer's pull time is kept in the LAPI's database: a decision
+    that expired while the LAPI was down is in the first delta after it."""
+    api = make_lapi()
+    key = api.add_bouncer("down")
+    api.add_decision(ip="127.0.0.18", duration="2s")
+    api.add_decision(ip="127.0.0.19", duration="10m")
+    _, full = api.stream(key, startup=True)
+    expires = time.monotonic() + 2.5
+    assert {"127.0.0.18", "127.0.0.19"} <= by_value(full["new"]).keys()
+    api.stop()
+    while time.monotonic() < expires:  # the decision's own lifetime: a wait, not a sync
+        time.sleep(0.1)
+    api.start()
+    _, delta = api.stream(key)
+    assert "127.0.0.18" in by_value(delta["deleted"]), delta
+    assert "127.0.0.19" not in by_value(delta["deleted"]), delta
