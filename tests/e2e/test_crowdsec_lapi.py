@@ -240,3 +240,29 @@ def test_expired_while_down_comes_after_restart(make_lapi):
     _, delta = api.stream(key)
     assert "127.0.0.18" in by_value(delta["deleted"]), delta
     assert "127.0.0.19" not in by_value(delta["deleted"]), delta
+
+
+def test_raw_decisions_as_an_agent_sends_them(lapi):
+    """What other agents may store and how the stream hands it on: a CIDR in
+    scope Ip is streamed as scope Ip; a lowercase scope is stored but never
+    streamed (the stream's scope filter is exact: Ip, Range); an expired
+    decision is in a startup answer's `deleted`; scenario text is any UTF-8."""
+    lapi.raw_decisions([
+        {"value": "127.0.4.0/24"},                       # scope Ip, a CIDR
+        {"value": "127.0.0.21", "scope": "ip"},          # lowercase scope
+        {"value": "127.0.0.22", "duration": "-5m"},      # already expired
+        {"value": "127.0.0.23", "scenario": 'caf\u00e9 "q" \\ <x>'},
+        {"value": "127.0.5.0/24", "scope": "Range", "type": "captcha"},
+    ])
+    key = lapi.add_bouncer("raw")
+    status, full = lapi.stream(key, startup=True)
+    assert status == 200
+    new, gone = by_value(full["new"]), by_value(full["deleted"])
+    assert new["127.0.4.0/24"]["scope"] == "Ip"
+    assert "127.0.0.21" not in new and "127.0.0.21" not in gone
+    assert "127.0.0.22" not in new and gone["127.0.0.22"]["duration"].startswith("-5m"), gone
+    assert new["127.0.0.23"]["scenario"] == 'caf\u00e9 "q" \\ <x>'
+    assert new["127.0.5.0/24"]["type"] == "captcha"
+    # The LAPI itself refuses a value that is no address in scope Ip.
+    status, _ = lapi.raw_decisions([{"value": "not-an-ip"}], expect=None)
+    assert status == 500
