@@ -44,7 +44,9 @@ Things this crowdsec version does that a bouncer must live with (seen with
 - one decision per value: of two on one address the stream holds the
   longest; `deleted` never names a value that has a decision in force;
 - values are passed on as stored: a Range may have host bits set
-  ("127.0.1.5/24"), IPv6 may be uppercase, "::ffff:127.0.0.8" is an Ip, and
+  ("127.0.1.5/24": `cscli decisions add --range` takes it, and crowdsec
+  means the network, as Go's ParseCIDR does: a client should mask it, not
+  refuse it), IPv6 may be uppercase, "::ffff:127.0.0.8" is an Ip, and
   an agent (POST /v1/alerts, see raw_decisions) may put a CIDR in scope Ip
   ("1.2.3.4/0" is accepted!); cscli refuses those, the LAPI does not;
 - durations are Go's: "4m58.739181693s", "167h59m59.16s" (no days),

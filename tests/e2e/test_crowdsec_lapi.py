@@ -266,3 +266,18 @@ def test_raw_decisions_as_an_agent_sends_them(lapi):
     # The LAPI itself refuses a value that is no address in scope Ip.
     status, _ = lapi.raw_decisions([{"value": "not-an-ip"}], expect=None)
     assert status == 500
+
+
+def test_values_passed_on_as_given(lapi):
+    """cscli and the LAPI do not canonicalise: host bits, case, mapped
+    addresses reach the bouncer as typed."""
+    lapi.add_decision(range="127.0.6.5/24")
+    lapi.add_decision(range="2001:DB8:0:1::1/64")
+    lapi.add_decision(ip="::ffff:127.0.0.24")
+    lapi.add_decision(ip="10.6.6.6", duration="168h")
+    key = lapi.add_bouncer("as-given")
+    new = by_value(lapi.stream(key, startup=True)[1]["new"])
+    assert new["127.0.6.5/24"]["scope"] == "Range"
+    assert new["2001:DB8:0:1::1/64"]["scope"] == "Range"
+    assert new["::ffff:127.0.0.24"]["scope"] == "Ip"
+    assert re.match(r"167h59m\d", new["10.6.6.6"]["duration"]), new["10.6.6.6"]
