@@ -25,6 +25,7 @@ With --lapi-only, steps 1 and 2 only (no condgate needed).
 
     /usr/bin/python3 tests/bench/crowdsec.py [--decisions 100000]
         [--condgate build/default/condgate] [--interval-ms 1000]
+        [--prefilter auto|refuse|drop|off]
         [--lapi-only] [--keep-tmp] [--json FILE]
 
 Python 3 standard library, plus pytest importable (crowdsec_lapi.py and
@@ -226,7 +227,8 @@ allow = 127.0.0.0/8
 [listener:echo]
 bind = 127.0.0.1:%d
 backend = echo
-""" % (max(1000000, self.a.decisions + 1000), admin, port)
+prefilter = %s
+""" % (max(1000000, self.a.decisions + 1000), admin, port, self.a.prefilter)
         if crowdsec:
             text += """
 [crowdsec]
@@ -327,6 +329,8 @@ def main():
     p.add_argument("--decisions", type=int, default=100000)
     p.add_argument("--condgate", default=str(REPO / "build" / "default" / "condgate"))
     p.add_argument("--interval-ms", type=int, default=1000)
+    p.add_argument("--prefilter", default="auto", choices=("auto", "refuse", "drop", "off"),
+                   help="the listener's kernel prefilter (every ban goes into its map too)")
     p.add_argument("--timeout", type=int, default=300, help="seconds to wait for condgate")
     p.add_argument("--lapi-only", action="store_true",
                    help="load the LAPI and time its startup stream only")
