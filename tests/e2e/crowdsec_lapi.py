@@ -34,7 +34,9 @@ Things this crowdsec version does that a bouncer must live with (seen with
   the same key too (it is not a one-shot);
 - a delta (no `startup`) returns what changed since the key's previous pull;
   the LAPI keeps that per bouncer in its database, so it survives a restart
-  of the LAPI;
+  of the LAPI; it moves when the LAPI answers, so a delta the bouncer lost
+  (timeout, cut connection, an answer it could not apply) is never sent
+  again: after any failed poll, ask startup=true;
 - a deleted or expired decision comes back in `deleted` with its id, value and
   a negative duration ("-24.03ms"), and may come back in several deltas in a
   row (seen for about 3 s): applying `deleted` must be idempotent;

@@ -20,6 +20,7 @@ e.g. "duration": "-24.032756ms".
 """
 
 import re
+import socket
 import time
 
 from crowdsec_lapi import bulk_ips, lapi, make_lapi  # noqa: F401  (fixtures)
@@ -281,3 +282,21 @@ def test_values_passed_on_as_given(lapi):
     assert new["2001:DB8:0:1::1/64"]["scope"] == "Range"
     assert new["::ffff:127.0.0.24"]["scope"] == "Ip"
     assert re.match(r"167h59m\d", new["10.6.6.6"]["duration"]), new["10.6.6.6"]
+
+
+def test_a_lost_delta_is_not_sent_again(lapi):
+    """The LAPI moves the key's pull time when it answers, whether or not
+    the bouncer got the answer: after any failed poll (timeout, cut
+    connection, an answer it could not parse or apply) only a startup
+    answer brings the missed decisions back."""
+    key = lapi.add_bouncer("lost-delta")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.add_decision(ip="127.0.0.26", duration="5m")
+    with socket.create_connection(("127.0.0.1", lapi.port), timeout=10) as s:
+        s.sendall(("GET /v1/decisions/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "X-Api-Key: %s\r\nConnection: close\r\n\r\n" % key).encode())
+        assert s.recv(12) == b"HTTP/1.1 200"   # answered; the rest is dropped
+    _, delta = lapi.stream(key)
+    assert "127.0.0.26" not in by_value(delta["new"]), delta
+    _, full = lapi.stream(key, startup=True)
+    assert "127.0.0.26" in by_value(full["new"])
