@@ -13,7 +13,8 @@ with libcurl.
 3. Starts condgate (--condgate, default build/default/condgate) with
    [crowdsec] on that LAPI (interval_ms --interval-ms), the admin port and an
    echo listener; polls GET /stats every 20 ms until `crowdsec.decisions`
-   reaches the decisions loaded, then prints: the time from the spawn to all
+   reaches the decisions loaded and `up` and `last_sync` say the answer is
+   applied, then prints: the time from the spawn to all
    decisions in force, `crowdsec.last_apply_ms` (parse + apply of the
    startup answer, condgate's own figure), the RSS of condgate with them
    against a run without [crowdsec], and checks that a connect from PROBE is
@@ -24,6 +25,7 @@ With --lapi-only, steps 1 and 2 only (no condgate needed).
 
     /usr/bin/python3 tests/bench/crowdsec.py [--decisions 100000]
         [--condgate build/default/condgate] [--interval-ms 1000]
+        [--prefilter auto|refuse|drop|off]
         [--lapi-only] [--keep-tmp] [--json FILE]
 
 Python 3 standard library, plus pytest importable (crowdsec_lapi.py and
@@ -87,6 +89,14 @@ def rss_stable(pid, limit_s=5.0):
             return cur
         last = cur
     return last
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def echo_from(src, port, timeout=2.0):
@@ -217,7 +227,8 @@ allow = 127.0.0.0/8
 [listener:echo]
 bind = 127.0.0.1:%d
 backend = echo
-""" % (max(1000000, self.a.decisions + 1000), admin, port)
+prefilter = %s
+""" % (max(1000000, self.a.decisions + 1000), admin, port, self.a.prefilter)
         if crowdsec:
             text += """
 [crowdsec]
@@ -278,9 +289,9 @@ timeout_ms = 60000
             if cs is None:
                 raise BenchError("/stats has no \"crowdsec\" object: %s"
                                  % json.dumps(st)[:400])
-            # All in force, and the startup answer's apply over (its
-            # figures are written when it ends: last_sync is set then).
-            if cs.get("decisions", 0) >= self.total and cs.get("last_sync"):
+            # decisions counts the ban table live, while the answer is being
+            # applied; up and last_sync are set once the whole answer is in.
+            if cs.get("decisions", 0) >= self.total and cs.get("last_sync") and cs.get("up"):
                 break
             if not g.alive():
                 raise BenchError("condgate exited (%d); its log:\n%s"
@@ -292,6 +303,7 @@ timeout_ms = 60000
             time.sleep(0.02)
             st = self.stats(admin)
         t_all = time.monotonic() - g.t0
+        self.out["loadavg"] = loadavg()
         rss = rss_stable(g.proc.pid)
         refused = not echo_from(PROBE, port)
         echoed = echo_from(CLIENT, port)
@@ -305,6 +317,7 @@ timeout_ms = 60000
                " (without [crowdsec]: %s KiB, +%.0f B per decision)"
                % (base, (rss - base) * 1024 / self.total) if base and rss else ""))
         log("condgate: /stats crowdsec %s" % json.dumps(cs))
+        log("load average: %s" % self.out["loadavg"])
         if not refused or not echoed:
             raise BenchError("a connect from %s was %s and one from %s %s"
                              % (PROBE, "refused" if refused else "ECHOED (not banned)",
@@ -316,6 +329,8 @@ def main():
     p.add_argument("--decisions", type=int, default=100000)
     p.add_argument("--condgate", default=str(REPO / "build" / "default" / "condgate"))
     p.add_argument("--interval-ms", type=int, default=1000)
+    p.add_argument("--prefilter", default="auto", choices=("auto", "refuse", "drop", "off"),
+                   help="the listener's kernel prefilter (every ban goes into its map too)")
     p.add_argument("--timeout", type=int, default=300, help="seconds to wait for condgate")
     p.add_argument("--lapi-only", action="store_true",
                    help="load the LAPI and time its startup stream only")

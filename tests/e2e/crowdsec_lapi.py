@@ -14,6 +14,7 @@ deleted with the same version's `cscli -c COPY`.
     lapi.delete_decision(ip="127.0.0.9")    # -> how many were deleted
     status, answer = lapi.stream(key, startup=True)
     seconds = lapi.bulk_decisions(100000)   # bulk_ips(100000) are then banned
+    lapi.raw_decisions([{"value": "127.0.0.0/24", "scope": "Ip"}])  # as an agent
     lapi.stop(); lapi.restart()             # same port, same database
 
 Fixtures: `lapi` (one per test module, started; do not stop it) and
@@ -33,10 +34,25 @@ Things this crowdsec version does that a bouncer must live with (seen with
   the same key too (it is not a one-shot);
 - a delta (no `startup`) returns what changed since the key's previous pull;
   the LAPI keeps that per bouncer in its database, so it survives a restart
-  of the LAPI;
+  of the LAPI; it moves when the LAPI answers, so a delta the bouncer lost
+  (timeout, cut connection, an answer it could not apply) is never sent
+  again: after any failed poll, ask startup=true;
 - a deleted or expired decision comes back in `deleted` with its id, value and
   a negative duration ("-24.03ms"), and may come back in several deltas in a
   row (seen for about 3 s): applying `deleted` must be idempotent;
+- a startup answer may hold `deleted` too: decisions expired (not yet
+  flushed from the database), with their negative durations;
+- a key that never asked startup=true gets empty deltas, not the set;
+- one decision per value: of two on one address the stream holds the
+  longest; `deleted` never names a value that has a decision in force;
+- values are passed on as stored: a Range may have host bits set
+  ("127.0.1.5/24": `cscli decisions add --range` takes it, and crowdsec
+  means the network, as Go's ParseCIDR does: a client should mask it, not
+  refuse it), IPv6 may be uppercase, "::ffff:127.0.0.8" is an Ip, and
+  an agent (POST /v1/alerts, see raw_decisions) may put a CIDR in scope Ip
+  ("1.2.3.4/0" is accepted!); cscli refuses those, the LAPI does not;
+- durations are Go's: "4m58.739181693s", "167h59m59.16s" (no days),
+  "-24.03ms", and "µs" (UTF-8) for sub-millisecond ones;
 - only scopes Ip and Range are streamed unless the bouncer asks for others
   (`?scopes=ip,range,country`); other types (captcha, ...) are streamed;
 - a wrong key: 403 {"message":"access forbidden"}.
@@ -192,6 +208,7 @@ class Lapi:
         self.proc = None
         self.machine_ready = False
         self.last_bulk_seconds = None
+        self._token, self._token_until = None, 0.0
         self._write_config()
 
     @property
@@ -383,6 +400,61 @@ class Lapi:
         self.last_bulk_seconds = time.monotonic() - t0
         assert "%d decisions successfully imported" % n in err, err
         return self.last_bulk_seconds
+
+    def _machine_token(self):
+        """A JWT of this LAPI's machine (POST /v1/watchers/login), cached for
+        its life (an hour)."""
+        self._machine()
+        if self._token and time.monotonic() < self._token_until:
+            return self._token
+        with open(os.path.join(self.dir, "local_api_credentials.yaml"), encoding="utf-8") as f:
+            cred = f.read()
+        login = re.search(r"^login:\s*(\S+)", cred, re.M).group(1)
+        password = re.search(r"^password:\s*(\S+)", cred, re.M).group(1)
+        status, body = self._post("/v1/watchers/login", {"machine_id": login,
+                                                         "password": password,
+                                                         "scenarios": []})
+        assert status == 200, "machine login: %d %r" % (status, body)
+        self._token = json.loads(body)["token"]
+        self._token_until = time.monotonic() + 1800
+        return self._token
+
+    def _post(self, path, doc, token=None, timeout=600.0):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        req = urllib.request.Request(self.url + path, data=json.dumps(doc).encode("utf-8"),
+                                     headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def raw_decisions(self, decisions, expect=201):
+        """POST /v1/alerts as a machine (an agent would): one alert holding
+        `decisions`, each a dict {"value", "scope", "type", "duration",
+        "scenario", "origin"} (defaults: Ip, ban, 5m, "condgate-raw",
+        crowdsec). Unlike cscli this takes what cscli refuses and the LAPI
+        still stores: lowercase scopes, a CIDR in scope Ip, negative
+        durations (expired), any scenario text. Returns (status, body bytes);
+        asserts status == expect unless expect is None."""
+        full = []
+        for d in decisions:
+            one = {"duration": "5m", "origin": "crowdsec", "scenario": "condgate-raw",
+                   "scope": "Ip", "type": "ban"}
+            one.update(d)
+            full.append(one)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        alert = {"scenario": "condgate-raw", "scenario_hash": "", "scenario_version": "",
+                 "message": "condgate tests", "events_count": 1, "events": [],
+                 "start_at": now, "stop_at": now, "capacity": 0, "leakspeed": "0",
+                 "simulated": False, "source": {"scope": "Ip", "value": "127.0.0.1"},
+                 "decisions": full}
+        status, body = self._post("/v1/alerts", [alert], token=self._machine_token())
+        if expect is not None:
+            assert status == expect, "POST /v1/alerts: %d %r" % (status, body[:300])
+        return status, body
 
     # --- the bouncer's side -----------------------------------------------
 

@@ -20,6 +20,8 @@ e.g. "duration": "-24.032756ms".
 """
 
 import re
+import socket
+import time
 
 from crowdsec_lapi import bulk_ips, lapi, make_lapi  # noqa: F401  (fixtures)
 
@@ -103,7 +105,6 @@ def test_expiry_comes_as_deleted(lapi):
     _, delta = lapi.stream(key)
     assert "127.0.0.12" in by_value(delta["new"])
     # Poll (no fixed sleep): it must turn up in `deleted` once it expires.
-    import time
     deadline = time.monotonic() + 20
     while True:
         _, delta = lapi.stream(key)
@@ -180,3 +181,122 @@ def test_bulk_load(make_lapi):
     d = new["10.0.7.207"]
     assert d["origin"] == "cscli-import" and d["scope"] == "Ip" and d["type"] == "ban"
     assert d["scenario"] == "condgate-bulk" and d["duration"].startswith("3h59m"), d
+
+
+def test_delta_needs_a_startup_first(lapi):
+    """A key that never asked startup=true gets empty deltas, not the set."""
+    lapi.add_decision(ip="127.0.0.15", duration="5m")
+    key = lapi.add_bouncer("no-startup")
+    assert lapi.stream(key) == (200, {"deleted": None, "new": None})
+    assert "127.0.0.15" in by_value(lapi.stream(key, startup=True)[1]["new"])
+
+
+def test_one_decision_per_value(lapi):
+    """Two decisions on one address: the stream holds one (the longest);
+    deleting it while the other is in force sends nothing in the delta."""
+    lapi.add_decision(ip="127.0.0.16", duration="5m")
+    lapi.add_decision(ip="127.0.0.16", duration="10m")
+    key = lapi.add_bouncer("one-per-value")
+    _, full = lapi.stream(key, startup=True)
+    mine = [d for d in full["new"] if d["value"] == "127.0.0.16"]
+    assert len(mine) == 1 and mine[0]["duration"].startswith("9m5"), mine
+    assert lapi.delete_decision(id=mine[0]["id"]) == 1
+    _, delta = lapi.stream(key)
+    assert "127.0.0.16" not in by_value(delta["deleted"]), delta
+    _, full = lapi.stream(key, startup=True)
+    assert by_value(full["new"])["127.0.0.16"]["duration"].startswith("4m5"), full
+
+
+def test_deleted_then_added_again(lapi):
+    """A deleted decision comes in `deleted` (for a while in every delta),
+    but never once the same value has a decision in force again."""
+    key = lapi.add_bouncer("readd")
+    lapi.add_decision(ip="127.0.0.17", duration="5m")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.delete_decision(ip="127.0.0.17")
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" in by_value(delta["deleted"]), delta
+    lapi.add_decision(ip="127.0.0.17", duration="5m")
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" in by_value(delta["new"]), delta
+    assert "127.0.0.17" not in by_value(delta["deleted"]), delta
+    _, delta = lapi.stream(key)
+    assert "127.0.0.17" not in by_value(delta["deleted"]), delta
+
+
+def test_expired_while_down_comes_after_restart(make_lapi):
+    """The bouncer's pull time is kept in the LAPI's database: a decision
+    that expired while the LAPI was down is in the first delta after it."""
+    api = make_lapi()
+    key = api.add_bouncer("down")
+    api.add_decision(ip="127.0.0.18", duration="2s")
+    api.add_decision(ip="127.0.0.19", duration="10m")
+    _, full = api.stream(key, startup=True)
+    expires = time.monotonic() + 2.5
+    assert {"127.0.0.18", "127.0.0.19"} <= by_value(full["new"]).keys()
+    api.stop()
+    while time.monotonic() < expires:  # the decision's own lifetime: a wait, not a sync
+        time.sleep(0.1)
+    api.start()
+    _, delta = api.stream(key)
+    assert "127.0.0.18" in by_value(delta["deleted"]), delta
+    assert "127.0.0.19" not in by_value(delta["deleted"]), delta
+
+
+def test_raw_decisions_as_an_agent_sends_them(lapi):
+    """What other agents may store and how the stream hands it on: a CIDR in
+    scope Ip is streamed as scope Ip; a lowercase scope is stored but never
+    streamed (the stream's scope filter is exact: Ip, Range); an expired
+    decision is in a startup answer's `deleted`; scenario text is any UTF-8."""
+    lapi.raw_decisions([
+        {"value": "127.0.4.0/24"},                       # scope Ip, a CIDR
+        {"value": "127.0.0.21", "scope": "ip"},          # lowercase scope
+        {"value": "127.0.0.22", "duration": "-5m"},      # already expired
+        {"value": "127.0.0.23", "scenario": 'caf\u00e9 "q" \\ <x>'},
+        {"value": "127.0.5.0/24", "scope": "Range", "type": "captcha"},
+    ])
+    key = lapi.add_bouncer("raw")
+    status, full = lapi.stream(key, startup=True)
+    assert status == 200
+    new, gone = by_value(full["new"]), by_value(full["deleted"])
+    assert new["127.0.4.0/24"]["scope"] == "Ip"
+    assert "127.0.0.21" not in new and "127.0.0.21" not in gone
+    assert "127.0.0.22" not in new and gone["127.0.0.22"]["duration"].startswith("-5m"), gone
+    assert new["127.0.0.23"]["scenario"] == 'caf\u00e9 "q" \\ <x>'
+    assert new["127.0.5.0/24"]["type"] == "captcha"
+    # The LAPI itself refuses a value that is no address in scope Ip.
+    status, _ = lapi.raw_decisions([{"value": "not-an-ip"}], expect=None)
+    assert status == 500
+
+
+def test_values_passed_on_as_given(lapi):
+    """cscli and the LAPI do not canonicalise: host bits, case, mapped
+    addresses reach the bouncer as typed."""
+    lapi.add_decision(range="127.0.6.5/24")
+    lapi.add_decision(range="2001:DB8:0:1::1/64")
+    lapi.add_decision(ip="::ffff:127.0.0.24")
+    lapi.add_decision(ip="10.6.6.6", duration="168h")
+    key = lapi.add_bouncer("as-given")
+    new = by_value(lapi.stream(key, startup=True)[1]["new"])
+    assert new["127.0.6.5/24"]["scope"] == "Range"
+    assert new["2001:DB8:0:1::1/64"]["scope"] == "Range"
+    assert new["::ffff:127.0.0.24"]["scope"] == "Ip"
+    assert re.match(r"167h59m\d", new["10.6.6.6"]["duration"]), new["10.6.6.6"]
+
+
+def test_a_lost_delta_is_not_sent_again(lapi):
+    """The LAPI moves the key's pull time when it answers, whether or not
+    the bouncer got the answer: after any failed poll (timeout, cut
+    connection, an answer it could not parse or apply) only a startup
+    answer brings the missed decisions back."""
+    key = lapi.add_bouncer("lost-delta")
+    assert lapi.stream(key, startup=True)[0] == 200
+    lapi.add_decision(ip="127.0.0.26", duration="5m")
+    with socket.create_connection(("127.0.0.1", lapi.port), timeout=10) as s:
+        s.sendall(("GET /v1/decisions/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "X-Api-Key: %s\r\nConnection: close\r\n\r\n" % key).encode())
+        assert s.recv(12) == b"HTTP/1.1 200"   # answered; the rest is dropped
+    _, delta = lapi.stream(key)
+    assert "127.0.0.26" not in by_value(delta["new"]), delta
+    _, full = lapi.stream(key, startup=True)
+    assert "127.0.0.26" in by_value(full["new"])
