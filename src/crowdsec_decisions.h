@@ -5,8 +5,10 @@
  * An answer is {"new": [DECISION, ...] | null, "deleted": [...] | null};
  * a DECISION is an object with at least "type", "scope", "value",
  * "duration" and "scenario" (strings; "origin" optional); other keys are
- * skipped. A decision whose fields are missing, of the wrong type or whose
- * value is no address or prefix of its scope is kept but marked invalid
+ * skipped. A value (scope Ip or Range alike) is an address or a prefix, as
+ * typed: host bits are cleared, an IPv4-mapped one of /96 or longer is its
+ * IPv4 prefix. A decision whose fields are missing, of the wrong type or
+ * whose value is no address or prefix is kept but marked invalid
  * (it is counted, never applied); an answer that is not such an object, or
  * past a bound, is refused whole (nothing of it is applied).
  *
@@ -47,7 +49,7 @@ typedef enum cg__cs_kind {
 /* One decision. reason and origin point into the answer's text pool. */
 typedef struct cg__cs_decision {
     cg__cs_kind kind;
-    cg_cidr cidr;        /* CG__CS_BAN only: the host (Ip) or prefix (Range) */
+    cg_cidr cidr;        /* CG__CS_BAN only: the address or prefix, masked */
     int64_t duration_ms; /* remaining; negative: expired */
     const char *reason;  /* the scenario cut to CG_CS_REASON_MAX bytes of valid UTF-8 */
     const char *origin;  /* cut to CG_CS_ORIGIN_MAX bytes, printable ASCII */

@@ -120,6 +120,25 @@ def test_added_refused_within_an_interval_deleted_admitted_and_ranges(gate, lapi
     print("refused %.2f s after cscli returned" % took)
 
 
+def test_values_as_typed_are_masked(gate, lapi):
+    """The LAPI passes values on as typed: host bits set, IPv4-mapped."""
+    start(gate, lapi, "cg-typed")
+    web = gate.port("web")
+    wait_cs(gate, lambda s: s["up"], "up")
+    lapi.add_decision(range="127.0.6.5/24", duration="5m")
+    lapi.add_decision(ip="::ffff:127.0.0.24", duration="5m")
+    wait_served(web, "127.0.6.9", False)
+    wait_served(web, "127.0.0.24", False)
+    bans = bans_of(gate)
+    assert bans["127.0.6.0/24"]["origin"] == "crowdsec"
+    assert bans["127.0.0.24/32"]["origin"] == "crowdsec"
+    assert cs(gate)["ignored"]["invalid"] == 0
+    lapi.delete_decision(range="127.0.6.5/24")
+    lapi.delete_decision(ip="::ffff:127.0.0.24")
+    wait_served(web, "127.0.6.9", True)
+    wait_served(web, "127.0.0.24", True)
+
+
 def test_open_connection_of_a_banned_caller_is_reset(gate, lapi):
     start(gate, lapi, "cg-open")
     web = gate.port("web")

@@ -113,6 +113,33 @@ static void test_parse_good(void **state)
     assert_string_equal(a.added[0].reason, "a\xc3\xa9\"/?");
     cg__cs_answer_free(&a);
 
+    /* Values as typed: host bits, a prefix in scope Ip, an address in scope
+     * Range, upper case, IPv4-mapped. */
+    static const struct {
+        const char *scope, *value, *want;
+    } typed[] = {
+        {"Range", "127.0.6.5/24", "127.0.6.0/24"},
+        {"Ip", "127.0.4.0/24", "127.0.4.0/24"},
+        {"Range", "192.0.2.7", "192.0.2.7/32"},
+        {"Range", "2001:DB8:0:1::1/64", "2001:db8:0:1::/64"},
+        {"Ip", "::ffff:127.0.0.24", "127.0.0.24/32"},
+        {"Range", "::ffff:10.1.2.3/104", "10.0.0.0/8"},
+        {"Range", "::ffff:10.1.2.3/64", "::/64"},
+        {"Range", "0.0.0.0/0", "0.0.0.0/0"},
+    };
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++) {
+        char one[512];
+        snprintf(one, sizeof one,
+                 "{\"new\": [{\"type\": \"ban\", \"scope\": \"%s\", \"value\": \"%s\", "
+                 "\"duration\": \"1h\", \"scenario\": \"s\"}]}",
+                 typed[i].scope, typed[i].value);
+        assert_int_equal(parse(one, &a), 0);
+        if (a.added[0].kind != CG__CS_BAN || strcmp(fmt(&a.added[0].cidr), typed[i].want) != 0)
+            fail_msg("%s %s: kind %d, %s, wanted %s", typed[i].scope, typed[i].value,
+                     a.added[0].kind, fmt(&a.added[0].cidr), typed[i].want);
+        cg__cs_answer_free(&a);
+    }
+
     /* Both lists null, absent, or empty; whitespace around. */
     const char *empty[] = {"{\"new\": null, \"deleted\": null}", "{}", " {\"new\": []}\n",
                            "{\"new\": null, \"deleted\": [], \"other\": {\"x\": 1}}"};
@@ -189,10 +216,15 @@ static void test_parse_invalid_decisions(void **state)
         "{\"type\":\"ban\",\"scope\":\"Ip\",\"value\":\"192.0.2.1\",\"duration\":\"1h\"}",
         "{\"type\":1,\"scope\":\"Ip\",\"value\":\"192.0.2.1\",\"duration\":\"1h\",\"scenario\":"
         "\"s\"}",
-        D("ban", "Ip", "192.0.2.0/24", "1h", "s"),    /* Ip with a length */
-        D("ban", "Range", "192.0.2.1", "1h", "s"),    /* Range without one */
-        D("ban", "Range", "192.0.2.1/24", "1h", "s"), /* host bits */
         D("ban", "Ip", "192.0.2.256", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/33", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/024", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/2x", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/-1", "1h", "s"),
+        D("ban", "Range", "192.0.2.0/24/24", "1h", "s"),
+        D("ban", "Range", "2001:db8::/129", "1h", "s"),
+        D("ban", "Range", "::ffff:192.0.2.0/129", "1h", "s"),
         D("ban", "Ip", "", "1h", "s"),
         D("ban", "Ip", " 192.0.2.1", "1h", "s"),
         D("ban", "Ip", "192.0.2.1", "1 h", "s"),
