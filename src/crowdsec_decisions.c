@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "condgate/common.h"
 
 /* While parsing, reasons and origins are offsets into a growing pool;
@@ -387,17 +388,46 @@ static bool same_ci(const char *s, size_t len, const char *lit)
     return true;
 }
 
-/* The value of an Ip (a single address: a host prefix) or Range decision. */
-static bool parse_value(const char *v, size_t len, bool range, cg_cidr *out)
+/* The value of an Ip or Range decision: an address, or an address and a
+ * length. The Local API passes values on as they were typed (host bits set,
+ * upper case, IPv4-mapped; a prefix in scope Ip), so the prefix is masked
+ * and an IPv4-mapped one of /96 or longer becomes its IPv4 prefix. */
+static bool parse_value(const char *v, size_t len, cg_cidr *out)
 {
     char err[128];
     if (len == 0 || len > CG_CS_VALUE_MAX)
         return false;
-    if (!range && memchr(v, '/', len) != NULL)
+    const char *slash = memchr(v, '/', len);
+    size_t alen = slash != NULL ? (size_t)(slash - v) : len;
+    if (cg_cidr_parse(v, alen, out, err, sizeof err) != 0 ||
+        out->len != (out->family == 4 ? 32 : 128))
         return false;
-    if (range && memchr(v, '/', len) == NULL)
+    if (slash == NULL)
+        return true;
+    size_t digits = len - alen - 1;
+    unsigned n = 0;
+    if (digits == 0 || digits > 3 || (digits > 1 && slash[1] == '0'))
         return false;
-    return cg_cidr_parse(v, len, out, err, sizeof err) == 0;
+    for (size_t i = 1; i <= digits; i++) {
+        if (slash[i] < '0' || slash[i] > '9')
+            return false;
+        n = n * 10 + (unsigned)(slash[i] - '0');
+    }
+    if (out->family == 4 && memchr(v, ':', alen) != NULL) {
+        /* written IPv4-mapped: its length counts IPv6 bits */
+        uint8_t a4[4];
+        memcpy(a4, out->addr, 4);
+        memset(out->addr, 0, 16);
+        out->addr[10] = out->addr[11] = 0xff;
+        memcpy(out->addr + 12, a4, 4);
+        out->family = 6;
+    }
+    if (n > (out->family == 4 ? 32u : 128u))
+        return false;
+    out->len = (uint8_t)n;
+    cg__cidr_mask(out);
+    cg__cidr_normalise_mapped(out);
+    return true;
 }
 
 /* One decision from its fields into *d (offsets of its texts into the pool
@@ -433,7 +463,7 @@ static int one(const fields *f, cg__cs_decision *d, pool *pl, size_t *roff, size
         d->kind = CG__CS_SCOPE;
         return 0;
     }
-    if (parse_value(f->text[F_VALUE], l[F_VALUE], range, &d->cidr))
+    if (parse_value(f->text[F_VALUE], l[F_VALUE], &d->cidr))
         d->kind = CG__CS_BAN;
     return 0;
 }
