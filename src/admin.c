@@ -30,6 +30,7 @@
 
 #include "condgate/accept.h"
 #include "admin_bans.h"
+#include "admin_crowdsec.h"
 #include "admin_json.h"
 #include "admin_preview.h"
 #include "condgate/rules.h"
@@ -447,6 +448,10 @@ static enum MHD_Result serve_stats(cg__admin *a, struct MHD_Connection *c, const
         put_u64(&oom, o, "handled", handled);
     }
 
+    cg__crowdsec_stats cs;
+    if (a->view.crowdsec != NULL && a->view.crowdsec(a->view.ctx, &cs))
+        cg__admin_crowdsec_json(&oom, root, &cs);
+
     cJSON *admin = put_obj(&oom, root, "admin");
     put_str(&oom, admin, "listen", a->listen);
     put_u64(&oom, admin, "refused", atomic_load(&a->refused));
@@ -571,6 +576,12 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, con
     metric_family(&b, "condgate_config_generation", "gauge",
                   "Number of the configuration generation in use (1 at start).");
     metric_sample(&b, "condgate_config_generation", NULL, NULL, NULL, NULL, gen->number);
+    cg__crowdsec_stats cs;
+    if (a->view.crowdsec != NULL && a->view.crowdsec(a->view.ctx, &cs)) {
+        char text[CG_ADMIN_CROWDSEC_METRICS_MAX];
+        cg__admin_crowdsec_metrics(&cs, text, sizeof text);
+        sb_printf(&b, "%s", text);
+    }
     uint64_t up = a->view.uptime_ms(a->view.ctx);
     metric_family(&b, "condgate_uptime_seconds", "gauge", "Seconds since the gate started.");
     sb_printf(&b, "condgate_uptime_seconds %" PRIu64 ".%03u\n", up / 1000, (unsigned)(up % 1000));

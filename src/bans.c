@@ -56,8 +56,9 @@ struct cg__bans {
     uint32_t lencount[2][129];
     uint64_t version;
     uint64_t seed;
-    size_t newest;          /* index of the newest ban, NO_NEWEST: unknown */
-    uint64_t expire_looked; /* bans whose expiry cg__bans_expire examined */
+    size_t newest;                     /* index of the newest ban, NO_NEWEST: unknown */
+    uint64_t expire_looked;            /* bans whose expiry cg__bans_expire examined */
+    size_t by_origin[CG__BAN_ORIGINS]; /* bans of each origin */
 };
 
 /* ------------------------------------------------------------------------
@@ -317,6 +318,7 @@ static void remove_at(cg__bans *b, size_t idx, size_t si)
     uint32_t tail = b->heap[b->n - 1];
     free(x->reason);
     lens_drop(b, x->family, x->len);
+    b->by_origin[x->origin]--;
     b->n--;
     if (hp != b->n) {
         heap_set(b, hp, tail);
@@ -385,6 +387,7 @@ static int insert_new(cg__bans *b, const cg_cidr *k, const cg__ban *ban, char *r
     x->hpos = (uint32_t)idx;
     heap_up(b, idx);
     lens_add(b, k->family, k->len);
+    b->by_origin[x->origin]++;
     note_newest(b, idx);
     return 0;
 }
@@ -392,6 +395,12 @@ static int insert_new(cg__bans *b, const cg_cidr *k, const cg__ban *ban, char *r
 /* cg__bans_add: see bans.h. Also CG_EINVAL for a ban no request could make
  * (bad family or length, bad origin, bad reason). */
 int cg__bans_add(cg__bans *b, const cg__ban *ban, bool *replaced)
+{
+    return cg__bans_add_over(b, ban, (1u << CG__BAN_ORIGINS) - 1, replaced);
+}
+
+/* cg__bans_add_over: see bans.h. */
+int cg__bans_add_over(cg__bans *b, const cg__ban *ban, unsigned over, bool *replaced)
 {
     if (replaced)
         *replaced = false;
@@ -409,13 +418,17 @@ int cg__bans_add(cg__bans *b, const cg__ban *ban, bool *replaced)
     int rc = 0;
     uv_mutex_lock(&b->mu);
     size_t si = find_slot(b, &k);
-    if (si != SIZE_MAX) {
+    if (si != SIZE_MAX && !(over & (1u << b->e[b->slot[si] - 1].origin))) {
+        rc = CG_EEXIST;
+    } else if (si != SIZE_MAX) {
         size_t idx = b->slot[si] - 1;
         struct ent *x = &b->e[idx];
         char *old = x->reason;
         x->reason = reason;
         reason = old; /* freed below, outside the lock */
+        b->by_origin[x->origin]--;
         x->origin = (uint8_t)ban->origin;
+        b->by_origin[x->origin]++;
         x->created = ban->created_s;
         x->expires = ban->expires_s;
         heap_fix(b, x->hpos);
@@ -435,6 +448,31 @@ int cg__bans_add(cg__bans *b, const cg__ban *ban, bool *replaced)
     uv_mutex_unlock(&b->mu);
     free(reason);
     return rc;
+}
+
+/* cg__bans_remove_origin: see bans.h. */
+int cg__bans_remove_origin(cg__bans *b, const cg_cidr *cidr, cg__ban_origin origin)
+{
+    cg_cidr k = *cidr;
+    normalise(&k);
+    int rc = CG_ENOENT;
+    uv_mutex_lock(&b->mu);
+    size_t si = find_slot(b, &k);
+    if (si != SIZE_MAX && b->e[b->slot[si] - 1].origin == (uint8_t)origin) {
+        remove_at(b, b->slot[si] - 1, si);
+        rc = 0;
+    }
+    uv_mutex_unlock(&b->mu);
+    return rc;
+}
+
+/* cg__bans_count_origin: see bans.h. */
+size_t cg__bans_count_origin(cg__bans *b, cg__ban_origin origin)
+{
+    uv_mutex_lock(&b->mu);
+    size_t n = (unsigned)origin < CG__BAN_ORIGINS ? b->by_origin[origin] : 0;
+    uv_mutex_unlock(&b->mu);
+    return n;
 }
 
 /* cg__bans_remove: see bans.h. */

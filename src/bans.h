@@ -90,6 +90,20 @@ void cg__bans_set_max(cg__bans *b, size_t max);
  * holds max bans and this prefix is new, or CG_ENOMEM. Any thread. */
 int cg__bans_add(cg__bans *b, const cg__ban *ban, bool *replaced);
 
+/* cg__bans_add_over: as cg__bans_add, but a ban already on that prefix is
+ * replaced only when its origin's bit (1u << origin) is in `over`; else
+ * nothing changes and it returns CG_EEXIST. Any thread. */
+int cg__bans_add_over(cg__bans *b, const cg__ban *ban, unsigned over, bool *replaced);
+
+/* cg__bans_remove_origin: remove the ban on exactly this prefix only when
+ * its origin is `origin`. Returns 0, or CG_ENOENT (no ban there, or one of
+ * another origin, which stays). Any thread. */
+int cg__bans_remove_origin(cg__bans *b, const cg_cidr *cidr, cg__ban_origin origin);
+
+/* cg__bans_count_origin: bans of this origin in the table now. Any
+ * thread. */
+size_t cg__bans_count_origin(cg__bans *b, cg__ban_origin origin);
+
 /* cg__bans_remove: remove the ban on exactly this prefix, copying it into
  * *out when out is not NULL. Returns 0 or CG_ENOENT. Any thread. */
 int cg__bans_remove(cg__bans *b, const cg_cidr *cidr, cg__ban *out);

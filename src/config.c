@@ -19,6 +19,7 @@
 #include "config_limits.h"
 #include "config_list.h"
 #include "config_proxy.h"
+#include "config_crowdsec.h"
 #include "diag.h"
 #include "net.h"
 #include "sys.h"
@@ -81,6 +82,7 @@ typedef enum section_kind {
     SECT_ADMIN,
     SECT_RULES,
     SECT_LISTENER,
+    SECT_CROWDSEC,
 } section_kind;
 
 typedef struct key_def {
@@ -110,6 +112,12 @@ static const key_def admin_keys[] = {
     {"allow", true},
     {"token", false},
     {NULL, false},
+};
+
+/* config_crowdsec.c's. */
+static const key_def crowdsec_keys[] = {
+    {"url", false},        {"api_key_file", false}, {"interval_ms", false},
+    {"timeout_ms", false}, {NULL, false},
 };
 
 /* The keys after K_DENY_FILE (geoip_db ...) are config_geoip.c's. */
@@ -179,6 +187,7 @@ typedef struct loader {
     size_t cur;                        /* current set or listener */
     uint32_t seen[MAX_SECTION_KEYS];   /* line of each key in this section */
     uint32_t gateway_line, admin_line; /* headers seen, 0 when not */
+    cg__crowdsec_lines crowdsec;       /* [crowdsec]'s key lines */
     uint32_t admin_listen_line;
 
     cg__never_ban_build never_ban;
@@ -516,13 +525,24 @@ static int open_listener(loader *ld, const char *name, uint32_t line)
     return 0;
 }
 
+static int open_crowdsec(loader *ld, uint32_t line)
+{
+    if (ld->cfg->crowdsec.line)
+        return cg__fail(ld->d, CG_EEXIST, ld->path, line,
+                        "duplicate section [crowdsec] (first on line %u)",
+                        (unsigned)ld->cfg->crowdsec.line);
+    ld->kind = SECT_CROWDSEC;
+    return cg__crowdsec_open(&ld->kc, ld->cfg, line);
+}
+
 /* on_section: the sink's section callback, a "[name]" header of `len`
  * bytes at `line`. Closes the section before it. Returns 0 or a negative
  * code with the error in the load's diag. The loading thread. */
 static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
 {
     loader *ld = ctx;
-    static const char *const sections[] = {"gateway", "admin", "rules", "listener", NULL};
+    static const char *const sections[] = {"gateway",  "admin",    "rules",
+                                           "listener", "crowdsec", NULL};
     char q[CG__QUOTE_MAX];
     int rc = close_section(ld);
     if (rc)
@@ -563,6 +583,8 @@ static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
         ld->kind = SECT_ADMIN;
         return 0;
     }
+    if (strcmp(base, "crowdsec") == 0 && !colon)
+        return open_crowdsec(ld, line);
     if (strcmp(base, "rules") == 0 || strcmp(base, "listener") == 0) {
         bool rules = base[0] == 'r';
         char sname[CG_CONFIG_MAX_NAME + 1];
@@ -599,8 +621,8 @@ static int on_section(void *ctx, const char *name, size_t len, uint32_t line)
                         "unknown section %s; did you mean [%s%s]?", ld->section, hint,
                         named ? ":NAME" : "");
     return cg__fail(ld->d, CG_EINVAL, ld->path, line,
-                    "unknown section %s; expected [gateway], [admin], [rules], [rules:NAME] or "
-                    "[listener:NAME]",
+                    "unknown section %s; expected [gateway], [admin], [rules], [rules:NAME], "
+                    "[listener:NAME] or [crowdsec]",
                     ld->section);
 }
 
@@ -798,6 +820,18 @@ static int listener_key(loader *ld, int k, const char *key, const char *value, u
     }
 }
 
+static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...) CG__PRINTF(4, 5);
+
+/* A [crowdsec] key, with the key file's warning, if any, at its line. */
+static int crowdsec_key(loader *ld, const char *key, const char *value, uint32_t line)
+{
+    char w[CG_SOURCE_MAX + 256];
+    int rc = cg__crowdsec_key(&ld->kc, ld->cfg, &ld->crowdsec, key, value, line, w, sizeof w);
+    if (rc == 0 && w[0] != '\0')
+        rc = warn(ld, ld->path, line, "%s", w);
+    return rc;
+}
+
 /* home_of: the section a key belongs in, for "key before any section". */
 static const char *home_of(const char *key)
 {
@@ -809,6 +843,7 @@ static const char *home_of(const char *key)
         {rules_keys, "[rules] or [rules:NAME]"},
         {listener_keys, "a [listener:NAME] section"},
         {admin_keys, "[admin]"},
+        {crowdsec_keys, "[crowdsec]"},
     };
     for (size_t h = 0; h < sizeof homes / sizeof homes[0]; h++)
         for (const key_def *k = homes[h].keys; k->name; k++)
@@ -852,6 +887,9 @@ static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
         break;
     case SECT_LISTENER:
         keys = listener_keys;
+        break;
+    case SECT_CROWDSEC:
+        keys = crowdsec_keys;
         break;
     }
 
@@ -910,6 +948,8 @@ static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
         return rules_key(ld, k, key, value, line);
     case SECT_LISTENER:
         return listener_key(ld, k, key, value, line);
+    case SECT_CROWDSEC:
+        return crowdsec_key(ld, key, value, line);
     case SECT_NONE:
         break;
     }
@@ -917,8 +957,6 @@ static int on_key(void *ctx, const char *key, const char *value, uint32_t line)
 }
 
 /* ---- the end of the file ----------------------------------------------- */
-
-static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...) CG__PRINTF(4, 5);
 
 static int warn(loader *ld, const char *file, uint32_t line, const char *fmt, ...)
 {
@@ -1083,6 +1121,8 @@ static int finish(loader *ld, uint32_t last_line)
     }
     rc = freeze(ld, cfg->admin.allow, ld->admin_line);
     if (!rc)
+        rc = cg__crowdsec_finish(&ld->kc, cfg, &ld->crowdsec);
+    if (!rc)
         rc =
             cg__gateway_state_finish(&ld->kc, cfg, ld->gateway_line ? ld->gateway_line : last_line);
     if (rc)
@@ -1233,6 +1273,7 @@ void cg_config_free(cg_config *cfg)
     free(cfg->admin.token);
     cg_ruleset_free(cfg->never_ban);
     free(cfg->state_file);
+    cg__crowdsec_conf_free(&cfg->crowdsec);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);
     free(cfg->warnings);

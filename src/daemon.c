@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "admin.h"
+#include "crowdsec.h"
 #include "gate.h"
 #include "log.h"
 #include "reload.h"
@@ -36,7 +37,14 @@ typedef struct daemon {
     cg__admin *admin; /* the admin port as started: listen changes need a restart */
     cg_endpoint admin_listen;
     bool stopping;
+    /* The CrowdSec client (NULL without [crowdsec]); cs_mu guards the
+     * pointer: the control thread swaps it (start, reload, stop), admin
+     * threads read its state. */
+    uv_mutex_t cs_mu;
+    cg__crowdsec *cs;
 } daemon;
+
+static void fail(const char *message, const char *detail);
 
 /* ------------------------------------------------------------------------
  * The admin port's view of the gate
@@ -92,6 +100,67 @@ static int view_candidate(void *ctx, cg__gen **out, char *err, size_t errlen)
     return cg__gate_candidate(((daemon *)ctx)->gate, out, err, errlen);
 }
 
+static bool view_crowdsec(void *ctx, cg__crowdsec_stats *out)
+{
+    daemon *d = ctx;
+    uv_mutex_lock(&d->cs_mu);
+    bool on = d->cs != NULL;
+    if (on)
+        cg__crowdsec_stats_get(d->cs, out);
+    uv_mutex_unlock(&d->cs_mu);
+    return on;
+}
+
+/* ------------------------------------------------------------------------
+ * The CrowdSec client
+ */
+
+static cg__gen *cs_acquire(void *arg)
+{
+    return cg__gate_acquire(((daemon *)arg)->gate);
+}
+
+/* Stop the client, if any; its counters into *prev when prev is not NULL.
+ * Control thread. */
+static void cs_stop(daemon *d, cg__crowdsec_stats *prev)
+{
+    uv_mutex_lock(&d->cs_mu);
+    cg__crowdsec *cs = d->cs;
+    d->cs = NULL;
+    if (cs != NULL && prev != NULL)
+        cg__crowdsec_stats_get(cs, prev);
+    uv_mutex_unlock(&d->cs_mu);
+    cg__crowdsec_stop(cs);
+}
+
+/* Run the client conf asks for: started, restarted with new settings (a
+ * new startup sync), or stopped when the section went away (its bans stay
+ * until they expire). Control thread. */
+static void cs_follow(daemon *d, const cg_crowdsec_conf *conf)
+{
+    if (d->cs != NULL && conf->enabled && cg__crowdsec_same(d->cs, conf))
+        return;
+    cg__crowdsec_stats prev;
+    bool had = d->cs != NULL;
+    cs_stop(d, &prev);
+    if (had && !conf->enabled)
+        cg__log_event(CG_LOG_INFO, "crowdsec_stop", "url", prev.url, "message",
+                      "no [crowdsec] section any more; its bans stay until they expire", NULL);
+    if (!conf->enabled)
+        return;
+    char err[CG_ERR_MAX];
+    cg__crowdsec *cs = NULL;
+    const cg__crowdsec_env env = {.rt = d->rt, .acquire = cs_acquire, .arg = d};
+    if (cg__crowdsec_start(conf, &env, had ? &prev : NULL, &cs, err, sizeof err) != 0) {
+        fail(err, NULL);
+        return;
+    }
+    cg__log_event(CG_LOG_INFO, "crowdsec_start", "url", conf->url, NULL);
+    uv_mutex_lock(&d->cs_mu);
+    d->cs = cs;
+    uv_mutex_unlock(&d->cs_mu);
+}
+
 /* ------------------------------------------------------------------------
  * What the relay asks of the runtime state
  */
@@ -140,6 +209,7 @@ static int apply(void *arg, void *prepared, uint64_t *generation, char *err, siz
     if (rc == 0) {
         cg__gen *gen = cg__gate_acquire(d->gate);
         note_admin_change(d, &gen->cfg->admin);
+        cs_follow(d, &gen->cfg->crowdsec);
         cg__gen_unref(gen);
     }
     return rc;
@@ -158,6 +228,8 @@ static void drained(void *arg)
 {
     daemon *d = arg;
     cg__reloader_close(d->reloader);
+    /* No more bans from the Local API. */
+    cs_stop(d, NULL);
     cg__gate_close(d->gate); /* with the last "suppressed N" summary */
     cg__runtime_close(d->rt); /* no sweeps from here on: the pool closes */
     /* Worker 0's connections live on this loop: they finish closing as it
@@ -240,6 +312,7 @@ static int start_admin(daemon *d)
         .policy = view_policy,
         .runtime = view_runtime,
         .candidate = view_candidate,
+        .crowdsec = view_crowdsec,
     };
     int rc = 0;
     if (conf->enabled) {
@@ -307,6 +380,9 @@ static int start(daemon *d, const char *path, cg_config *cfg)
         return 1;
     }
     cg__gate_start(d->gate, d->pool);
+    cg__gen *gen = cg__gate_acquire(d->gate);
+    cs_follow(d, &gen->cfg->crowdsec);
+    cg__gen_unref(gen);
     if (start_admin(d) != 0)
         return 1;
     log_start(d, path);
@@ -321,6 +397,7 @@ static void cleanup(daemon *d)
     cg__admin_stop(d->admin);
     d->admin = NULL;
     cg__reloader_close(d->reloader);
+    cs_stop(d, NULL);
     cg__pool_close(d->pool);
     cg__signals_stop(d->signals);
     d->signals = NULL;
@@ -341,7 +418,7 @@ static void cleanup(daemon *d)
 static int run(const char *path, cg_config *cfg)
 {
     daemon *d = calloc(1, sizeof(*d));
-    if (d == NULL || uv_loop_init(&d->loop) != 0) {
+    if (d == NULL || uv_loop_init(&d->loop) != 0 || uv_mutex_init(&d->cs_mu) != 0) {
         free(d);
         cg_config_free(cfg);
         fail("out of memory at start", NULL);
@@ -357,6 +434,7 @@ static int run(const char *path, cg_config *cfg)
         d->admin = NULL;
     }
     cleanup(d);
+    uv_mutex_destroy(&d->cs_mu);
     free(d);
     return code;
 }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crowdsec.h"
 #include "gen.h"
 #include "policy.h"
 #include "runtime.h"
@@ -62,6 +63,11 @@ typedef struct cg__gate_view {
     /* candidate: the configuration file loaded and checked as a reload
      * would, nothing changed (gate.h's cg__gate_candidate). Any thread. */
     int (*candidate)(void *ctx, cg__gen **out, char *err, size_t errlen);
+
+    /* crowdsec: the CrowdSec client's state into *out; false (nothing
+     * written) when no [crowdsec] section is in force. NULL: never. Any
+     * thread. */
+    bool (*crowdsec)(void *ctx, cg__crowdsec_stats *out);
 } cg__gate_view;
 
 #endif /* CG_GATE_VIEW_H */

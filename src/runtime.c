@@ -21,7 +21,7 @@ struct cg__runtime {
     cg__prefilter *pf; /* set once at start (control thread), then read-only */
     void (*sweep_fn)(void *arg);
     void *sweep_arg;
-    uv_async_t sweep; /* wakes the control thread to sweep the pool */
+    uv_async_t sweep;        /* wakes the control thread to sweep the pool */
     _Atomic bool sweep_open; /* admin threads read it, the control thread clears it */
     _Atomic uint64_t kernel_misses;
 };
@@ -106,8 +106,7 @@ static bool load_one(void *arg, const cg__ban *ban)
     return true;
 }
 
-size_t cg__runtime_attach(cg__runtime *rt, cg__prefilter *pf, void (*sweep)(void *arg),
-                          void *arg)
+size_t cg__runtime_attach(cg__runtime *rt, cg__prefilter *pf, void (*sweep)(void *arg), void *arg)
 {
     rt->sweep_fn = sweep;
     rt->sweep_arg = arg;
@@ -183,6 +182,30 @@ int cg__runtime_unban(cg__runtime *rt, const cg_cidr *c, char *err, size_t errle
     uint64_t version = cg__bans_version(rt->bans);
     kernel_put(rt, c, false);
     return durable_wait(rt, version, err, errlen);
+}
+
+int cg__runtime_ban_over(cg__runtime *rt, const cg__ban *ban, unsigned over, bool *replaced)
+{
+    int rc = cg__bans_add_over(rt->bans, ban, over, replaced);
+    if (rc == 0)
+        kernel_put(rt, &ban->cidr, true);
+    return rc;
+}
+
+int cg__runtime_unban_origin(cg__runtime *rt, const cg_cidr *c, cg__ban_origin origin)
+{
+    int rc = cg__bans_remove_origin(rt->bans, c, origin);
+    if (rc == 0)
+        kernel_put(rt, c, false);
+    return rc;
+}
+
+void cg__runtime_changed(cg__runtime *rt)
+{
+    if (rt->sweep_open)
+        uv_async_send(&rt->sweep);
+    if (rt->store != NULL)
+        cg__bans_store_kick(rt->store);
 }
 
 static void expired_one(void *arg, const cg__ban *ban)

@@ -44,8 +44,7 @@ int cg__runtime_new(uv_loop_t *loop, const cg_config *cfg, cg__runtime **out, ch
  * ban sweep(arg) runs on the control thread to reset the open connections
  * it covers (the gate's worker pool). Control thread, once at start.
  * Returns the number of bans the kernel could not take (its map is full). */
-size_t cg__runtime_attach(cg__runtime *rt, cg__prefilter *pf, void (*sweep)(void *arg),
-                          void *arg);
+size_t cg__runtime_attach(cg__runtime *rt, cg__prefilter *pf, void (*sweep)(void *arg), void *arg);
 
 /* cg__runtime_reconfigure: the bounds of a reloaded configuration
  * (max_bans, source_table_max). Control thread. */
@@ -72,6 +71,25 @@ int cg__runtime_ban(cg__runtime *rt, const cg__ban *ban, bool durable, bool *rep
  * wait for the state file. Returns 0, CG_ENOENT, or CG_EIO with the reason
  * in err. Any thread but the control thread. */
 int cg__runtime_unban(cg__runtime *rt, const cg_cidr *c, char *err, size_t errlen);
+
+/* cg__runtime_ban_over: put ban in the table and the kernel, for a batch
+ * (no sweep, no state-file write yet: call cg__runtime_changed after the
+ * batch). A ban already on that prefix is replaced only when its origin's
+ * bit (1u << origin) is in `over` (else CG_EEXIST, nothing changes).
+ * Returns 0, CG_EEXIST, CG_ERANGE, CG_ENOMEM or CG_EINVAL (a ban no request
+ * could make). Any thread. */
+int cg__runtime_ban_over(cg__runtime *rt, const cg__ban *ban, unsigned over, bool *replaced);
+
+/* cg__runtime_unban_origin: lift the ban on exactly prefix c (table,
+ * kernel) when its origin is `origin`, for a batch (the state file is
+ * written after cg__runtime_changed). Returns 0 or CG_ENOENT (none, or
+ * another origin's: it stays). Any thread. */
+int cg__runtime_unban_origin(cg__runtime *rt, const cg_cidr *c, cg__ban_origin origin);
+
+/* cg__runtime_changed: after a batch of the two above: one sweep of the
+ * open connections the new bans cover, and the state file rewritten soon
+ * (not waited for). Any thread. */
+void cg__runtime_changed(cg__runtime *rt);
 
 /* cg__runtime_tick: expire the bans due at now_s (table and kernel; the
  * state file is rewritten soon after). Control thread, about once a second. */

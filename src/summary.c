@@ -128,6 +128,10 @@ int cg_config_print(const cg_config *cfg, FILE *out)
             cg_log_level_name(cfg->log_level), cg_log_format_name(cfg->log_format));
     print_state(cfg, out);
     print_admin(cfg, out);
+    if (cfg->crowdsec.enabled)
+        fprintf(out, "%-9s url=%s interval_ms=%u timeout_ms=%u key_file=%s\n", "crowdsec",
+                cfg->crowdsec.url, (unsigned)cfg->crowdsec.interval_ms,
+                (unsigned)cfg->crowdsec.timeout_ms, cfg->crowdsec.key_file);
 
     for (size_t i = 0; i < cfg->nrulesets; i++) {
         const cg_ruleset *rs = cfg->rulesets[i];

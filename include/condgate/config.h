@@ -177,6 +177,22 @@ typedef struct cg_admin_conf {
     char *token;        /* NULL when not set */
 } cg_admin_conf;
 
+/* Bounds of [crowdsec] (SPEC §15). */
+#define CG_CROWDSEC_URL_MAX 512 /* bytes of url */
+#define CG_CROWDSEC_KEY_MAX 256 /* bytes of the key (the key file's first line) */
+
+/* [crowdsec] (SPEC §15): the CrowdSec Local API whose ban decisions become
+ * bans of origin crowdsec. */
+typedef struct cg_crowdsec_conf {
+    bool enabled;         /* the section is there */
+    uint32_t line;        /* its header's line */
+    char *url;            /* http:// or https://, without a trailing '/' */
+    char *key_file;       /* resolved path */
+    char *key;            /* the key file's first line, trimmed */
+    uint32_t interval_ms; /* default 10000; 200..3600000 */
+    uint32_t timeout_ms;  /* default 5000; 100..60000 */
+} cg_crowdsec_conf;
+
 typedef struct cg_config {
     char *path;                /* the INI file as given */
     unsigned workers;          /* 1..64; default: number of CPUs */
@@ -194,6 +210,7 @@ typedef struct cg_config {
     uint32_t max_bans;         /* default 1000000 */
     uint32_t source_table_max; /* default 1000000 */
     uint32_t preview_callers;  /* default 65536; 0: no preview ring */
+    cg_crowdsec_conf crowdsec; /* enabled false without [crowdsec] */
     cg_ruleset **rulesets; /* frozen; [0] is "default" when [rules] exists */
     size_t nrulesets;
     char **geoip; /* parallel to rulesets: what each set's GeoIP keys added,
