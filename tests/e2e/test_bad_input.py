@@ -466,8 +466,11 @@ LIST_CASES = [
     L("cr-only-line-ends", b"# partners\r127.0.0.4\r10.0.0.0/8\r", 1,
       r"carriage return inside the line; save the file with LF or CRLF line ends"),
     L("json-given", GOOD_JSON, 1, r"allow_file: invalid address '{'"),
-    L("range-syntax", b"127.0.0.1-127.0.0.9\n", 1,
-      r"allow_file: invalid address '127\.0\.0\.1-127\.0\.0\.9'"),
+    L("range-backwards", b"127.0.0.9-127.0.0.1\n", 1,
+      r"allow_file: range '127\.0\.0\.9-127\.0\.0\.1': a range must not end before it starts"),
+    L("range-families", b"127.0.0.1-::1\n", 1,
+      r"allow_file: range '127\.0\.0\.1-::1': a range's two ends must be of one family "
+      r"\(IPv4 or IPv6\)"),
     L("host-bits", b"127.0.0.4/8\n", 1,
       r"allow_file: host bits set past /8; did you mean 127\.0\.0\.0/8\?"),
     L("fifo", FIFO, LIST_LINE,

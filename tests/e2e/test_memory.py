@@ -28,8 +28,8 @@ MiB = 1024 * 1024
 # among the IPv4 ones, nothing near ::1 among the IPv6 ones, so the test's
 # own loopback callers are never matched by the list. Sized so that the set
 # dwarfs the process's baseline (measured in the test itself).
-N_V4 = 550_000
-N_V6 = 50_000
+N_V4 = 800_000
+N_V6 = 80_000
 SEED = 20261125
 
 RELOADS = 8
