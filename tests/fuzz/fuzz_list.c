@@ -7,12 +7,12 @@
  * refuse); both go into one rule set, so prefixes both allowed and denied,
  * duplicates and nested prefixes of both actions all occur.
  *
- * The model is the format as README.md states it: one address or CIDR per
- * line, text after '#' or ';' ignored, blanks, tabs and CR trimmed (a CR
- * that does not end its line is an error), a UTF-8 BOM skipped, lines of at
- * most 1024 bytes, no NUL byte. It predicts the
- * exact error line of a bad file, and for a good one every entry of the
- * frozen set: prefix, verdict (deny wins) and the first source kept.
+ * The model is the format as README.md states it: one address, CIDR or range
+ * per line (a range's prefixes found here by splitting the address tree
+ * from the root, not by cg__range_prefixes' walk), text after '#' or ';' ignored, blanks, tabs and
+ * CR trimmed (a CR that does not end its line is an error), a UTF-8 BOM skipped, lines of at most
+ * 1024 bytes, no NUL byte. It predicts the exact error line of a bad file, and for a good one every
+ * entry of the frozen set: prefix, verdict (deny wins) and the first source kept.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,7 @@
 #include "condgate/config.h"
 #include "condgate/rules.h"
 #include "config_list.h"
+#include "diag.h"
 #include "fuzz_common.h"
 
 #define ERR_LEN 1024
@@ -50,6 +51,65 @@ static void push(model *m, const cg_cidr *c, cg_action a, uint32_t file, uint32_
     }
     m->v[m->n] = (want_entry){*c, a, file, line, m->n};
     m->n++;
+}
+
+/* The first (hi = false) or last address of prefix c, as 16 bytes. */
+static void edge(const cg_cidr *c, bool hi, uint8_t out[16])
+{
+    unsigned width = c->family == 4 ? 32 : 128;
+    memcpy(out, c->addr, 16);
+    for (unsigned bit = c->len; hi && bit < width; bit++)
+        out[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+}
+
+/* The prefixes that cover exactly from..to: p is pushed whole when it lies
+ * inside, split in two when it straddles an end, dropped when outside. */
+static void cover(model *m, const cg_cidr *p, const uint8_t from[16], const uint8_t to[16],
+                  cg_action a, uint32_t file, uint32_t line)
+{
+    uint8_t first[16], last[16];
+    edge(p, false, first);
+    edge(p, true, last);
+    if (memcmp(last, from, 16) < 0 || memcmp(first, to, 16) > 0)
+        return;
+    if (memcmp(first, from, 16) >= 0 && memcmp(last, to, 16) <= 0) {
+        push(m, p, a, file, line);
+        return;
+    }
+    cg_cidr child = *p;
+    child.len++;
+    cover(m, &child, from, to, a, file, line);
+    child.addr[p->len / 8] |= (uint8_t)(0x80 >> (p->len % 8));
+    cover(m, &child, from, to, a, file, line);
+}
+
+/* A range line b..e with its first '-' at dash: 0 with the prefixes pushed,
+ * or CG_EINVAL with the reason in why. */
+static int model_range(model *m, const char *b, const char *dash, const char *e, cg_action a,
+                       uint32_t file, uint32_t line, char *why, size_t whylen)
+{
+    cg_cidr end[2];
+    const char *s[2] = {b, dash + 1};
+    size_t n[2] = {(size_t)(dash - b), (size_t)(e - dash - 1)};
+    for (int i = 0; i < 2; i++) {
+        if (memchr(s[i], '/', n[i])) {
+            snprintf(why, whylen, "a range runs from one address to another, without '/len'");
+            return CG_EINVAL;
+        }
+        if (cg_cidr_parse(s[i], n[i], &end[i], why, whylen) != 0)
+            return CG_EINVAL;
+    }
+    if (end[0].family != end[1].family) {
+        snprintf(why, whylen, "a range's two ends must be of one family (IPv4 or IPv6)");
+        return CG_EINVAL;
+    }
+    if (memcmp(end[0].addr, end[1].addr, 16) > 0) {
+        snprintf(why, whylen, "a range must not end before it starts");
+        return CG_EINVAL;
+    }
+    cg_cidr root = {.family = end[0].family, .len = 0};
+    cover(m, &root, end[0].addr, end[1].addr, a, file, line);
+    return 0;
 }
 
 /* model_file: what loading text[0..len) as list `file` should do. Returns
@@ -105,6 +165,16 @@ static int model_file(model *m, const char *text, size_t len, uint32_t file)
             push(m, &c, action, file, line);
             c.family = 6;
             push(m, &c, action, file, line);
+            continue;
+        }
+        const char *dash = memchr(b, '-', (size_t)(e - b));
+        if (dash) {
+            if (model_range(m, b, dash, e, action, file, line, why, sizeof why) != 0) {
+                char q[CG__QUOTE_MAX];
+                snprintf(m->err, sizeof m->err, "%s:%u: %s: range %s: %s", path, (unsigned)line,
+                         key, cg__quote(q, sizeof q, b, (size_t)(e - b), CG__QUOTE_EXCERPT), why);
+                return CG_EINVAL;
+            }
             continue;
         }
         if (cg_cidr_parse(b, (size_t)(e - b), &c, why, sizeof why) != 0) {
