@@ -54,6 +54,12 @@ LIMITS_SCENARIOS = ("limits",)
 LIMITS_ON = {"max_per_source": "100000", "rate_per_source": "1000000/s",
              "source_prefix": "32, 64"}
 PREFILL_FIRST = (127 << 24) | (1 << 16)  # 127.1.0.0: the pre-fill's first source
+# --prefilter: both = condgate with prefilter = refuse and condgate-off (the
+# default); refuse = condgate with refuse alone, and an error if the kernel
+# prefilter cannot be loaded (no quiet fall-back to off); off = condgate with
+# prefilter = off alone (the prefilter targets then read "not measured")
+PREFILTER_CHOICES = ("both", "refuse", "off")
+PF_OFF_ASKED = "--prefilter off asked"
 # The proxy scenario compares each of condgate and HAProxy with itself: the
 # conn listener accepting a PROXY header from trusted senders (cgload, which
 # names its own address) and sending one to its backends (cgload serve
@@ -168,6 +174,15 @@ def busy_ticks(ct):
     On a shared machine this counts everyone's work, not only the
     benchmark's."""
     return sum(ct[k] for k in ("user", "nice", "system", "irq", "softirq"))
+
+
+def machine_us(ct0, ct1, n):
+    """The whole machine's non-idle CPU (busy_ticks) between two cpu_times()
+    readings, in us per unit of work (n units: exchanges, rejected callers),
+    or None without readings or units."""
+    if not (n and ct0 and ct1):
+        return None
+    return 1e6 * (busy_ticks(ct1) - busy_ticks(ct0)) / CLK_TCK / n
 
 
 # Names of the prefilter's maps in src/bpf/prefilter.bpf.c (the kernel keeps
@@ -685,6 +700,8 @@ FIGURES = [
     ("conn_p99", "  exchange latency p99 us", "low", "int", "conn"),
     ("conn_cpu", "  proxy CPU % (of 1 core)", "low", "int", "conn"),
     ("conn_cpu_us", "  proxy CPU us per exchange", "low", "f1", "conn"),
+    ("conn_machine_us", "  machine CPU us per exchange", "low", "f1", "conn"),
+    ("conn_rest_us", "  machine - proxy us per exchange", "low", "f1", "conn"),
     ("reject_rate", "rejected callers/s (denied src)", "high", "int", "reject"),
     ("reject_cpu_us", "  proxy CPU us per reject", "low", "f1", "reject"),
     ("reject_machine_us", "  machine CPU us per reject", "low", "f1", "reject"),
@@ -751,7 +768,11 @@ TARGETS = [
     ("big_rss", "haproxy", "<=", 1 / 3, "1M list RSS <= 1/3 of HAProxy", False),
     ("big_kernel_mib", None, "<=", 128.0, "1M list in the kernel prefilter's maps <= 128 MiB",
      True),
-    ("conn_p99", "haproxy", "<=", 1.0, "p99 latency of an allowed exchange <= HAProxy", False),
+    ("conn_p99", "haproxy", "<=", 0.9, "p99 latency of an allowed exchange <= 0.9 x HAProxy",
+     False),
+    ("conn_cpu_us", "haproxy", "<=", 0.75, "proxy CPU per relayed exchange <= 0.75 x HAProxy",
+     False),
+    ("conn_cpu_us", "nginx", "<=", 0.8, "proxy CPU per relayed exchange <= 0.8 x nginx", False),
     ("lim_rate", "condgate-nolim", ">=", 0.97,
      "allowed conn/s, per-source limits on with 100k sources tracked >= 0.97 x limits off",
      False),
@@ -916,7 +937,10 @@ class Bench:
             probe(p, time.monotonic() + 10, proc,
                   proxy=a.proxy_version if p in self.proxy_ports else None)
         if "condgate" in self.proxies:
-            self.check_prefilter()
+            if a.prefilter == "off":
+                self.prefilter_off(PF_OFF_ASKED)
+            else:
+                self.check_prefilter()
         # the configurations must be valid before anything is measured
         for name, px in self.proxies.items():
             variants = ["small"]
@@ -964,17 +988,26 @@ class Bench:
         if why is None:
             log("  condgate: " + "; ".join(lines))
             return
-        self.pf_why = why
-        px.prefilter = "off"
-        if "condgate-nolim" in self.proxies:  # the same condgate, limits off
-            self.proxies["condgate-nolim"].prefilter = "off"
-        self.proxies.pop("condgate-off", None)
-        a.contenders = [c for c in a.contenders if c != "condgate-off"]
+        if a.prefilter == "refuse":
+            raise BenchError(f"--prefilter refuse: the kernel prefilter cannot be used: {why}")
+        self.prefilter_off(why)
         log(f"WARNING: the kernel prefilter cannot be used: {why}\n"
             "  condgate runs with prefilter = off only (callers judged after accept); "
             "the prefilter targets are not measured")
         self.notes.append(f"prefilter NOT in use: {why}; condgate ran with prefilter = off "
                           "and no condgate-off contender")
+
+    def prefilter_off(self, why):
+        """condgate (and condgate-nolim) with prefilter = off, no condgate-off
+        (it would be the same); why goes to the prefilter targets, which are
+        then not measured."""
+        a = self.args
+        self.pf_why = why
+        self.proxies["condgate"].prefilter = "off"
+        if "condgate-nolim" in self.proxies:  # the same condgate, limits off
+            self.proxies["condgate-nolim"].prefilter = "off"
+        self.proxies.pop("condgate-off", None)
+        a.contenders = [c for c in a.contenders if c != "condgate-off"]
 
     # -- recording -----------------------------------------------------------
 
@@ -1044,8 +1077,9 @@ class Bench:
         d = self.args.duration
         self.warmup(port, proxy=proxy)
         pids = pgid_pids() if pgid_pids else []
-        c0, t0 = cpu_seconds(pids), time.monotonic()
+        c0, t0, m0 = cpu_seconds(pids), time.monotonic(), cpu_times()
         j = self.cgload("conn", port, self.conn_opts(d, proxy), d + 60)
+        m1 = cpu_times()
         cpu = cpu_us = None
         if pgid_pids:
             used = cpu_seconds(pids) - c0
@@ -1053,8 +1087,12 @@ class Bench:
             cpu_us = 1e6 * used / j["completed"] if j["completed"] else None
         lat = j.get("latency_us", {})
         errs = j["errors"]["total"]
+        # the whole machine (proxy, cgload, backends, the kernel's loopback
+        # work charged to whichever process sends) per completed exchange
+        mach = machine_us(m0, m1, j["completed"])
         res = {"rate": j["rate_per_s"], "p50": lat.get("p50"), "p99": lat.get("p99"),
-               "cpu_pct": cpu, "cpu_us_per_exchange": cpu_us, "errors": errs, "cgload": j}
+               "cpu_pct": cpu, "cpu_us_per_exchange": cpu_us, "machine_us_per_exchange": mach,
+               "errors": errs, "cgload": j}
         if errs:
             share = errs / max(1, errs + j["completed"])
             res["warning"] = f"{errs} errors ({100 * share:.2f} %)"
@@ -1084,11 +1122,17 @@ class Bench:
             self.record("conn_p99", c, rnd, res["p99"])
             self.record("conn_cpu", c, rnd, res["cpu_pct"])
             self.record("conn_cpu_us", c, rnd, res["cpu_us_per_exchange"])
+            mach = res["machine_us_per_exchange"]
+            self.record("conn_machine_us", c, rnd, mach)
+            if mach is not None:  # direct: no proxy, all of it is the rest
+                self.record("conn_rest_us", c, rnd, mach - (res["cpu_us_per_exchange"] or 0.0))
             self.sample(scenario="conn", round=rnd, contender=c, **res)
             self.progress("conn", rnd, c, f"{res['rate']:,.0f}/s  p50 {res['p50']:,.0f} us  "
                           f"p99 {res['p99']:,.0f} us"
                           + (f"  cpu {res['cpu_pct']:.0f} %" if res["cpu_pct"] is not None
-                             else "") + (f"  ({res['warning']})" if "warning" in res else ""))
+                             else "")
+                          + (f"  machine {mach:.1f} us/exchange" if mach is not None else "")
+                          + (f"  ({res['warning']})" if "warning" in res else ""))
 
     def scen_reject(self, rnd):
         a = self.args
@@ -1116,21 +1160,19 @@ class Bench:
             # client's context (its connect() softirq), so it is charged to
             # cgload, not to condgate: the proxy's own CPU alone would miss it.
             # Counts other work on a shared machine too.
-            machine_us = (1e6 * (busy_ticks(m1) - busy_ticks(m0)) / CLK_TCK / n
-                          if n and m0 and m1 else None)
+            mach = machine_us(m0, m1, n)
             admitted = j["errors"].get("admitted", 0)
             self.record("reject_rate", c, rnd, j["rate_per_s"])
             self.record("reject_cpu_us", c, rnd, cpu_us)
-            self.record("reject_machine_us", c, rnd, machine_us)
+            self.record("reject_machine_us", c, rnd, mach)
             self.sample(scenario="reject", round=rnd, contender=c, rate=j["rate_per_s"],
                         cpu_pct=cpu, cpu_us_per_reject=cpu_us,
-                        machine_cpu_us_per_reject=machine_us, rejected=j.get("rejected"),
+                        machine_cpu_us_per_reject=mach, rejected=j.get("rejected"),
                         prefilter=getattr(self.proxies[c], "prefilter", None), cgload=j)
             rej = j.get("rejected", {})
             how = ", ".join(f"{k} {v:,}" for k, v in rej.items() if k != "total" and v)
             self.progress("reject", rnd, c, f"{j['rate_per_s']:,.0f}/s  ({how})  cpu {cpu:.0f} %"
-                          + (f"  machine {machine_us:.1f} us/reject"
-                             if machine_us is not None else "")
+                          + (f"  machine {mach:.1f} us/reject" if mach is not None else "")
                           + (f"  ADMITTED {admitted}" if admitted else ""))
             if admitted:
                 self.notes.append(f"reject: {c} admitted {admitted} callers from the denied "
@@ -1663,7 +1705,10 @@ class Bench:
               + f"; condgate build {self.build_type}; Linux {self.vers['kernel']}, "
               f"{self.vers['cpus']} CPUs")
         if "condgate" in a.contenders:
-            if self.pf_why:
+            if self.pf_why == PF_OFF_ASKED:
+                print("  condgate: prefilter = off (--prefilter off: every caller accepted, "
+                      "then judged)")
+            elif self.pf_why:
                 print(f"  condgate: prefilter = off (kernel prefilter NOT available: "
                       f"{self.pf_why})")
             else:
@@ -1718,6 +1763,13 @@ class Bench:
             notes.append(f"idle: {a.idle_conns:,} connections held{asked}; RSS of all "
                          "processes of a proxy, user memory only (kernel socket buffers not "
                          "counted)")
+        if "conn" in a.only:
+            notes.append("conn: machine CPU = all non-idle CPU time of the machine "
+                         "(/proc/stat) over the measured window / completed exchanges: the "
+                         "proxy, cgload, the backends and the kernel's loopback work (charged "
+                         "to whichever process sends); machine - proxy = everything but the "
+                         "proxy's own processes (direct: all of it). It counts any other work "
+                         "on the machine too")
         if "reject" in a.only:
             notes.append("reject: machine CPU = all non-idle CPU time of the machine "
                          "(/proc/stat: user, nice, system, irq, softirq) over the measured "
@@ -1877,12 +1929,17 @@ condgate runs with prefilter = refuse; condgate-off, the same configuration
 with prefilter = off (judged after accept), runs in conn and reject only.
 If the prefilter cannot be loaded (condgate -t or the start fails), condgate
 runs with prefilter = off alone and the prefilter targets are not measured.
+--prefilter refuse runs condgate with refuse alone and stops with an error
+when the prefilter cannot be loaded; --prefilter off runs it with off alone.
+In reject, "rejected/s / HAProxy's" shows condgate (refuse) and condgate-off
+over HAProxy side by side; the target (>= 1.5) is on condgate with refuse.
 
 needs haproxy, nginx and libnginx-mod-stream (Debian packages), cmake and a C
 compiler for the build. Example:
   tests/bench/compare.py                   # full run, about 10 minutes
   tests/bench/compare.py --quick           # smoke run, about 1 minute
-  tests/bench/compare.py --only conn,reject --rounds 3 --json /tmp/cmp.json""")
+  tests/bench/compare.py --only conn,reject --rounds 3 --json /tmp/cmp.json
+  tests/bench/compare.py --only reject --prefilter refuse --contenders condgate,haproxy""")
     ap.add_argument("--build-dir", help="build directory with condgate and tests/cgload "
                     "(default build/bench, configured Release and built if needed)")
     ap.add_argument("--no-build", action="store_true",
@@ -1911,6 +1968,11 @@ compiler for the build. Example:
                     help="scenarios to run, comma-separated (" + ",".join(SCENARIOS) + ")")
     ap.add_argument("--contenders", type=list_arg(CONTENDERS), default=list(CONTENDERS),
                     help="who runs, comma-separated (" + ",".join(CONTENDERS) + ")")
+    ap.add_argument("--prefilter", choices=PREFILTER_CHOICES, default="both",
+                    help="condgate's kernel prefilter: both = condgate with prefilter = refuse "
+                         "and condgate-off with prefilter = off side by side (conn, reject); "
+                         "refuse = condgate with refuse only, an error if it cannot be loaded; "
+                         "off = condgate with off only (both)")
     ap.add_argument("--quick", action="store_true",
                     help="fast smoke run: 2 rounds, 1.5 s, 128M bulk, 2000 idle, 200k rules, "
                          "20k sources")
@@ -1956,7 +2018,8 @@ compiler for the build. Example:
         ap.error("--concurrency, --client-threads and --backend-threads must be positive")
     # keep the order of SCENARIOS / CONTENDERS
     a.only = [s for s in SCENARIOS if s in a.only]
-    a.contenders = [c for c in CONTENDERS if c in a.contenders]
+    a.contenders = [c for c in CONTENDERS if c in a.contenders
+                    and (c != "condgate-off" or a.prefilter == "both")]
     return a
 
 
