@@ -2023,13 +2023,13 @@ compiler for the build. Example:
     return a
 
 
-def main(argv):
-    args = parse_args(argv)
-    if not sys.platform.startswith("linux"):
-        print("compare.py: Linux only (cgload uses epoll; memory and CPU come from /proc)",
-              file=sys.stderr)
-        return 2
-
+def run_bench(b, body, prog="compare.py"):
+    """Runs body(b) on a Bench b made of parsed arguments: finds the tools,
+    builds, reads the versions, starts the backends and checks the
+    configurations first; Ctrl+C, SIGTERM and SIGHUP stop it cleanly, and
+    every child is stopped whatever happens. Returns (status, load average
+    at the start): status 0 when body returned, 1 after a BenchError, 130
+    after Ctrl+C, 128 + signal after a signal. Main thread only."""
     def on_signal(sig, _frame):
         raise SystemExit(128 + sig)
     # Ctrl+C or kill -INT must always clean up, even when started in the
@@ -2039,11 +2039,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
         signal.signal(signal.SIGHUP, on_signal)
-
-    b = Bench(args)
-    ok = False
-    rc = 1
-    t_start = time.monotonic()
+    rc, la = 1, None
     try:
         b.find_tools()
         b.build()
@@ -2054,16 +2050,16 @@ def main(argv):
                 "noisy figures")
         b.setup()
         log(f"temporary directory {b.tmp}")
-        b.run()
-        ok = True
+        body(b)
+        rc = 0
     except BenchError as e:
-        print(f"compare.py: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         rc = 1
     except KeyboardInterrupt:
-        print("compare.py: interrupted, stopping every child", file=sys.stderr)
+        print(f"{prog}: interrupted, stopping every child", file=sys.stderr)
         rc = 130
     except SystemExit as e:
-        print("compare.py: stopped by a signal, stopping every child", file=sys.stderr)
+        print(f"{prog}: stopped by a signal, stopping every child", file=sys.stderr)
         rc = e.code if isinstance(e.code, int) else 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -2071,14 +2067,32 @@ def main(argv):
         if b.procs:
             b.procs.stop_all()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if ok:
-        b.report(t_start, la)
+    return rc, la
+
+
+def remove_tmp(b, ok, prog="compare.py"):
+    """Removes b's temporary directory after a good run (unless --keep-tmp);
+    otherwise says where it is."""
     if b.tmp and b.tmp.exists():
-        if ok and not args.keep_tmp:
+        if ok and not b.args.keep_tmp:
             shutil.rmtree(b.tmp, ignore_errors=True)
         else:
-            print(f"compare.py: configurations and logs kept in {b.tmp}", file=sys.stderr)
-    return 0 if ok else rc
+            print(f"{prog}: configurations and logs kept in {b.tmp}", file=sys.stderr)
+
+
+def main(argv):
+    args = parse_args(argv)
+    if not sys.platform.startswith("linux"):
+        print("compare.py: Linux only (cgload uses epoll; memory and CPU come from /proc)",
+              file=sys.stderr)
+        return 2
+    b = Bench(args)
+    t_start = time.monotonic()
+    rc, la = run_bench(b, Bench.run)
+    if rc == 0:
+        b.report(t_start, la)
+    remove_tmp(b, rc == 0)
+    return rc
 
 
 if __name__ == "__main__":
