@@ -59,6 +59,19 @@ def open_fds(pids):
     return n
 
 
+def steady_fds(pids, limit_s=5.0):
+    """The processes' descriptor count once five reads 20 ms apart agree
+    (the warm-up's last sockets closed), or the last read after limit_s."""
+    end = time.monotonic() + limit_s
+    last, same = open_fds(pids), 0
+    while same < 4 and time.monotonic() < end:
+        time.sleep(0.02)
+        cur = open_fds(pids)
+        same = same + 1 if cur == last else 0
+        last = cur
+    return last
+
+
 def wait_for(cond, limit_s, what):
     """Polls cond() every 10 ms until it is true; BenchError after limit_s."""
     end = time.monotonic() + limit_s
@@ -111,7 +124,7 @@ class Counter:
         try:
             b.warmup(port)
             pids = run.pids()
-            base = open_fds(pids)
+            base = steady_fds(pids)
             st, out = self.attach(b, name, pids)
             t0 = time.monotonic()
             j = b.cgload("conn", port, ["-n", a.count, "-c", a.concurrency, "--size",
