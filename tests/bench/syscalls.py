@@ -88,11 +88,13 @@ class Counter:
         self.args = args
         self.results = {}  # contender -> {"calls": {...}, "exchanges": n, ...}
 
-    def attach(self, b, name, pids):
-        """strace -c -f on every pid, its summary to a file; returns the
-        process and the file once strace says each pid is attached."""
-        out = b.tmp / f"strace-{name}.txt"
-        argv = [self.args.strace, "-c", "-f", "-o", out]
+    def attach(self, b, name, pids, out=None):
+        """strace -c -f on every pid, its summary to a file (with out: the
+        full trace, -tt, to out); returns the process and the file once
+        strace says each pid is attached."""
+        argv = [self.args.strace, "-c", "-f"] if out is None else [self.args.strace, "-f", "-tt"]
+        out = out or b.tmp / f"strace-{name}.txt"
+        argv += ["-o", out]
         for pid in pids:
             argv += ["-p", pid]
         st = b.procs.spawn(f"strace-{name}", argv)
@@ -106,8 +108,8 @@ class Counter:
         wait_for(attached, 30, f"strace attached to {name} ({pids})")
         return st, out
 
-    def detach(self, b, st, out):
-        """SIGINT to strace (it detaches and writes its summary)."""
+    def detach(self, b, st):
+        """SIGINT to strace: it detaches and finishes its output file."""
         os.killpg(st.pid, signal.SIGINT)
         try:
             st.wait(60)
@@ -115,7 +117,6 @@ class Counter:
             raise BenchError(f"strace did not stop on SIGINT; log {st.cg_log}")
         finally:
             b.procs.stop(st)
-        return parse_strace_c(out.read_text(errors="replace"))
 
     def measure(self, b, name):
         a = self.args
@@ -136,7 +137,10 @@ class Counter:
             wait_for(lambda: open_fds(pids) <= base, SETTLE_S,
                      f"{name} back to its {base} descriptors")
             took = time.monotonic() - t0
-            calls = self.detach(b, st, out)
+            self.detach(b, st)
+            calls = parse_strace_c(out.read_text(errors="replace"))
+            if a.trace:
+                self.trace(b, name, port, pids, base)
         finally:
             b.stop(run)
         n = j["completed"]
@@ -150,6 +154,19 @@ class Counter:
             f"{total / n:.1f} system calls each, {len(pids)} process(es) traced")
         if errs:
             b.notes.append(f"{name}: {errs} exchanges failed under strace")
+
+    def trace(self, b, name, port, pids, base):
+        """Every system call of the proxy during --trace-count exchanges
+        one after the other (cgload -c 1), with times, to --trace/NAME.trace."""
+        a = self.args
+        out = Path(a.trace) / f"{name}.trace"
+        st, _ = self.attach(b, name, pids, out=out)
+        b.cgload("conn", port, ["-n", a.trace_count, "-c", 1, "--size", compare.REQ_SIZE,
+                                "--resp", 0, "--src", compare.ALLOWED_SRC], 60, name="trace")
+        wait_for(lambda: open_fds(pids) <= base, SETTLE_S,
+                 f"{name} back to its {base} descriptors")
+        self.detach(b, st)
+        log(f"  {name:<12} {a.trace_count} exchanges traced to {out}")
 
     def run(self, b):
         log("system calls:")
@@ -244,6 +261,11 @@ def parse_args(argv):
     ap.add_argument("--min", type=float, default=0.01,
                     help="calls per exchange below which a system call is summed into "
                          "'others' (0.01)")
+    ap.add_argument("--trace", metavar="DIR",
+                    help="also write every system call (strace -f -tt) of each proxy during "
+                         "--trace-count exchanges made one at a time to DIR/PROXY.trace")
+    ap.add_argument("--trace-count", type=int, default=2,
+                    help="exchanges traced with --trace (2)")
     ap.add_argument("--strace", default="strace", help="strace binary (strace)")
     ap.add_argument("--build-dir", help="as in compare.py (build/bench)")
     ap.add_argument("--no-build", action="store_true", help="do not run cmake")
@@ -252,8 +274,10 @@ def parse_args(argv):
     ap.add_argument("--keep-tmp", action="store_true",
                     help="keep the temporary directory (configurations, logs, strace output)")
     a = ap.parse_args(argv)
-    if a.count < 1 or a.concurrency < 1:
-        ap.error("--count and --concurrency must be positive")
+    if a.count < 1 or a.concurrency < 1 or a.trace_count < 1:
+        ap.error("--count, --concurrency and --trace-count must be positive")
+    if a.trace:
+        os.makedirs(a.trace, exist_ok=True)
     a.strace = shutil.which(a.strace)
     if not a.strace:
         ap.error("strace not found (sudo apt-get install -y strace)")
