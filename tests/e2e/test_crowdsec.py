@@ -169,10 +169,11 @@ def test_never_ban_other_types_and_expiry(gate, lapi):
     assert re.search(r'^condgate_crowdsec_ignored_total\{why="never_ban"\} [1-9]', metrics, re.M)
     assert st["ignored"]["scope"] == 0 and st["ignored"]["invalid"] == 0
 
-    # Expiry: a 2 s decision refuses, then the ban runs out on its own.
-    lapi.add_decision(ip="127.0.0.22", duration="2s")
+    # Expiry: a 5 s decision refuses (5 s: room for cscli and a poll on a
+    # machine loaded by the sanitizer runs), then the ban runs out on its own.
+    lapi.add_decision(ip="127.0.0.22", duration="5s")
     wait_served(web, "127.0.0.22", False)
-    wait_served(web, "127.0.0.22", True, timeout=10.0)
+    wait_served(web, "127.0.0.22", True, timeout=15.0)
     deadline = time.monotonic() + WITHIN  # the expiry sweep runs about once a second
     while "127.0.0.22/32" in bans_of(gate):
         assert time.monotonic() < deadline, "the expired ban stays listed"
