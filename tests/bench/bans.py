@@ -72,6 +72,19 @@ def rss_kib(pid):
     return None
 
 
+def rss_stable(pid, limit_s=5.0):
+    """VmRSS once two reads 200 ms apart agree within 64 KiB."""
+    end = time.monotonic() + limit_s
+    last = rss_kib(pid)
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        cur = rss_kib(pid)
+        if cur is not None and last is not None and abs(cur - last) <= 64:
+            return cur
+        last = cur
+    return last
+
+
 def loadavg():
     try:
         with open("/proc/loadavg", encoding="ascii") as f:
@@ -300,19 +313,6 @@ prefilter = {a.prefilter}
                 time.sleep(0.002)
         return g, t_serve, t_admin
 
-    @staticmethod
-    def rss_stable(pid, limit_s=5.0):
-        """VmRSS once two reads 200 ms apart agree within 64 KiB."""
-        end = time.monotonic() + limit_s
-        last = rss_kib(pid)
-        while time.monotonic() < end:
-            time.sleep(0.2)
-            cur = rss_kib(pid)
-            if cur is not None and last is not None and abs(cur - last) <= 64:
-                return cur
-            last = cur
-        return last
-
     # -- ban -> kernel latency ---------------------------------------------------
 
     def connect_result(self):
@@ -490,12 +490,12 @@ prefilter = {a.prefilter}
         f["empty_start"] = {"serves_s": serve_s, "admin_s": admin_s}
         if self.pf_ok:
             f["latency_empty"] = self.latency_rounds("empty table")
-        rss0 = self.rss_stable(g.proc.pid)
+        rss0 = rss_stable(g.proc.pid)
 
         log(f"bulk add: {a.bans:,} bans, {len(bodies)} POSTs, {a.parallel} at a time")
         la = loadavg()
         took, slowest = self.bulk_add(bodies)
-        rss1 = self.rss_stable(g.proc.pid)
+        rss1 = rss_stable(g.proc.pid)
         st = self.stats()
         count = st.get("bans", {}).get("count")
         size = self.state.stat().st_size if self.state.exists() else None
@@ -520,7 +520,7 @@ prefilter = {a.prefilter}
             la = loadavg()
             g, serve_s, admin_s = self.start(a.start_timeout)
             cnt = self.stats().get("bans", {}).get("count")
-            rss = self.rss_stable(g.proc.pid)
+            rss = rss_stable(g.proc.pid)
             restarts.append({"stop_s": stop_s, "serves_s": serve_s, "admin_s": admin_s,
                              "count": cnt, "rss_kib": rss, "loadavg": la})
             log(f"  stop {stop_s:.2f} s; start -> serving {serve_s:.2f} s, -> admin answers "

@@ -54,49 +54,10 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from crowdsec_lapi import Lapi, installed  # noqa: E402
 from cgtest import free_port  # noqa: E402
+from bans import BenchError, loadavg, log, rss_stable  # noqa: E402  (shared bench helpers)
 
 PROBE = "127.0.0.77"  # banned through the LAPI; a connect from it must fail
 CLIENT = "127.0.0.1"  # never_ban by default; its connects must be echoed
-
-
-class BenchError(Exception):
-    """A failure with a message meant for the user."""
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def rss_kib(pid):
-    try:
-        with open("/proc/%d/status" % pid, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_stable(pid, limit_s=5.0):
-    """VmRSS once two reads 200 ms apart agree within 64 KiB."""
-    end = time.monotonic() + limit_s
-    last = rss_kib(pid)
-    while time.monotonic() < end:
-        time.sleep(0.2)
-        cur = rss_kib(pid)
-        if cur is not None and last is not None and abs(cur - last) <= 64:
-            return cur
-        last = cur
-    return last
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 def echo_from(src, port, timeout=2.0):

@@ -395,3 +395,18 @@ void fuzz_make_tmpdir(char *dir, size_t len, const char *name)
     snprintf(dir, len, "%s/%s.XXXXXX", base, name);
     FUZZ_CHECK(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
 }
+
+/* fuzz_cidr_canonical: see fuzz_common.h. */
+bool fuzz_cidr_canonical(const cg_cidr *c)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned bits = c->family == 4 ? 32 : c->family == 6 ? 128 : 0;
+    if (bits == 0 || c->len > bits)
+        return false;
+    if (c->family == 6 && c->len >= 96 && memcmp(c->addr, mapped, 12) == 0)
+        return false;
+    for (unsigned i = c->len; i < 128; i++)
+        if (c->addr[i / 8] & (0x80u >> (i % 8)))
+            return false;
+    return true;
+}

@@ -76,4 +76,9 @@ typedef struct fuzz_sources {
  * number of unique entries. */
 size_t fuzz_check_ruleset(cg_ruleset *rs, const fuzz_sources *src);
 
+/* fuzz_cidr_canonical: whether c is a prefix as the parsers hand them on:
+ * a known family, a length in range, every bit past it zero (for IPv4, the
+ * twelve unused bytes too), and no IPv4-mapped prefix (those become IPv4). */
+bool fuzz_cidr_canonical(const cg_cidr *c);
+
 #endif /* CONDGATE_FUZZ_COMMON_H */

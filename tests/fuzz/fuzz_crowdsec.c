@@ -18,20 +18,6 @@
 #include "crowdsec_decisions.h"
 #include "fuzz_common.h"
 
-static bool canonical(const cg_cidr *c)
-{
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    unsigned bits = c->family == 4 ? 32 : c->family == 6 ? 128 : 0;
-    if (bits == 0 || c->len > bits)
-        return false;
-    if (c->family == 6 && c->len >= 96 && memcmp(c->addr, mapped, 12) == 0)
-        return false;
-    for (unsigned i = c->len; i < bits; i++)
-        if (c->addr[i / 8] & (0x80u >> (i % 8)))
-            return false;
-    return true;
-}
-
 static bool reason_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -51,7 +37,7 @@ static void check(const cg__cs_decision *d, size_t n)
         for (const char *p = d[i].origin; *p; p++)
             FUZZ_CHECK(*p >= 0x20 && *p < 0x7f, "origin byte 0x%02x", (unsigned char)*p);
         if (d[i].kind == CG__CS_BAN)
-            FUZZ_CHECK(canonical(&d[i].cidr), "decision %zu: not a canonical prefix", i);
+            FUZZ_CHECK(fuzz_cidr_canonical(&d[i].cidr), "decision %zu: not a canonical prefix", i);
     }
 }
 
