@@ -347,10 +347,11 @@ static u128 host_bits(unsigned len, unsigned width)
 
 /* cg__range_prefixes: see cidr.h. Any thread. */
 int cg__range_prefixes(const cg_cidr *from, const cg_cidr *to,
-                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg)
+                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg, char *why,
+                       size_t whylen)
 {
     if (from->family != to->family || (from->family != 4 && from->family != 6))
-        return CG_EINVAL;
+        return fail_plain(why, whylen, "a range's two ends must be of one family (IPv4 or IPv6)");
     unsigned width = from->family == 4 ? 32 : 128;
     u128 cur = u128_load(from), last = u128_load(to);
     cur.hi &= ~host_bits(width, width).hi;
@@ -358,7 +359,7 @@ int cg__range_prefixes(const cg_cidr *from, const cg_cidr *to,
     last.hi &= ~host_bits(width, width).hi;
     last.lo &= ~host_bits(width, width).lo;
     if (!u128_le(cur, last))
-        return CG_EINVAL;
+        return fail_plain(why, whylen, "a range must not end before it starts");
     const u128 top = host_bits(0, width); /* the family's last address */
     for (;;) {
         /* The shortest prefix that starts at cur and ends by last. */

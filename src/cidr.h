@@ -25,9 +25,11 @@ void cg__cidr_normalise_mapped(cg_cidr *c);
  * set that covers exactly the addresses from..to (both included; their
  * lengths are ignored), in address order. Both must be of one family, from
  * no greater than to. Returns 0, the first non-zero answer of fn, or
- * CG_EINVAL (families differ, or from > to). Any thread. */
+ * CG_EINVAL (families differ, or from > to) with the reason in why (when
+ * why is not NULL). Any thread. */
 int cg__range_prefixes(const cg_cidr *from, const cg_cidr *to,
-                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg);
+                       int (*fn)(void *arg, const cg_cidr *prefix), void *arg, char *why,
+                       size_t whylen);
 
 /* Whether the 16 address bytes at a are an IPv4-mapped IPv6 address. Inline:
  * every IPv6 lookup asks. */

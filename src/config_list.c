@@ -60,15 +60,8 @@ static int add_range(cg_ruleset *rs, const char *b, const char *dash, const char
         rc = range_end(dash + 1, (size_t)(e - dash - 1), &to, why, whylen);
     if (rc)
         return rc;
-    if (from.family != to.family) {
-        snprintf(why, whylen, "a range's two ends must be of one family (IPv4 or IPv6)");
-        return CG_EINVAL;
-    }
     range_add ra = {rs, action, src};
-    rc = cg__range_prefixes(&from, &to, add_range_prefix, &ra);
-    if (rc == CG_EINVAL)
-        snprintf(why, whylen, "a range must not end before it starts");
-    return rc;
+    return cg__range_prefixes(&from, &to, add_range_prefix, &ra, why, whylen);
 }
 
 /* cg__load_list: see config_list.h. One thread per call. */

@@ -132,15 +132,8 @@ static int csv_line(const char *b, const char *e, cg__geo_fn fn, void *arg, char
                  cg__quote(q, sizeof q, f[2], cclen, CG__QUOTE_EXCERPT));
         return CG_EINVAL;
     }
-    if (from.family != to.family) {
-        snprintf(why, whylen, "a range's two ends must be of one family (IPv4 or IPv6)");
-        return CG_EINVAL;
-    }
     csv_range r = {fn, arg, cc};
-    rc = cg__range_prefixes(&from, &to, csv_prefix, &r);
-    if (rc == CG_EINVAL)
-        snprintf(why, whylen, "a range must not end before it starts");
-    return rc;
+    return cg__range_prefixes(&from, &to, csv_prefix, &r, why, whylen);
 }
 
 /* cg__geoip_csv: see geoip.h. One thread per call. */

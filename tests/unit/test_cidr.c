@@ -470,7 +470,7 @@ static void range_text(const char *from, const char *to, char *buf, size_t len)
     collected c = {.n = 0};
     host(from, &a);
     host(to, &b);
-    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), 0);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, NULL, 0), 0);
     buf[0] = '\0';
     for (size_t i = 0; i < c.n; i++) {
         char t[CG_CIDR_STRLEN];
@@ -525,9 +525,14 @@ static void test_range_refused(void **state)
     collected c = {.n = 0};
     host("10.0.0.9", &a);
     host("10.0.0.1", &b);
-    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), CG_EINVAL);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, NULL, 0), CG_EINVAL);
+    char why[128];
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, why, sizeof why), CG_EINVAL);
+    assert_string_equal(why, "a range must not end before it starts");
     host("::1", &b);
-    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), CG_EINVAL);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, NULL, 0), CG_EINVAL);
+    assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, why, sizeof why), CG_EINVAL);
+    assert_string_equal(why, "a range's two ends must be of one family (IPv4 or IPv6)");
     assert_int_equal(c.n, 0);
 }
 
@@ -602,7 +607,7 @@ static void test_range_random(void **state)
                 b = a;
         }
         collected c = {.n = 0};
-        assert_int_equal(cg__range_prefixes(&a, &b, collect, &c), 0);
+        assert_int_equal(cg__range_prefixes(&a, &b, collect, &c, NULL, 0), 0);
         assert_true(c.n >= 1 && c.n <= 2 * width);
         v128 want = v_of(&a), first, last;
         for (size_t k = 0; k < c.n; k++) {
