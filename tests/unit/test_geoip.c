@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "condgate/config.h"
+#include "config_geoip.h"
 #include "geoip.h"
 #include "testsys.h"
 
@@ -422,6 +423,48 @@ static void test_keys_errors(void **state)
     }
 }
 
+/* An INI of a [rules] section with `ndbs` geoip_csv keys (w0.csv ...) and
+ * `nasns` distinct ASNs in deny_asn keys of 20 each. Returns the load's code;
+ * the error, if any, in err. */
+static int load_many(size_t ndbs, size_t nasns, char *err, size_t errlen)
+{
+    size_t cap = 64 + ndbs * 32 + nasns * 16, used;
+    char *ini = malloc(cap);
+    assert_non_null(ini);
+    used = (size_t)snprintf(ini, cap, "[rules]\n");
+    for (size_t i = 0; i < ndbs; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "w%zu.csv", i);
+        write_text(name, "1,2,DE\n");
+        used += (size_t)snprintf(ini + used, cap - used, "geoip_csv = %s\n", name);
+    }
+    for (size_t i = 0; i < nasns; i++)
+        used += (size_t)snprintf(ini + used, cap - used, "%s%zu%s",
+                                 i % 20 ? ", " : "deny_asn = ", 64500 + i,
+                                 i % 20 == 19 || i + 1 == nasns ? "\n" : "");
+    cg_config *cfg;
+    int rc = load(ini, &cfg, err, errlen);
+    cg_config_free(cfg);
+    free(ini);
+    return rc;
+}
+
+/* The bounds of a set: 64 databases and 4,096 ASNs load; one more is an
+ * error at the line that passes the bound. */
+static void test_keys_bounds(void **state)
+{
+    (void)state;
+    char err[1024];
+    assert_int_equal(load_many(CG_GEO_MAX_DBS, 1, err, sizeof err), 0);
+    assert_int_equal(load_many(CG_GEO_MAX_DBS + 1, 1, err, sizeof err), CG_ERANGE);
+    assert_non_null(strstr(err, "/g.ini:66: 'geoip_csv' in [rules]: more than 64 databases"));
+    assert_int_equal(load_many(1, CG_GEO_MAX_ASNS, err, sizeof err), 0);
+    assert_int_equal(load_many(1, CG_GEO_MAX_ASNS + 1, err, sizeof err), CG_ERANGE);
+    /* The 4,097th ASN (index 4096) is on line 3 + 4096 / 20: the header and the
+     * database come first, 20 ASNs a line. */
+    assert_non_null(strstr(err, "/g.ini:207: 'deny_asn' in [rules]: more than 4096 ASNs"));
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -447,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_mmdb_missing),
         cmocka_unit_test(test_keys_load),
         cmocka_unit_test(test_keys_errors),
+        cmocka_unit_test(test_keys_bounds),
     };
     ts_init();
     return cmocka_run_group_tests(tests, setup, teardown);
