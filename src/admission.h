@@ -1,9 +1,11 @@
 /* admission.h — the one count of relayed connections open, and its bound.
  *
- * The control thread takes a place for each caller it admits (after the
- * `limit` stage of the judge said yes, on the same thread, so the count never
- * passes the bound), gives it back if the hand-off fails, and the worker that
- * closes the connection releases it. Nothing else touches the count.
+ * The thread that judges a caller (the control thread, or on Linux the
+ * worker that accepted it) takes a place for each caller it admits, with a
+ * compare-and-swap that fails at the bound, so the count never passes it
+ * however many threads take at once; it gives the place back if the
+ * hand-off fails, and the worker that closes the connection releases it.
+ * Nothing else touches the count.
  */
 #ifndef CG_ADMISSION_H
 #define CG_ADMISSION_H
@@ -37,6 +39,20 @@ static inline bool cg__admission_full(const cg__admission *a)
 static inline void cg__admission_take(cg__admission *a)
 {
     atomic_fetch_add_explicit(&a->active, 1, memory_order_relaxed);
+}
+
+/* cg__admission_try_take: one more connection open, unless the count is at
+ * the bound already: then false and nothing changes. Exact whichever
+ * threads take at once. Before the hand-off, like cg__admission_take. */
+static inline bool cg__admission_try_take(cg__admission *a)
+{
+    uint64_t n = atomic_load_explicit(&a->active, memory_order_relaxed);
+    do {
+        if (n >= atomic_load_explicit(&a->max, memory_order_relaxed))
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&a->active, &n, n + 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
 }
 
 /* cg__admission_release: a connection closed (or a hand-off failed). Any

@@ -285,8 +285,9 @@ static int start_pool(daemon *d)
                 .banned = relay_banned,
                 .arg = d->rt,
             },
-        .inline_loop = &d->loop, /* worker 0 runs on this thread */
+        .inline_loop = &d->loop, /* worker 0 runs on this thread (libuv's pool) */
     };
+    cg__gate_pool_env(d->gate, &env);
     int rc = cg__pool_start(cg__gate_workers(d->gate), &env, &d->pool);
     cg__gen_unref(gen);
     if (rc != 0)

@@ -1,9 +1,17 @@
 /* gate.c — the current generation, judging callers, admission, hand-off
  * and drain.
  *
- * The judge hook runs on the control thread only and reads the current
- * generation without a lock: this thread is also the only one that swaps it.
- * Other threads (the admin port) take a reference under gen_lock.
+ * Callers are judged on two kinds of thread. Where the workers accept
+ * (cg__pool_accepts: Linux), each worker judges its own callers through
+ * pool_admit with a reference to the current generation taken under
+ * gen_lock. The control thread judges the callers of the listeners it
+ * accepts itself (every listener elsewhere; on Linux those whose callers
+ * send a PROXY header first) and reads the current generation without a
+ * lock, being the only thread that swaps it. A listener is judged on one
+ * kind of thread only, so its source entries see one judge at a time on
+ * the control thread, and judge_lock makes judging and taking one step on
+ * the workers. Places are taken with a compare-and-swap, so the count never
+ * passes max_connections whoever takes them.
  */
 #include "gate.h"
 
@@ -23,7 +31,8 @@
 /* How often to say that descriptors ran out. */
 #define EMFILE_LOG_MS 10000
 /* Descriptors kept aside: stdio, loops, the admin port; plus per listener
- * (socket, spare) and per worker (epoll, wake-up). */
+ * (socket, spare), per worker (epoll, wake-up) and per worker per listener
+ * (the worker's own spare, where workers accept). */
 #define FD_RESERVE_BASE 32
 /* Callers of accept_proxy listeners awaiting their header, all listeners. */
 #define INTAKE_MAX 4096
@@ -34,15 +43,21 @@ struct cg__gate {
     uv_loop_t *loop;
     cg__gen *gen; /* current; this thread reads it freely */
     uv_mutex_t gen_lock;
+    uv_mutex_t judge_lock; /* workers: a source stage's verdict and its take */
+    uv_mutex_t log_lock;   /* the reject-line limiter and the EMFILE line */
     uint64_t next_generation;
 
     cg__listener **listeners;
     size_t nlisteners;
-    char **names;       /* fixed until restart */
-    cg_endpoint *binds; /* fixed until restart */
+    char **names;            /* fixed until restart */
+    cg_endpoint *binds;      /* fixed until restart */
+    cg_socket_t *worker_fds; /* [listener * workers + worker]: the socket
+                                each worker accepts from, or
+                                CG_INVALID_SOCKET for the listeners the
+                                control thread accepts itself */
 
     cg__stats *stats;
-    cg__runtime *rt;     /* bans, sources, recent callers: outlive generations */
+    cg__runtime *rt;    /* bans, sources, recent callers: outlive generations */
     cg__intake *intake; /* callers of accept_proxy listeners awaiting their header */
     cg__admission admission;
     cg__pool *pool;
@@ -78,9 +93,11 @@ struct cg__gate_next {
     cg__pf_staged *staged; /* NULL without the prefilter */
 };
 
-static uint64_t now_ms(cg__gate *g)
+/* The monotonic clock in milliseconds, the same on every thread. */
+static uint64_t now_ms(const cg__gate *g)
 {
-    return uv_now(g->loop);
+    (void)g;
+    return uv_hrtime() / 1000000u;
 }
 
 static void u64s(char *buf, size_t n, uint64_t v)
@@ -103,28 +120,27 @@ void cg__gate_policy(cg__gate *g, const cg__gen *gen, size_t l, bool real, cg__p
         .listener = (uint32_t)l,
         .admission = &g->admission,
         .now_s = cg__runtime_now_s(),
-        .now_ms = uv_now(g->loop),
+        .now_ms = now_ms(g),
         .count_hits = real,
     };
 }
 
 /* A source's rate refusals tripped ban_after: ban it (origin auto), unless
  * never_ban protects it. Control thread. */
-static void auto_ban(cg__gate *g, size_t index, const cg__src_effect *e, int64_t now_s)
+static void auto_ban(cg__gate *g, const cg__gen *gen, size_t index, const cg__src_effect *e,
+                     int64_t now_s)
 {
     char cidr[CG_CIDR_STRLEN], ttl[24], err[CG_ERR_MAX];
     cg_cidr hit;
     cg_cidr_format(&e->cidr, cidr, sizeof(cidr));
-    if (cg__bans_overlap(g->gen->cfg->never_ban, &e->cidr, &hit)) {
+    if (cg__bans_overlap(gen->cfg->never_ban, &e->cidr, &hit)) {
         cg__log_event(CG_LOG_WARN, "auto_ban_skipped", "listener", g->names[index], "cidr", cidr,
                       "message", "never_ban protects this source", NULL);
         return;
     }
-    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
-    cg__ban ban = {.cidr = e->cidr,
-                   .origin = CG__BAN_AUTO,
-                   .created_s = now_s,
-                   .expires_s = now_s + e->ttl_s};
+    const cg_listener_conf *lc = cg__gen_listener(gen, index);
+    cg__ban ban = {
+        .cidr = e->cidr, .origin = CG__BAN_AUTO, .created_s = now_s, .expires_s = now_s + e->ttl_s};
     snprintf(ban.reason, sizeof(ban.reason), "listener %s: %u source_rate refusals in %u s",
              lc->name, lc->sources.ban_after.count, lc->sources.ban_after.window_ms / 1000);
     snprintf(ttl, sizeof(ttl), "%u", e->ttl_s);
@@ -142,32 +158,38 @@ static void log_shadow_ban(cg__gate *g, size_t index, const cg__src_effect *e)
     char cidr[CG_CIDR_STRLEN], ttl[24];
     snprintf(ttl, sizeof(ttl), "%u", e->ttl_s);
     cg__log_event(CG_LOG_INFO, "ban", "cidr", cg_cidr_format(&e->cidr, cidr, sizeof(cidr)),
-                  "origin", "auto", "listener", g->names[index], "ttl_s", ttl, "shadow", "1",
-                  NULL);
+                  "origin", "auto", "listener", g->names[index], "ttl_s", ttl, "shadow", "1", NULL);
 }
 
 /* The client of listener index (the caller, or the client its PROXY header
  * names) judged by every stage after `proxy`; returns whether to admit it
  * (a shadow listener admits whom its judge refuses, but max_connections
  * stays a bound on resources, not a policy). */
-static bool judge_client(cg__gate *g, size_t index, const struct sockaddr *caller,
-                         cg__judgement *out)
+static bool judge_client(cg__gate *g, const cg__gen *gen, size_t index,
+                         const struct sockaddr *caller, cg__judgement *out)
 {
     cg__policy p;
     cg_cidr addr;
     if (cg_addr_from_sockaddr(caller, &addr) != 0)
         addr.family = 0; /* no family: every set answers its default */
-    cg__gate_policy(g, g->gen, index, true, &p);
+    cg__gate_policy(g, gen, index, true, &p);
     cg__policy_judge(&p, &addr, out);
     cg__recent_note(cg__runtime_recent(g->rt), (uint32_t)index, &addr);
-    bool shadow = cg__gen_listener(g->gen, index)->mode == CG_MODE_SHADOW;
+    bool shadow = cg__gen_listener(gen, index)->mode == CG_MODE_SHADOW;
     /* A shadow listener's auto-ban would be enforced on every listener:
      * it is logged, not made. */
     if (out->effect.autoban && !shadow)
-        auto_ban(g, index, &out->effect, p.now_s);
+        auto_ban(g, gen, index, &out->effect, p.now_s);
     else if (out->effect.autoban)
         log_shadow_ban(g, index, &out->effect);
     return out->admit || (shadow && out->stage != CG__STAGE_LIMIT);
+}
+
+/* The judgement of a caller the limit stage turned away after all: another
+ * thread took the last place between the verdict and the take. */
+static void limit_refusal(cg__judgement *j)
+{
+    *j = (cg__judgement){.stage = CG__STAGE_LIMIT, .reason = CG__REJ_LIMIT, .rule = CG_RULE_NONE};
 }
 
 /* The condition callback's judge. On an accept_proxy listener the caller is
@@ -179,7 +201,7 @@ static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__ju
     cg__gate *g = arg;
     const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
     if (lc->accept_proxy == 0)
-        return judge_client(g, index, caller, out);
+        return judge_client(g, g->gen, index, caller, out);
     const cg__policy p = {.trusted = lc->trusted_proxies};
     cg_cidr addr;
     if (cg_addr_from_sockaddr(caller, &addr) != 0)
@@ -191,7 +213,12 @@ static bool judge(void *arg, size_t index, const struct sockaddr *caller, cg__ju
 static void log_reject(cg__gate *g, size_t index, const struct sockaddr *caller,
                        const struct sockaddr *via, const cg__judgement *j, bool shadow)
 {
-    if (!cg__log_enabled(CG_LOG_INFO) || !cg__log_limiter_allow(&g->limiter, now_ms(g)))
+    if (!cg__log_enabled(CG_LOG_INFO))
+        return;
+    uv_mutex_lock(&g->log_lock);
+    bool allow = cg__log_limiter_allow(&g->limiter, now_ms(g));
+    uv_mutex_unlock(&g->log_lock);
+    if (!allow)
         return;
     /* The deciding entry only when an entry decided (not the default, not
      * a limit). */
@@ -201,14 +228,41 @@ static void log_reject(cg__gate *g, size_t index, const struct sockaddr *caller,
 }
 
 /* The source entry an admitted caller holds while open, or NULL. */
-static cg__source *take_source(cg__gate *g, size_t index, const struct sockaddr *caller)
+static cg__source *take_source(cg__gate *g, const cg__gen *gen, size_t index,
+                               const struct sockaddr *caller)
 {
-    const cg_listener_conf *lc = cg__gen_listener(g->gen, index);
+    const cg_listener_conf *lc = cg__gen_listener(gen, index);
     cg_cidr addr;
     if (!cg_source_limits_on(&lc->sources) || cg_addr_from_sockaddr(caller, &addr) != 0)
         return NULL;
     return cg__sources_take(cg__runtime_sources(g->rt), (uint32_t)index, &lc->sources, &addr,
-                            uv_now(g->loop));
+                            now_ms(g));
+}
+
+/* The debug line of an admitted caller, relayed by `worker`. */
+static void log_accept(cg__gate *g, size_t index, const struct sockaddr *caller, unsigned worker)
+{
+    if (!cg__log_enabled(CG_LOG_DEBUG))
+        return;
+    char peer[64], ws[16];
+    cg_sockaddr_format(caller, peer, sizeof(peer));
+    snprintf(ws, sizeof(ws), "%u", worker);
+    cg__log_event(CG_LOG_DEBUG, "accept", "listener", g->names[index], "peer", peer, "worker", ws,
+                  NULL);
+}
+
+/* The counters of an admitted caller, in `slot`. */
+static void count_admitted(cg__gate *g, size_t slot, size_t index, const struct sockaddr *caller,
+                           const struct sockaddr *via, const cg__judgement *j)
+{
+    cg__lstats *ls = cg__lstats_of(g->stats, slot, index);
+    if (!j->admit) { /* a shadow listener's caller */
+        cg__stat_add(&ls->shadow_rejected[j->reason], 1);
+        log_reject(g, index, caller, via, j, true);
+    }
+    cg__stat_add(&ls->accepted, 1);
+    if (via != NULL)
+        cg__stat_add(&ls->proxied, 1);
 }
 
 /* An admitted caller (or the client a PROXY header named, arriving via the
@@ -220,17 +274,18 @@ static void hand_off(cg__gate *g, size_t index, cg_socket_t fd, const struct soc
     cg__lstats *ls = cg__lstats_of(g->stats, 0, index);
     unsigned worker = 0;
 
-    if (!j->admit) { /* a shadow listener's caller */
-        cg__stat_add(&ls->shadow_rejected[j->reason], 1);
-        log_reject(g, index, caller, via, j, true);
-    }
     /* Take the place before the hand-off, so that no reader ever sees the
      * worker's release before the take. */
-    cg__admission_take(&g->admission);
-    cg__stat_add(&ls->accepted, 1);
-    if (via != NULL)
-        cg__stat_add(&ls->proxied, 1);
-    cg__source *src = take_source(g, index, caller);
+    if (!cg__admission_try_take(&g->admission)) {
+        cg__judgement lim;
+        limit_refusal(&lim);
+        cg_socket_close_reset(fd);
+        cg__stat_add(&ls->rejected[CG__REJ_LIMIT], 1);
+        log_reject(g, index, caller, via, &lim, false);
+        return;
+    }
+    count_admitted(g, 0, index, caller, via, j);
+    cg__source *src = take_source(g, g->gen, index, caller);
     if (cg__pool_submit(g->pool, fd, caller, cg__route_ref(cg__gen_route(g->gen, index)), src,
                         &worker) != 0) {
         /* Every queue full: the pool has reset the socket, so the caller
@@ -243,13 +298,7 @@ static void hand_off(cg__gate *g, size_t index, cg_socket_t fd, const struct soc
         cg__stat_add(&ls->rejected[CG__REJ_LIMIT], 1);
         return;
     }
-    if (cg__log_enabled(CG_LOG_DEBUG)) {
-        char peer[64], ws[16];
-        cg_sockaddr_format(caller, peer, sizeof(peer));
-        snprintf(ws, sizeof(ws), "%u", worker);
-        cg__log_event(CG_LOG_DEBUG, "accept", "listener", g->names[index], "peer", peer, "worker",
-                      ws, NULL);
-    }
+    log_accept(g, index, caller, worker);
 }
 
 static void admitted(void *arg, size_t index, cg_socket_t fd, const cg_accept_result *res,
@@ -284,7 +333,7 @@ static void on_header(void *arg, size_t index, cg_socket_t fd, const struct sock
     const struct sockaddr *client = h->local ? sender : (const struct sockaddr *)&h->src;
     cg__judgement j;
     cg__lstats *ls = cg__lstats_of(g->stats, 0, index);
-    if (judge_client(g, index, client, &j)) {
+    if (judge_client(g, g->gen, index, client, &j)) {
         hand_off(g, index, fd, client, sender, &j);
         return;
     }
@@ -306,21 +355,83 @@ static void on_header_failed(void *arg, size_t index, const struct sockaddr *sen
                   "proxy_header", "message", why, NULL);
 }
 
-static void shed(void *arg, size_t index)
+/* Out of descriptors on listener index, seen by the thread of `slot`. */
+static void shed_in(cg__gate *g, size_t slot, size_t index)
 {
-    cg__gate *g = arg;
-    cg__stat_add(&cg__lstats_of(g->stats, 0, index)->rejected[CG__REJ_LIMIT], 1);
+    cg__stat_add(&cg__lstats_of(g->stats, slot, index)->rejected[CG__REJ_LIMIT], 1);
     /* One line per EMFILE_LOG_MS at most, with the count shed meanwhile. */
-    g->emfile_shed++;
-    if (g->emfile_logged_ms != 0 && now_ms(g) - g->emfile_logged_ms < EMFILE_LOG_MS)
+    uv_mutex_lock(&g->log_lock);
+    uint64_t now = now_ms(g), shed = ++g->emfile_shed;
+    bool due = g->emfile_logged_ms == 0 || now - g->emfile_logged_ms >= EMFILE_LOG_MS;
+    if (due) {
+        g->emfile_logged_ms = now;
+        g->emfile_shed = 0;
+    }
+    uv_mutex_unlock(&g->log_lock);
+    if (!due)
         return;
     char lim[24], n[24];
     u64s(lim, sizeof(lim), g->fd_limit);
-    u64s(n, sizeof(n), g->emfile_shed);
+    u64s(n, sizeof(n), shed);
     cg__log_event(CG_LOG_WARN, "fd_exhausted", "listener", g->names[index], "fd_limit", lim, "shed",
                   n, "message", "out of descriptors: shedding callers and pausing accept", NULL);
-    g->emfile_logged_ms = now_ms(g);
-    g->emfile_shed = 0;
+}
+
+static void shed(void *arg, size_t index)
+{
+    shed_in(arg, 0, index);
+}
+
+/* ------------------------------------------------------------------------
+ * The workers' hooks (cg__pool_accepts): a worker judges its own callers
+ */
+
+static void pool_shed(void *arg, size_t slot, size_t index)
+{
+    shed_in(arg, slot, index);
+}
+
+/* Judge a caller a worker accepted (slot: the worker's counters) and, when
+ * admitted, take its place and source entry in the same step: the source
+ * stage's verdict and its take under judge_lock (only for a listener with
+ * source limits), the place with a compare-and-swap. */
+static bool pool_admit(void *arg, size_t slot, size_t index, const struct sockaddr *caller,
+                       cg__route **route, void **hold)
+{
+    cg__gate *g = arg;
+    cg__gen *gen = cg__gate_acquire(g);
+    const cg_listener_conf *lc = cg__gen_listener(gen, index);
+    bool locked = cg_source_limits_on(&lc->sources);
+    cg__judgement j;
+
+    if (locked)
+        uv_mutex_lock(&g->judge_lock);
+    bool admit = judge_client(g, gen, index, caller, &j);
+    if (admit && !cg__admission_try_take(&g->admission)) {
+        limit_refusal(&j);
+        admit = false;
+    }
+    if (admit)
+        *hold = take_source(g, gen, index, caller);
+    if (locked)
+        uv_mutex_unlock(&g->judge_lock);
+
+    if (admit) {
+        count_admitted(g, slot, index, caller, NULL, &j);
+        *route = cg__route_ref(cg__gen_route(gen, index));
+        log_accept(g, index, caller, (unsigned)(slot - 1));
+    } else {
+        cg__stat_add(&cg__lstats_of(g->stats, slot, index)->rejected[j.reason], 1);
+        log_reject(g, index, caller, NULL, &j, false);
+    }
+    cg__gen_unref(gen);
+    return admit;
+}
+
+void cg__gate_pool_env(cg__gate *g, cg__pool_env *env)
+{
+    env->listen_fds = g->worker_fds;
+    env->gate = (cg__pool_gate){.admit = pool_admit, .shed = pool_shed, .arg = g};
 }
 
 /* ------------------------------------------------------------------------
@@ -330,7 +441,10 @@ static void shed(void *arg, size_t index)
 uint64_t cg__gate_fit_connections(uint64_t fd_limit, size_t nlisteners, unsigned workers,
                                   bool any_backend, unsigned configured)
 {
-    uint64_t reserve = FD_RESERVE_BASE + 2 * (uint64_t)nlisteners + 4 * (uint64_t)workers;
+    /* Each worker also keeps a spare descriptor per listener it accepts
+     * from (cg__pool_accepts). */
+    uint64_t reserve = FD_RESERVE_BASE + 2 * (uint64_t)nlisteners + 4 * (uint64_t)workers +
+                       (uint64_t)nlisteners * workers;
     uint64_t per = any_backend ? 2 : 1;
     uint64_t fit = fd_limit > reserve ? (fd_limit - reserve) / per : 1;
     if (fit < 1)
@@ -399,6 +513,32 @@ int cg__gate_map_listeners(char *const *names, const cg_endpoint *binds, size_t 
             return CG_EINVAL;
         }
         lmap[i] = (size_t)j;
+    }
+    return 0;
+}
+
+/* Whether the workers accept listener lc's callers themselves, each from a
+ * socket of its own in a SO_REUSEPORT group: where they can
+ * (cg__pool_accepts), unless its callers send a PROXY header first (the
+ * intake that reads it lives on the control loop). Fixed at start. */
+static bool on_workers(const cg_listener_conf *lc)
+{
+    return cg__pool_accepts() && lc->accept_proxy == 0;
+}
+
+/* A reload cannot give accept_proxy to a listener whose callers the workers
+ * accept: its headers would never be read. */
+static int check_intake(const cg__gate *g, const cg__gen *gen, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < g->nlisteners; i++) {
+        const cg_listener_conf *lc = cg__gen_listener(gen, i);
+        if (g->worker_fds[i * g->workers] != CG_INVALID_SOCKET && lc->accept_proxy != 0) {
+            snprintf(err, errlen,
+                     "%s:%" PRIu32 ": listener '%s': accept_proxy on a listener started without "
+                     "it needs a restart",
+                     gen->cfg->path, lc->line, lc->name);
+            return CG_EINVAL;
+        }
     }
     return 0;
 }
@@ -527,6 +667,8 @@ int cg__gate_candidate(cg__gate *g, cg__gen **out, char *err, size_t errlen)
         cg_config_free(cfg);
     if (rc == 0)
         rc = kernel_modes(g, gen, modes, err, errlen);
+    if (rc == 0)
+        rc = check_intake(g, gen, err, errlen);
     free(lmap);
     free(modes);
     if (rc != 0) {
@@ -566,6 +708,8 @@ int cg__gate_prepare(cg__gate *g, cg_config *cfg, cg__gate_next **out, char *err
         cg_config_free(cfg); /* else the generation has it */
     if (rc == 0)
         rc = kernel_modes(g, next->gen, next->modes, err, errlen);
+    if (rc == 0)
+        rc = check_intake(g, next->gen, err, errlen);
     if (rc == 0)
         rc = stage_kernel(g, next, err, errlen);
     if (rc != 0) {
@@ -774,6 +918,7 @@ void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), vo
     g->drained_arg = arg;
     for (size_t i = 0; i < g->nlisteners; i++)
         cg__listener_close(g->listeners[i]);
+    cg__pool_unlisten(g->pool);
     cg__intake_close(g->intake); /* callers whose header has not come: reset */
     char a[24];
     u64s(a, sizeof(a), cg__admission_active(&g->admission));
@@ -791,8 +936,10 @@ void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), vo
 static void on_limiter_timer(uv_timer_t *t)
 {
     cg__gate *g = t->data;
+    uv_mutex_lock(&g->log_lock);
     if (g->limiter.suppressed > 0 && now_ms(g) - g->limiter.window_start_ms >= 1000)
         cg__log_limiter_flush(&g->limiter, now_ms(g));
+    uv_mutex_unlock(&g->log_lock);
     log_kernel_refusals(g);
     cg__runtime_tick(g->rt, cg__runtime_now_s());
 }
@@ -805,8 +952,12 @@ static int gate_init(cg__gate *g, const cg_config *cfg)
     g->binds = calloc(n, sizeof(*g->binds));
     g->pf_mode = calloc(n, sizeof(*g->pf_mode));
     g->pf_logged = calloc(n, sizeof(*g->pf_logged));
+    g->worker_fds = calloc(n * cfg->workers, sizeof(*g->worker_fds));
+    for (size_t i = 0; g->worker_fds != NULL && i < n * cfg->workers; i++)
+        g->worker_fds[i] = CG_INVALID_SOCKET;
     g->stats = cg__stats_new(cfg->nlisteners, cfg->workers);
-    int rc = g->listeners && g->names && g->binds && g->pf_mode && g->pf_logged && g->stats
+    int rc = g->listeners && g->names && g->binds && g->pf_mode && g->pf_logged && g->worker_fds &&
+                     g->stats
                  ? 0
                  : CG_ENOMEM;
     for (size_t i = 0; rc == 0 && i < cfg->nlisteners; i++) {
@@ -832,6 +983,8 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__runtime
     g->fd_limit = fd_limit;
     g->workers = cfg->workers;
     uv_mutex_init(&g->gen_lock);
+    uv_mutex_init(&g->judge_lock);
+    uv_mutex_init(&g->log_lock);
     cg__log_limiter_init(&g->limiter, CG_LOG_REJECT_RATE);
     cg__admission_init(&g->admission, 0);
     size_t *lmap = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*lmap));
@@ -871,10 +1024,14 @@ static void load_prefilter(cg__gate *g)
         return;
     }
     int rc = cg__prefilter_open(&g->pf, g->gen->cfg->max_bans, g->pf_why, sizeof(g->pf_why));
-    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++)
-        rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, cg__listener_fd(g->listeners[i]),
-                                        (const struct sockaddr *)&g->binds[i].addr,
-                                        g->binds[i].addrlen, g->pf_why, sizeof(g->pf_why));
+    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++) {
+        const cg_socket_t *fds;
+        size_t nfds = cg__listener_fds(g->listeners[i], &fds);
+        for (size_t k = 0; rc == 0 && k < nfds; k++)
+            rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, fds[k],
+                                            (const struct sockaddr *)&g->binds[i].addr,
+                                            g->binds[i].addrlen, g->pf_why, sizeof(g->pf_why));
+    }
     if (rc != 0) {
         cg__prefilter_close(g->pf);
         g->pf = NULL;
@@ -926,9 +1083,20 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
     for (size_t i = 0; i < g->nlisteners; i++) {
         /* Windows' conditional accept is set before listen: a reload that
          * turns a listener's prefilter on or off there takes a restart. */
-        bool conditional = cg__gen_listener(g->gen, i)->prefilter != CG_PREFILTER_OFF;
-        int rc = cg__listener_open(g->loop, g->names[i], &g->binds[i], i, conditional, &hooks,
+        const cg_listener_conf *lc = cg__gen_listener(g->gen, i);
+        bool conditional = lc->prefilter != CG_PREFILTER_OFF;
+        int rc;
+        if (on_workers(lc)) {
+            rc = cg__listener_open_group(g->names[i], &g->binds[i], conditional, g->workers,
+                                         &g->listeners[i], err, errlen);
+            const cg_socket_t *fds;
+            size_t nfds = rc == 0 ? cg__listener_fds(g->listeners[i], &fds) : 0;
+            for (size_t k = 0; k < nfds; k++)
+                g->worker_fds[i * g->workers + k] = fds[k];
+        } else {
+            rc = cg__listener_open(g->loop, g->names[i], &g->binds[i], i, conditional, &hooks,
                                    &g->listeners[i], err, errlen);
+        }
         if (rc != 0)
             return rc;
     }
@@ -966,7 +1134,9 @@ void cg__gate_close(cg__gate *g)
     for (size_t i = 0; i < g->nlisteners; i++)
         cg__listener_close(g->listeners[i]);
     cg__intake_close(g->intake);
+    uv_mutex_lock(&g->log_lock);
     cg__log_limiter_flush(&g->limiter, now_ms(g));
+    uv_mutex_unlock(&g->log_lock);
     if (g->timers_open) {
         uv_close((uv_handle_t *)&g->drain_timer, on_closed_noop);
         uv_close((uv_handle_t *)&g->limiter_timer, on_closed_noop);
@@ -988,9 +1158,12 @@ void cg__gate_free(cg__gate *g)
     free(g->listeners);
     free(g->names);
     free(g->binds);
+    free(g->worker_fds);
     free((void *)g->pf_mode);
     free(g->pf_logged);
     cg__prefilter_close(g->pf);
     uv_mutex_destroy(&g->gen_lock);
+    uv_mutex_destroy(&g->judge_lock);
+    uv_mutex_destroy(&g->log_lock);
     free(g);
 }

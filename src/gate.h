@@ -2,12 +2,14 @@
  * hand-off and drain.
  *
  * The gate owns the listeners (listener.c) and the generation in force. Each
- * caller a listener offers is judged by the one judge (policy.h) against the
- * current generation and the admission count; admitted sockets go to the
- * worker pool with their listener's route. A new generation (from a reload)
- * is swapped in with one pointer store on the control thread, so every
- * caller is judged wholly by one generation. Control thread unless a
- * function says otherwise.
+ * caller is judged by the one judge (policy.h) against the current
+ * generation and the admission count: on Linux by the worker that accepted
+ * it (cg__gate_pool_env's hooks), which relays it on; elsewhere, and for
+ * listeners that take PROXY headers, by the control thread, which hands
+ * admitted sockets to the worker pool with their listener's route. A new
+ * generation (from a reload) is swapped in with one pointer store under a
+ * lock, and each caller is judged wholly by one generation. Control thread
+ * unless a function says otherwise.
  */
 #ifndef CG_GATE_H
 #define CG_GATE_H
@@ -42,7 +44,7 @@ int cg__gate_new(uv_loop_t *loop, cg_config *cfg, uint64_t fd_limit, cg__runtime
  * under generation gen: the bans, l's rule set, its source limits and the
  * admission count, at the present time. real: a real caller (counts hits
  * and rate refusals) rather than an explanation. Any thread (real: the
- * control thread). */
+ * thread that judges l's callers). */
 void cg__gate_policy(cg__gate *g, const cg__gen *gen, size_t l, bool real, cg__policy *out);
 
 /* cg__gate_open: bind and listen on every listener, and load the kernel
@@ -56,6 +58,14 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen);
 /* cg__gate_start: hand admitted callers to pool from now on (it must outlive
  * the gate's listeners), and log each listener (event=listen). */
 void cg__gate_start(cg__gate *g, cg__pool *pool);
+
+/* cg__gate_pool_env: what a pool that accepts (cg__pool_accepts) needs of
+ * the gate: the listening sockets its workers accept from (env->listen_fds,
+ * [listener * workers + worker]; CG_INVALID_SOCKET for the listeners the
+ * control thread accepts itself)
+ * and the hooks that judge their callers (env->gate). After cg__gate_open;
+ * the sockets stay open until cg__gate_free, so free the pool first. */
+void cg__gate_pool_env(cg__gate *g, cg__pool_env *env);
 
 /* A reload's next generation, prepared but not in force. */
 typedef struct cg__gate_next cg__gate_next;

@@ -17,9 +17,10 @@
  * connection is forgotten; when every source has open connections, the new
  * one is refused (CG__SRC_FULL, counted in cg__sources_full).
  *
- * Threads: the control thread judges and takes (one at a time, so a verdict
- * and its take are exact); any thread (the worker closing a connection)
- * releases. One mutex guards the table.
+ * Threads: one thread at a time judges and takes for a listener (the
+ * control thread, or on Linux the workers under the gate's judge lock), so
+ * a verdict and its take are exact; any thread (the worker closing a
+ * connection) releases. One mutex guards the table.
  */
 #ifndef CG_SOURCES_H
 #define CG_SOURCES_H

@@ -1,7 +1,8 @@
 /* stats.h — the gate's counters: one slot per writing thread, summed on read.
  *
- * Slot 0 belongs to the control thread (accept/reject decisions), slot 1+i to
- * worker i (relayed connections). Each slot has exactly one writer, so the
+ * Slot 0 belongs to the control thread (the decisions on the callers it
+ * accepts), slot 1+i to worker i (the callers it accepts, and relayed
+ * connections). Each slot has exactly one writer, so the
  * hot path is a relaxed load and store on a cache line no other thread
  * writes; readers (admin port, logs) sum the slots with relaxed loads and may
  * see a snapshot that is a few events old, never a torn value.

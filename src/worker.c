@@ -404,6 +404,19 @@ void cg__pool_stop(cg__pool *p)
     cg__pool_free(p);
 }
 
+/* cg__pool_accepts: libuv's workers do not accept: the control thread
+ * does, and submits. */
+bool cg__pool_accepts(void)
+{
+    return false;
+}
+
+/* cg__pool_unlisten: nothing to stop: no worker listens. */
+void cg__pool_unlisten(cg__pool *p)
+{
+    (void)p;
+}
+
 /* cg__pool_size: the number of workers (0 for NULL). Any thread. */
 unsigned cg__pool_size(const cg__pool *p)
 {

@@ -24,12 +24,37 @@
 /* Most connections waiting in one worker's hand-off queue. */
 #define CG_WORKER_QUEUE_MAX 8192
 
+/* What a pool whose workers accept (cg__pool_accepts) asks of the gate
+ * for each caller. */
+typedef struct cg__pool_gate {
+    /* Judge caller of gate listener l for the worker whose stats slot is
+     * `slot`, and count and log the verdict. Admitted: its place and its
+     * source entry are taken, and it returns true with *route (one
+     * reference: l's route in the generation that judged) and *hold (given
+     * back through relay.release at the close). Worker threads, at once. */
+    bool (*admit)(void *arg, size_t slot, size_t l, const struct sockaddr *caller,
+                  cg__route **route, void **hold);
+    /* Out of descriptors while accepting on listener l: one caller was shed
+     * and that worker pauses the listener briefly. Worker threads. */
+    void (*shed)(void *arg, size_t slot, size_t l);
+    void *arg;
+} cg__pool_gate;
+
 /* What the pool needs from the process. All pointers outlive the pool. */
 typedef struct cg__pool_env {
     cg__relay_env relay;    /* what every worker's connections share */
     uv_loop_t *inline_loop; /* not NULL: worker 0 runs on this loop, the
                                one of the thread that submits, rather
-                               than on a thread of its own */
+                               than on a thread of its own (a pool that
+                               accepts ignores it: its workers are all
+                               threads of their own) */
+    /* A pool that accepts: [l * n + i] is the listening socket worker i
+     * (of n) accepts from for gate listener l (of relay.nlisteners), each
+     * its own (a SO_REUSEPORT group per listener), or CG_INVALID_SOCKET for
+     * a listener whose callers the control thread takes and submits. NULL:
+     * none. The sockets stay the caller's; close them after cg__pool_free. */
+    const cg_socket_t *listen_fds;
+    cg__pool_gate gate;
 } cg__pool_env;
 
 typedef struct cg__pool cg__pool;
@@ -72,6 +97,18 @@ void cg__pool_free(cg__pool *p);
  * without an inline worker (or whose inline worker never had a
  * connection). Accepts NULL. Control thread. */
 void cg__pool_stop(cg__pool *p);
+
+/* cg__pool_accepts: whether this build's workers accept callers
+ * themselves (Linux, with an epoll loop of its own per worker: each has its
+ * own socket of every listener's SO_REUSEPORT group, and judges and relays
+ * its callers on the same thread). Elsewhere the control thread accepts and
+ * submits. */
+bool cg__pool_accepts(void);
+
+/* cg__pool_unlisten: stop accepting on every worker (the drain), at each
+ * one's next turn, which this wakes. The listening sockets stay open. Control
+ * thread. */
+void cg__pool_unlisten(cg__pool *p);
 
 /* cg__pool_size: number of workers. */
 unsigned cg__pool_size(const cg__pool *p);

@@ -1,10 +1,12 @@
-"""Worker threads: `workers = N` runs N threads in all (the control thread
-relays as worker 0, without a queue or wake-up), connections spread over
-all of them, and a stop resets what is still open on every worker, the
-control thread's own included."""
+"""Worker threads: `workers = N` runs N worker threads beside the control
+thread; each worker accepts from a listening socket of its own (a
+SO_REUSEPORT group per listener), judges its callers and relays them, so
+connections spread over all of them; a stop resets what is still open on
+every worker; and the group never joins another process's sockets."""
 
 import os
 import signal
+import socket
 
 import pytest
 
@@ -40,7 +42,7 @@ def under_tsan(pid):
         return "libtsan" in f.read()
 
 
-def test_workers_are_all_the_threads(make_gate):
+def test_workers_and_the_control_thread_are_all_the_threads(make_gate):
     counts = {}
     for n in (1, 2, 4):
         g = make_gate("w%d" % n)
@@ -56,24 +58,27 @@ def test_workers_are_all_the_threads(make_gate):
         for c in conns:
             c.close()
         g.stop()
-    assert counts == {1: 1, 2: 2, 4: 4}, "threads per workers = N: %r" % counts
+    assert counts == {1: 2, 2: 3, 4: 5}, "threads per workers = N: %r" % counts
 
 
-def test_every_worker_relays_and_stop_resets_them_all(gate):
+def test_every_worker_accepts_relays_and_stop_resets_them_all(gate):
     gate.write(config(2, drain_ms=300), admin=True)
     gate.start()
     conns = []
-    for i in range(6):
-        c = connect(gate.port("web"), "127.0.0.%d" % (2 + i))
+    # The kernel spreads callers over the workers' sockets by a hash of
+    # address and port: with 40 callers, one worker taking them all has a
+    # chance of 2**-39.
+    for i in range(40):
+        c = connect(gate.port("web"), "127.0.%d.%d" % (1 + i // 200, 2 + i % 200))
         echo_check(c)
         conns.append(c)
-    # Least loaded with round-robin ties: three on each worker, worker 0
-    # being the control thread itself.
     workers = gate.json("/stats")["workers"]
-    assert [w["active"] for w in workers] == [3, 3], workers
-    # Bulk on both workers too, byte for byte.
-    data = os.urandom(4 * MB)
-    for c in conns[:2]:
+    assert [w["handled"] for w in workers] == [w["active"] for w in workers], workers
+    assert sum(w["active"] for w in workers) == 40, workers
+    assert all(w["active"] > 0 for w in workers), "a worker accepted nothing: %r" % workers
+    # Bulk through every connection, so through both workers, byte for byte.
+    data = os.urandom(MB)
+    for c in conns[:8]:
         t = Transfer(c, data, shut_wr=False)
         got = b""
         while len(got) < len(data):
@@ -83,7 +88,7 @@ def test_every_worker_relays_and_stop_resets_them_all(gate):
         t.join(60)
         assert sha256(got) == sha256(data)
     s = gate.json("/stats")
-    assert s["bytes"]["in"] == 6 * 15 + 2 * len(data), s["bytes"]
+    assert s["bytes"]["in"] == 40 * 15 + 8 * len(data), s["bytes"]
     assert s["bytes"]["out"] == s["bytes"]["in"], s["bytes"]
 
     gate.signal(signal.SIGTERM)
@@ -97,4 +102,23 @@ def test_every_worker_relays_and_stop_resets_them_all(gate):
         assert got in (None, b""), "a byte after the stop: %r" % got
         c.close()
     hit = gate.wait_log(event_re("stop"))
-    assert (hit["closed"], hit["active"]) == ("6", "0"), hit.line
+    assert (hit["closed"], hit["active"]) == ("40", "0"), hit.line
+
+
+def test_the_group_never_joins_another_processs_sockets(gate):
+    """SO_REUSEPORT lets any socket of the same user join a group on the
+    address: the gate checks the address is free first, so a second process
+    there (here one that set SO_REUSEPORT itself) is a bind failure, not a
+    silent share of its callers."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    try:
+        gate.write(config(2).replace("$web", str(taken)))
+        rc, out, err = gate.run(["-c", gate.ini_path], timeout=20)
+        assert rc == 1, "exit %s with the address taken\n%s" % (rc, err)
+        assert "in use" in err and str(taken) in err, err
+    finally:
+        holder.close()

@@ -1,0 +1,570 @@
+/* unix/ep_pool.c — the worker pool on Linux: threads that each run their own
+ * epoll loop, accept callers from every listening socket themselves, judge
+ * them through the gate, and relay them on the same thread (worker.h).
+ *
+ * Every worker has a listening socket of its own in each listener's
+ * SO_REUSEPORT group: the kernel spreads callers over them by a hash of
+ * address and port (so long-lived connections spread evenly at any rate),
+ * each queue has one reader, and nothing is handed between threads on the
+ * hot path. The control thread still accepts
+ * on the listeners whose callers send a PROXY header first (their intake
+ * lives on its loop) and submits those through a bounded queue and an
+ * eventfd, as worker.c does; the same wake-up carries sweeps, the drain's
+ * "stop accepting" and the stop.
+ *
+ * Worker life:
+ *
+ *     start ──► RUNNING (accepting, relaying) ──unlisten──► RUNNING (relaying)
+ *                   │                                          │
+ *                   └────────────────stop─────────────────────►┴──► every
+ *                     connection reset, queue emptied, thread returns
+ */
+#if !defined(_GNU_SOURCE)
+#define _GNU_SOURCE
+#endif
+
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "condgate/common.h"
+#include "ep.h"
+#include "ep_relay.h"
+#include "sys.h"
+
+/* Events taken per epoll_wait. */
+#define EVENTS_MAX 64
+/* Callers accepted per readiness of a listening socket. */
+#define ACCEPT_BATCH 32
+/* Pause after running out of descriptors. */
+#define EMFILE_PAUSE_MS 100
+/* Hand-offs started per wake-up before the worker serves its connections. */
+#define WAKE_BATCH 256
+
+typedef struct handoff {
+    cg__route *route;
+    void *hold;
+    int fd;
+    cg__peer peer; /* sa_family 0: unknown */
+} handoff;
+
+typedef struct worker worker;
+
+/* One listening socket as one worker watches it. */
+typedef struct wlisten {
+    cg__ep_watch w; /* first: the epoll data points here */
+    worker *wk;
+    size_t index;
+    int fd;
+    cg_acceptor *acc;   /* NULL once this worker stopped accepting here */
+    bool watching;      /* in the worker's epoll set */
+    cg__ep_timer pause; /* the EMFILE pause */
+    cg__route *route;   /* what admit gave the caller just judged */
+    void *hold;
+} wlisten;
+
+struct worker {
+    cg__pool *pool;
+    unsigned id;
+    cg__ep ep;
+    cg__ep_watch wake_w;
+    int wake_fd;
+    _Atomic bool wake_pending; /* a write to wake_fd is on its way */
+    uv_thread_t thread;
+    bool mutex_ready, running;
+
+    uv_mutex_t lock; /* guards ring, head, count, stopping and unlisten */
+    handoff *ring;   /* CG_WORKER_QUEUE_MAX entries */
+    size_t head, count;
+    bool stopping, unlisten;
+
+    _Atomic bool sweep; /* a ban sweep is due at the next wake-up */
+    bool done;          /* worker thread: leave the loop */
+    uint64_t submitted; /* control thread only */
+    wlisten *ls;        /* [nlisteners] */
+    cg__ep_relay_ctx ctx;
+};
+
+struct cg__pool {
+    cg__pool_env env;
+    unsigned n;
+    unsigned next;
+    size_t nlisten;
+    int *listen_fds; /* copy of env.listen_fds ([l * n + i]); -1: none */
+    worker *w;
+};
+
+static void count_handled(worker *w)
+{
+    cg__stat_add(&w->pool->env.relay.stats->slots[w->ctx.slot].handled, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Accepting
+ */
+
+static void on_listen(cg__ep_watch *w, uint32_t events);
+
+static cg_verdict condition(const struct sockaddr *caller, socklen_t caller_len,
+                            const struct sockaddr *callee, socklen_t callee_len, void *arg)
+{
+    wlisten *l = arg;
+    const cg__pool_gate *g = &l->wk->pool->env.gate;
+    (void)caller_len;
+    (void)callee;
+    (void)callee_len;
+    l->route = NULL;
+    l->hold = NULL;
+    return g->admit(g->arg, l->wk->ctx.slot, l->index, caller, &l->route, &l->hold) ? CG_ACCEPT
+                                                                                    : CG_REJECT;
+}
+
+static void stop_watching(wlisten *l)
+{
+    if (l->watching)
+        cg__ep_del(&l->wk->ep, l->fd);
+    l->watching = false;
+}
+
+static bool watch(wlisten *l)
+{
+    l->watching = cg__ep_add(&l->wk->ep, l->fd, EPOLLIN, &l->w) == 0;
+    return l->watching;
+}
+
+static void stop_accepting(wlisten *l)
+{
+    stop_watching(l);
+    cg__timer_stop(&l->wk->ep, &l->pause);
+    cg_acceptor_free(l->acc);
+    l->acc = NULL;
+}
+
+static void on_pause_over(cg__ep_timer *t)
+{
+    wlisten *l = (wlisten *)((char *)t - offsetof(wlisten, pause));
+    if (l->acc != NULL && !l->watching)
+        watch(l);
+}
+
+static void on_listen(cg__ep_watch *w, uint32_t events)
+{
+    wlisten *l = (wlisten *)w;
+    worker *wk = l->wk;
+    (void)events;
+    for (int i = 0; i < ACCEPT_BATCH && l->acc != NULL; i++) {
+        int fd;
+        cg_accept_result res;
+        switch (cg_acceptor_accept(l->acc, &fd, &res)) {
+        case 0:
+            count_handled(wk);
+            cg__ep_relay_start(&wk->ctx, fd, (const cg__peer *)&res.caller, l->route, l->hold);
+            continue;
+        case CG_EREJECTED:
+        case CG_EDEFERRED:
+        case CG_ECONNABORTED:
+            continue;
+        case CG_EMFILE:
+            wk->pool->env.gate.shed(wk->pool->env.gate.arg, wk->ctx.slot, l->index);
+            stop_watching(l);
+            if (cg__timer_start(&wk->ep, &l->pause, EMFILE_PAUSE_MS) != 0)
+                watch(l);
+            return;
+        case CG_EINVAL:
+            stop_accepting(l); /* the socket stopped listening (the drain) */
+            return;
+        default:
+            return; /* CG_EAGAIN: the backlog is empty */
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * The loop and its wake-up
+ */
+
+static bool pop_locked(worker *w, handoff *out)
+{
+    if (w->count == 0)
+        return false;
+    *out = w->ring[w->head];
+    w->head = (w->head + 1) % CG_WORKER_QUEUE_MAX;
+    w->count--;
+    return true;
+}
+
+static void stop_all_listeners(worker *w)
+{
+    for (size_t i = 0; i < w->pool->nlisten; i++)
+        stop_accepting(&w->ls[i]);
+}
+
+static void begin_stop(worker *w)
+{
+    handoff h;
+    for (;;) {
+        uv_mutex_lock(&w->lock);
+        bool got = pop_locked(w, &h);
+        uv_mutex_unlock(&w->lock);
+        if (!got)
+            break;
+        count_handled(w);
+        cg__ep_relay_drop(&w->ctx, h.fd, h.route, h.hold);
+    }
+    stop_all_listeners(w);
+    cg__ep_relay_close_all(&w->ctx);
+    w->done = true;
+}
+
+static void on_wake(cg__ep_watch *ww, uint32_t events)
+{
+    worker *w = (worker *)((char *)ww - offsetof(worker, wake_w));
+    handoff batch[64];
+    uint64_t v;
+    (void)events;
+
+    atomic_store_explicit(&w->wake_pending, false, memory_order_release);
+    (void)!read(w->wake_fd, &v, sizeof(v));
+    if (atomic_exchange_explicit(&w->sweep, false, memory_order_acq_rel))
+        cg__ep_relay_sweep(&w->ctx);
+    for (unsigned started = 0;;) {
+        unsigned got = 0;
+        uv_mutex_lock(&w->lock);
+        bool stopping = w->stopping, unlisten = w->unlisten;
+        while (!stopping && got < 64 && started + got < WAKE_BATCH && pop_locked(w, &batch[got]))
+            got++;
+        bool more = w->count > 0;
+        uv_mutex_unlock(&w->lock);
+        for (unsigned i = 0; i < got; i++) {
+            count_handled(w);
+            cg__ep_relay_start(&w->ctx, batch[i].fd,
+                               batch[i].peer.sa.sa_family != 0 ? &batch[i].peer : NULL,
+                               batch[i].route, batch[i].hold);
+        }
+        started += got;
+        if (stopping) {
+            begin_stop(w);
+            return;
+        }
+        if (unlisten)
+            stop_all_listeners(w);
+        if (!more)
+            return;
+        if (started >= WAKE_BATCH) {
+            /* More are queued: serve the open connections first. */
+            uint64_t one = 1;
+            atomic_store_explicit(&w->wake_pending, true, memory_order_release);
+            (void)!write(w->wake_fd, &one, sizeof(one));
+            return;
+        }
+    }
+}
+
+static void wake(worker *w)
+{
+    uint64_t one = 1;
+    if (!atomic_exchange_explicit(&w->wake_pending, true, memory_order_acq_rel))
+        (void)!write(w->wake_fd, &one, sizeof(one));
+}
+
+static void worker_main(void *arg)
+{
+    worker *w = arg;
+    struct epoll_event ev[EVENTS_MAX];
+    bool posted = false;
+
+    cg__sys_thread_init();
+    while (!w->done) {
+        int timeout = posted ? 0 : cg__ep_timeout(&w->ep, -1);
+        int n = epoll_wait(w->ep.epfd, ev, EVENTS_MAX, timeout);
+        cg__ep_update_time(&w->ep);
+        for (int i = 0; i < n; i++) {
+            cg__ep_watch *watch_of = ev[i].data.ptr;
+            watch_of->fn(watch_of, ev[i].events);
+        }
+        cg__ep_run_timers(&w->ep);
+        posted = cg__ep_relay_turn_end(&w->ctx);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Start and stop
+ */
+
+static int start_listeners(cg__pool *p, worker *w)
+{
+    cg_accept_opts opts;
+    cg_accept_opts_default(&opts);
+    w->ls = calloc(p->nlisten ? p->nlisten : 1, sizeof(*w->ls));
+    if (w->ls == NULL)
+        return CG_ENOMEM;
+    for (size_t i = 0; i < p->nlisten; i++) {
+        wlisten *l = &w->ls[i];
+        *l = (wlisten){
+            .w = {.fn = on_listen}, .wk = w, .index = i, .fd = p->listen_fds[i * p->n + w->id]};
+        cg__timer_init(&l->pause, on_pause_over);
+        if (l->fd < 0)
+            continue;
+        int rc = cg_acceptor_new(l->fd, condition, l, &opts, &l->acc);
+        if (rc != 0)
+            return rc;
+        if (!watch(l))
+            return CG_ESYS;
+    }
+    return 0;
+}
+
+static int start_worker(cg__pool *p, worker *w, unsigned id)
+{
+    w->pool = p;
+    w->id = id;
+    w->wake_fd = -1;
+    w->ep.epfd = -1;
+    w->ctx.env = &p->env.relay;
+    w->ctx.slot = 1 + (size_t)id;
+    w->ctx.ep = &w->ep;
+    w->ring = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring));
+    w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
+    if (w->ring == NULL || w->ctx.rbuf == NULL)
+        return CG_ENOMEM;
+    if (uv_mutex_init(&w->lock) != 0)
+        return CG_ESYS;
+    w->mutex_ready = true;
+    int rc = cg__ep_init(&w->ep);
+    if (rc != 0)
+        return rc;
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0)
+        return errno == EMFILE || errno == ENFILE ? CG_EMFILE : CG_ESYS;
+    w->wake_w.fn = on_wake;
+    if (cg__ep_add(&w->ep, w->wake_fd, EPOLLIN | EPOLLET, &w->wake_w) != 0)
+        return CG_ESYS;
+    if ((rc = start_listeners(p, w)) != 0)
+        return rc;
+    /* Everything above happens before the thread starts, so it sees it. */
+    if (uv_thread_create(&w->thread, worker_main, w) != 0)
+        return CG_ESYS;
+    w->running = true;
+    return 0;
+}
+
+/* Release what start_worker set up, for a worker whose thread is not
+ * running (never started, or joined). */
+static void destroy_worker(worker *w)
+{
+    handoff h;
+    if (w->pool == NULL)
+        return; /* never started: nothing was made */
+    while (w->ring != NULL && pop_locked(w, &h))
+        cg__ep_relay_drop(&w->ctx, h.fd, h.route, h.hold);
+    if (w->ls != NULL && w->pool != NULL)
+        for (size_t i = 0; i < w->pool->nlisten; i++)
+            cg_acceptor_free(w->ls[i].acc);
+    if (w->ctx.ep != NULL) {
+        cg__ep_relay_close_all(&w->ctx); /* a worker that never ran has none */
+        cg__ep_relay_turn_end(&w->ctx);
+        cg__ep_relay_cleanup(&w->ctx);
+    }
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    if (w->ctx.ep != NULL)
+        cg__ep_cleanup(&w->ep);
+    if (w->mutex_ready)
+        uv_mutex_destroy(&w->lock);
+    free(w->ls);
+    free(w->ring);
+    free(w->ctx.rbuf);
+}
+
+/* cg__pool_start: see worker.h. */
+int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
+{
+    const cg__relay_env *re = env != NULL ? &env->relay : NULL;
+    if (n < 1 || n > CG_CONFIG_MAX_WORKERS || re == NULL || re->stats == NULL ||
+        re->stats->nslots < 1 + (size_t)n || re->admission == NULL ||
+        (re->nlisteners > 0 && re->listener_names == NULL) ||
+        re->stats->nlisteners < re->nlisteners || out == NULL ||
+        (env->listen_fds != NULL && env->gate.admit == NULL))
+        return CG_EINVAL;
+
+    cg__pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return CG_ENOMEM;
+    p->env = *env;
+    p->n = n;
+    p->w = calloc(n, sizeof(*p->w));
+    if (env->listen_fds != NULL) {
+        p->nlisten = re->nlisteners;
+        p->listen_fds = calloc(p->nlisten ? p->nlisten * n : 1, sizeof(*p->listen_fds));
+        for (size_t i = 0; p->listen_fds != NULL && i < p->nlisten * n; i++)
+            p->listen_fds[i] = env->listen_fds[i];
+    }
+    if (p->w == NULL || (env->listen_fds != NULL && p->listen_fds == NULL)) {
+        cg__pool_free(p);
+        return CG_ENOMEM;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        int rc = start_worker(p, &p->w[i], i);
+        if (rc != 0) {
+            cg__pool_stop(p);
+            return rc;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+/* Connections a worker has open or queued: what it started (accepted
+ * itself or taken from its queue) and has not closed, plus its queue. */
+static uint64_t load_of(const cg__pool *p, worker *w)
+{
+    const cg__slot *s = &p->env.relay.stats->slots[w->ctx.slot];
+    uint64_t finished = atomic_load_explicit(&s->finished, memory_order_relaxed);
+    uint64_t handled = atomic_load_explicit(&s->handled, memory_order_relaxed);
+    uv_mutex_lock(&w->lock);
+    uint64_t queued = w->count;
+    uv_mutex_unlock(&w->lock);
+    return handled + queued >= finished ? handled + queued - finished : 0;
+}
+
+static bool push(worker *w, const handoff *h)
+{
+    bool ok = false;
+    uv_mutex_lock(&w->lock);
+    if (!w->stopping && w->count < CG_WORKER_QUEUE_MAX) {
+        w->ring[(w->head + w->count) % CG_WORKER_QUEUE_MAX] = *h;
+        w->count++;
+        ok = true;
+    }
+    uv_mutex_unlock(&w->lock);
+    if (ok)
+        wake(w);
+    return ok;
+}
+
+/* cg__pool_submit: see worker.h. */
+int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg__route *route,
+                    void *hold, unsigned *chosen)
+{
+    if (route->listener >= p->env.relay.nlisteners) {
+        cg_socket_close_reset(fd);
+        cg__route_unref(route);
+        return CG_EINVAL;
+    }
+    unsigned best = p->next % p->n;
+    uint64_t best_load = load_of(p, &p->w[best]);
+    for (unsigned k = 1; k < p->n; k++) {
+        unsigned i = (p->next + k) % p->n;
+        uint64_t load = load_of(p, &p->w[i]);
+        if (load < best_load) {
+            best = i;
+            best_load = load;
+        }
+    }
+    handoff h = {.route = route, .hold = hold, .fd = fd};
+    if (peer != NULL && peer->sa_family == AF_INET)
+        memcpy(&h.peer, peer, sizeof(h.peer.in));
+    else if (peer != NULL && peer->sa_family == AF_INET6)
+        memcpy(&h.peer, peer, sizeof(h.peer.in6));
+    for (unsigned k = 0; k < p->n; k++) {
+        unsigned i = (best + k) % p->n;
+        if (push(&p->w[i], &h)) {
+            p->w[i].submitted++;
+            p->next = i + 1;
+            if (chosen != NULL)
+                *chosen = i;
+            return 0;
+        }
+    }
+    cg_socket_close_reset(fd);
+    cg__route_unref(route);
+    return CG_ERANGE;
+}
+
+/* Set a flag under the worker's lock and wake it (unless it is stopping). */
+static void signal_worker(worker *w, bool *flag)
+{
+    uv_mutex_lock(&w->lock);
+    bool stopping = w->stopping;
+    if (flag != NULL)
+        *flag = true;
+    uv_mutex_unlock(&w->lock);
+    if (!stopping && w->running)
+        wake(w);
+}
+
+/* cg__pool_sweep: see worker.h. */
+void cg__pool_sweep(cg__pool *p)
+{
+    for (unsigned i = 0; p != NULL && i < p->n; i++) {
+        atomic_store_explicit(&p->w[i].sweep, true, memory_order_release);
+        signal_worker(&p->w[i], NULL);
+    }
+}
+
+/* cg__pool_unlisten: see worker.h. */
+void cg__pool_unlisten(cg__pool *p)
+{
+    for (unsigned i = 0; p != NULL && i < p->n; i++)
+        signal_worker(&p->w[i], &p->w[i].unlisten);
+}
+
+/* cg__pool_accepts: see worker.h. */
+bool cg__pool_accepts(void)
+{
+    return true;
+}
+
+/* cg__pool_close: see worker.h. Every worker resets what is queued and what
+ * is open, and its thread is joined. */
+void cg__pool_close(cg__pool *p)
+{
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (!w->running)
+            continue;
+        uv_mutex_lock(&w->lock);
+        w->stopping = true;
+        uv_mutex_unlock(&w->lock);
+        wake(w);
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        worker *w = &p->w[i];
+        if (w->running) {
+            uv_thread_join(&w->thread);
+            w->running = false;
+        }
+    }
+}
+
+/* cg__pool_free: see worker.h. */
+void cg__pool_free(cg__pool *p)
+{
+    if (p == NULL)
+        return;
+    for (unsigned i = 0; p->w != NULL && i < p->n; i++)
+        destroy_worker(&p->w[i]);
+    free(p->w);
+    free(p->listen_fds);
+    free(p);
+}
+
+/* cg__pool_stop: see worker.h. */
+void cg__pool_stop(cg__pool *p)
+{
+    cg__pool_close(p);
+    cg__pool_free(p);
+}
+
+/* cg__pool_size: see worker.h. */
+unsigned cg__pool_size(const cg__pool *p)
+{
+    return p != NULL ? p->n : 0;
+}
