@@ -51,9 +51,8 @@ struct cg__gate {
     size_t nlisteners;
     char **names;            /* fixed until restart */
     cg_endpoint *binds;      /* fixed until restart */
-    cg_socket_t *worker_fds; /* [listener * workers + worker]: the socket
-                                each worker accepts from, or
-                                CG_INVALID_SOCKET for the listeners the
+    cg_socket_t *worker_fds; /* per listener: the socket the workers accept
+                                from, or CG_INVALID_SOCKET for one the
                                 control thread accepts itself */
 
     cg__stats *stats;
@@ -517,9 +516,8 @@ int cg__gate_map_listeners(char *const *names, const cg_endpoint *binds, size_t 
     return 0;
 }
 
-/* Whether the workers accept listener lc's callers themselves, each from a
- * socket of its own in a SO_REUSEPORT group: where they can
- * (cg__pool_accepts), unless its callers send a PROXY header first (the
+/* Whether the workers accept listener lc's callers themselves: where they
+ * can (cg__pool_accepts), unless its callers send a PROXY header first (the
  * intake that reads it lives on the control loop). Fixed at start. */
 static bool on_workers(const cg_listener_conf *lc)
 {
@@ -532,7 +530,7 @@ static int check_intake(const cg__gate *g, const cg__gen *gen, char *err, size_t
 {
     for (size_t i = 0; i < g->nlisteners; i++) {
         const cg_listener_conf *lc = cg__gen_listener(gen, i);
-        if (g->worker_fds[i * g->workers] != CG_INVALID_SOCKET && lc->accept_proxy != 0) {
+        if (g->worker_fds[i] != CG_INVALID_SOCKET && lc->accept_proxy != 0) {
             snprintf(err, errlen,
                      "%s:%" PRIu32 ": listener '%s': accept_proxy on a listener started without "
                      "it needs a restart",
@@ -952,8 +950,8 @@ static int gate_init(cg__gate *g, const cg_config *cfg)
     g->binds = calloc(n, sizeof(*g->binds));
     g->pf_mode = calloc(n, sizeof(*g->pf_mode));
     g->pf_logged = calloc(n, sizeof(*g->pf_logged));
-    g->worker_fds = calloc(n * cfg->workers, sizeof(*g->worker_fds));
-    for (size_t i = 0; g->worker_fds != NULL && i < n * cfg->workers; i++)
+    g->worker_fds = calloc(n, sizeof(*g->worker_fds));
+    for (size_t i = 0; g->worker_fds != NULL && i < n; i++)
         g->worker_fds[i] = CG_INVALID_SOCKET;
     g->stats = cg__stats_new(cfg->nlisteners, cfg->workers);
     int rc = g->listeners && g->names && g->binds && g->pf_mode && g->pf_logged && g->worker_fds &&
@@ -1024,14 +1022,10 @@ static void load_prefilter(cg__gate *g)
         return;
     }
     int rc = cg__prefilter_open(&g->pf, g->gen->cfg->max_bans, g->pf_why, sizeof(g->pf_why));
-    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++) {
-        const cg_socket_t *fds;
-        size_t nfds = cg__listener_fds(g->listeners[i], &fds);
-        for (size_t k = 0; rc == 0 && k < nfds; k++)
-            rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, fds[k],
-                                            (const struct sockaddr *)&g->binds[i].addr,
-                                            g->binds[i].addrlen, g->pf_why, sizeof(g->pf_why));
-    }
+    for (size_t i = 0; rc == 0 && i < g->nlisteners; i++)
+        rc = cg__prefilter_add_listener(g->pf, (uint32_t)i, cg__listener_fd(g->listeners[i]),
+                                        (const struct sockaddr *)&g->binds[i].addr,
+                                        g->binds[i].addrlen, g->pf_why, sizeof(g->pf_why));
     if (rc != 0) {
         cg__prefilter_close(g->pf);
         g->pf = NULL;
@@ -1087,12 +1081,10 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen)
         bool conditional = lc->prefilter != CG_PREFILTER_OFF;
         int rc;
         if (on_workers(lc)) {
-            rc = cg__listener_open_group(g->names[i], &g->binds[i], conditional, g->workers,
-                                         &g->listeners[i], err, errlen);
-            const cg_socket_t *fds;
-            size_t nfds = rc == 0 ? cg__listener_fds(g->listeners[i], &fds) : 0;
-            for (size_t k = 0; k < nfds; k++)
-                g->worker_fds[i * g->workers + k] = fds[k];
+            rc = cg__listener_open_bare(g->names[i], &g->binds[i], conditional, &g->listeners[i],
+                                        err, errlen);
+            if (rc == 0)
+                g->worker_fds[i] = cg__listener_fd(g->listeners[i]);
         } else {
             rc = cg__listener_open(g->loop, g->names[i], &g->binds[i], i, conditional, &hooks,
                                    &g->listeners[i], err, errlen);

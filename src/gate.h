@@ -60,9 +60,8 @@ int cg__gate_open(cg__gate *g, char *err, size_t errlen);
 void cg__gate_start(cg__gate *g, cg__pool *pool);
 
 /* cg__gate_pool_env: what a pool that accepts (cg__pool_accepts) needs of
- * the gate: the listening sockets its workers accept from (env->listen_fds,
- * [listener * workers + worker]; CG_INVALID_SOCKET for the listeners the
- * control thread accepts itself)
+ * the gate: the listening sockets its workers accept from (env->listen_fds, one per
+ * listener; CG_INVALID_SOCKET for those the control thread accepts itself)
  * and the hooks that judge their callers (env->gate). After cg__gate_open;
  * the sockets stay open until cg__gate_free, so free the pool first. */
 void cg__gate_pool_env(cg__gate *g, cg__pool_env *env);

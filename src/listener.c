@@ -36,9 +36,8 @@ struct cg__listener {
     bool poll_init, timer_init;
     listener_state state;
     cg__judgement last; /* the judge's word on the caller just offered */
-    bool bare;          /* the workers accept: no acceptor, no poll */
-    cg_socket_t *group; /* bare: one socket per worker, open until free */
-    unsigned ngroup;
+    bool bare;          /* the workers accept from it: no acceptor, no poll */
+    cg_socket_t held;   /* bare: the socket, open until cg__listener_free */
 };
 
 static void on_readable(uv_poll_t *h, int status, int events);
@@ -135,7 +134,7 @@ static int open_socket(const char *name, const cg_endpoint *bind, bool condition
         snprintf(err, errlen, "listener '%s': out of memory", name);
         return CG_ENOMEM;
     }
-    l->fd = CG_INVALID_SOCKET;
+    l->fd = l->held = CG_INVALID_SOCKET;
     l->state = L_CLOSED;
     int rc = cg__sys_listen((const struct sockaddr *)&bind->addr, bind->addrlen, conditional,
                             &l->fd, why, sizeof(why));
@@ -144,28 +143,15 @@ static int open_socket(const char *name, const cg_endpoint *bind, bool condition
     return rc;
 }
 
-int cg__listener_open_group(const char *name, const cg_endpoint *bind, bool conditional, unsigned n,
-                            cg__listener **out, char *err, size_t errlen)
+int cg__listener_open_bare(const char *name, const cg_endpoint *bind, bool conditional,
+                           cg__listener **out, char *err, size_t errlen)
 {
-    char why[256];
-    cg__listener *l = calloc(1, sizeof(*l));
-    *out = l;
-    if (l == NULL || (l->group = calloc(n, sizeof(*l->group))) == NULL) {
-        snprintf(err, errlen, "listener '%s': out of memory", name);
-        return CG_ENOMEM;
+    int rc = open_socket(name, bind, conditional, out, err, errlen);
+    if (rc == 0) {
+        (*out)->bare = true;
+        (*out)->held = (*out)->fd;
     }
-    l->fd = CG_INVALID_SOCKET;
-    l->state = L_CLOSED;
-    l->bare = true;
-    int rc = cg__sys_listen_group((const struct sockaddr *)&bind->addr, bind->addrlen, conditional,
-                                  n, l->group, why, sizeof(why));
-    if (rc != 0) {
-        snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", name, bind->text, why);
-        return rc;
-    }
-    l->ngroup = n;
-    l->fd = l->group[0];
-    return 0;
+    return rc;
 }
 
 int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind, size_t index,
@@ -201,27 +187,16 @@ cg_socket_t cg__listener_fd(const cg__listener *l)
     return l->fd;
 }
 
-size_t cg__listener_fds(const cg__listener *l, const cg_socket_t **fds)
-{
-    if (l->fd == CG_INVALID_SOCKET) {
-        *fds = NULL;
-        return 0;
-    }
-    *fds = l->bare ? l->group : &l->fd;
-    return l->bare ? l->ngroup : 1;
-}
-
 void cg__listener_close(cg__listener *l)
 {
     if (l == NULL || l->fd == CG_INVALID_SOCKET)
         return;
     l->state = L_CLOSED;
     if (l->bare) {
-        /* Workers may be in accept(2) on them right now: stop them
-         * listening (new callers are refused, queued ones reset) and close
-         * them only once the workers are gone, in cg__listener_free. */
-        for (unsigned i = 0; i < l->ngroup; i++)
-            cg__sys_stop_listening(l->group[i]);
+        /* Workers may be in accept(2) on it right now: stop it listening
+         * (new callers are refused, queued ones reset) and close it only
+         * once the workers are gone, in cg__listener_free. */
+        cg__sys_stop_listening(l->fd);
         l->fd = CG_INVALID_SOCKET;
         return;
     }
@@ -243,9 +218,7 @@ void cg__listener_close(cg__listener *l)
 
 void cg__listener_free(cg__listener *l)
 {
-    for (unsigned i = 0; l != NULL && i < l->ngroup; i++)
-        cg__sys_close_socket(l->group[i]);
-    if (l != NULL)
-        free(l->group);
+    if (l != NULL && l->held != CG_INVALID_SOCKET)
+        cg__sys_close_socket(l->held);
     free(l);
 }

@@ -47,22 +47,17 @@ int cg__listener_open(uv_loop_t *loop, const char *name, const cg_endpoint *bind
                       bool conditional, const cg__listener_hooks *hooks, cg__listener **out,
                       char *err, size_t errlen);
 
-/* cg__listener_open_group: listen on `bind` as listener `name` with n
- * sockets that share its callers (cg__sys_listen_group), one per worker,
- * without watching them: the workers accept (cg__pool_accepts).
- * cg__listener_close stops them listening; they are closed by
+/* cg__listener_open_bare: listen on `bind` as listener `name` without
+ * watching the socket: the workers accept from it (cg__pool_accepts).
+ * cg__listener_close stops it listening; the descriptor is closed by
  * cg__listener_free, which must come after the workers are joined. Returns
  * as cg__listener_open. */
-int cg__listener_open_group(const char *name, const cg_endpoint *bind, bool conditional, unsigned n,
-                            cg__listener **out, char *err, size_t errlen);
+int cg__listener_open_bare(const char *name, const cg_endpoint *bind, bool conditional,
+                           cg__listener **out, char *err, size_t errlen);
 
 /* cg__listener_fd: the listening socket (CG_INVALID_SOCKET once closed),
  * for the kernel prefilter to watch. */
 cg_socket_t cg__listener_fd(const cg__listener *l);
-
-/* cg__listener_fds: the listening sockets (one, or a group's), pointed at
- * by *fds; 0 once closed. */
-size_t cg__listener_fds(const cg__listener *l, const cg_socket_t **fds);
 
 /* cg__listener_close: stop accepting, reject deferred callers and close the
  * socket; its handles finish closing as the loop runs on. A second call does

@@ -42,16 +42,6 @@ void cg__sys_thread_init(void);
 int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
                    char *why, size_t whylen);
 
-/* cg__sys_listen_group: n listening sockets on sa that share its callers
- * (SO_REUSEPORT: the kernel spreads them by a hash of the caller's address
- * and port), one for each worker. Checks first that the address is free,
- * as cg__sys_listen would, so that the group never joins another process's
- * sockets. Options and `conditional` as cg__sys_listen. Returns 0 and
- * fds[0..n), or a CG_E* code with the reason in why and nothing open. Linux;
- * CG_ENOTSUP elsewhere. Any thread. */
-int cg__sys_listen_group(const struct sockaddr *sa, socklen_t salen, bool conditional, unsigned n,
-                         cg_socket_t *fds, char *why, size_t whylen);
-
 /* cg__sys_stop_listening: make listening socket fd stop taking callers at
  * once, while other threads may still hold it in accept; it stays open
  * (close it with cg__sys_close_socket once they are done). Any thread. */

@@ -48,11 +48,10 @@ typedef struct cg__pool_env {
                                than on a thread of its own (a pool that
                                accepts ignores it: its workers are all
                                threads of their own) */
-    /* A pool that accepts: [l * n + i] is the listening socket worker i
-     * (of n) accepts from for gate listener l (of relay.nlisteners), each
-     * its own (a SO_REUSEPORT group per listener), or CG_INVALID_SOCKET for
-     * a listener whose callers the control thread takes and submits. NULL:
-     * none. The sockets stay the caller's; close them after cg__pool_free. */
+    /* A pool that accepts: per gate listener (relay.nlisteners), the
+     * listening socket every worker accepts from, or CG_INVALID_SOCKET for
+     * one whose callers the control thread takes and submits. NULL: none.
+     * The sockets stay the caller's; close them after cg__pool_free. */
     const cg_socket_t *listen_fds;
     cg__pool_gate gate;
 } cg__pool_env;
@@ -99,10 +98,10 @@ void cg__pool_free(cg__pool *p);
 void cg__pool_stop(cg__pool *p);
 
 /* cg__pool_accepts: whether this build's workers accept callers
- * themselves (Linux, with an epoll loop of its own per worker: each has its
- * own socket of every listener's SO_REUSEPORT group, and judges and relays
- * its callers on the same thread). Elsewhere the control thread accepts and
- * submits. */
+ * themselves (Linux, with an epoll loop of its own per worker: each watches
+ * every listening socket with EPOLLEXCLUSIVE, so the kernel wakes one idle
+ * worker per caller, which judges it and relays it on the same thread).
+ * Elsewhere the control thread accepts and submits. */
 bool cg__pool_accepts(void);
 
 /* cg__pool_unlisten: stop accepting on every worker (the drain), at each

@@ -73,7 +73,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, CG_PF_MAX_SOCKETS);
+    __uint(max_entries, CG_PF_MAX_SLOTS);
     __type(key, __u64);
     __type(value, struct cg_pf_lval);
 } filters SEC(".maps");

@@ -36,9 +36,6 @@ typedef uint64_t cg_pf_u64;
 
 /* Listeners one process can have (CG_CONFIG_MAX_LISTENERS). */
 #define CG_PF_MAX_SLOTS 256
-/* Listening sockets in all: a slot has one per worker where the workers
- * accept from a SO_REUSEPORT group each (64: the most workers). */
-#define CG_PF_MAX_SOCKETS (CG_PF_MAX_SLOTS * 64u)
 /* Counters per slot, indexed by reason (policy.h's cg__reject_reason:
  * 0 rule, 1 default; room for the stages to come). */
 #define CG_PF_NREASONS 8
@@ -78,11 +75,11 @@ struct cg_pf_lval {
 /* One element of a generation's table (24 bytes). */
 struct cg_pf_elem {
     union {
-        struct {          /* an interval: its start address */
-            cg_pf_u64 hi; /* IPv6: the high 64 bits; IPv4: 0 */
-            cg_pf_u64 lo; /* IPv6: the low 64 bits; IPv4: the address */
+        struct {            /* an interval: its start address */
+            cg_pf_u64 hi;   /* IPv6: the high 64 bits; IPv4: 0 */
+            cg_pf_u64 lo;   /* IPv6: the low 64 bits; IPv4: the address */
         } key;
-        struct { /* a slot's header */
+        struct {            /* a slot's header */
             cg_pf_u32 v4_first, v4_count;
             cg_pf_u32 v6_first, v6_count;
         } hdr;
@@ -105,6 +102,6 @@ struct cg_pf_bkey {
 };
 
 /* Index of a counter in the per-CPU `counters` array. */
-#define CG_PF_COUNTER(slot, reason) ((slot)*CG_PF_NREASONS + (reason))
+#define CG_PF_COUNTER(slot, reason) ((slot) * CG_PF_NREASONS + (reason))
 
 #endif /* CG_PREFILTER_ABI_H */

@@ -596,6 +596,53 @@ static void connect_next(cg__ep_conn *c)
         conn_close(c, RESET_BOTH, "no_memory", UV_ENOMEM);
 }
 
+/* Right after the connect: on loopback (and on a fast network) the backend
+ * is often connected by the time connect(2) returns, and the client's first
+ * bytes are often there already. Read them and send them on at once, which
+ * saves the wake-up that would report both: a backend still connecting
+ * answers EAGAIN, and the bytes wait as pending until it connects (or go to
+ * the next backend if it fails). Not with send_proxy, whose header must go
+ * first on a connected socket. */
+static void speculate(cg__ep_conn *c)
+{
+    cg__ep_relay_ctx *ctx = c->ctx;
+    ssize_t n = recv(c->client.fd, ctx->rbuf, CG_RELAY_BUF_SIZE, MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            fail(c, &c->client, -errno);
+        return;
+    }
+    if (n == 0) {
+        c->up.eof = true; /* passed on once the backend is there */
+        return;
+    }
+    c->client.readable = (size_t)n == CG_RELAY_BUF_SIZE;
+    count_read(c, &c->up, (size_t)n);
+    c->backend.writable = true; /* a guess: send(2) tells */
+    ssize_t w = send_some(&c->backend, ctx->rbuf, (size_t)n);
+    int err = w < 0 ? (int)w : 0;
+    w = w < 0 ? 0 : w;
+    count_written(c, &c->up, (size_t)w);
+    if ((size_t)w < (size_t)n) {
+        c->up.pending = malloc((size_t)n - (size_t)w);
+        if (c->up.pending == NULL) {
+            conn_close(c, RESET_BOTH, "no_memory", UV_ENOMEM);
+            return;
+        }
+        memcpy(c->up.pending, ctx->rbuf + w, (size_t)n - (size_t)w);
+        c->up.off = 0;
+        c->up.len = (size_t)n - (size_t)w;
+    }
+    if (err != 0) {
+        attempt_failed(c, err); /* refused already: the bytes go to the next */
+        return;
+    }
+    if (w == 0)
+        return;                         /* still connecting: its EPOLLOUT will say */
+    cg__timer_stop(ctx->ep, &c->timer); /* connected: it took bytes */
+    start_relaying(c);
+}
+
 /* ------------------------------------------------------------------------
  * Entry points
  */
@@ -676,6 +723,8 @@ void cg__ep_relay_start(cg__ep_relay_ctx *ctx, int fd, const cg__peer *peer, cg_
     c->max_attempts = r->nbackends > 1 ? MAX_ATTEMPTS : 1;
     c->first = atomic_fetch_add_explicit(&c->route->rr, 1, memory_order_relaxed) % r->nbackends;
     connect_next(c);
+    if (c->state == C_CONNECTING && c->backend.fd >= 0 && r->send_proxy == 0)
+        speculate(c);
 }
 
 void cg__ep_relay_close_all(cg__ep_relay_ctx *ctx)

@@ -35,15 +35,10 @@ struct cg__prefilter {
     struct cg_pf *skel;
     struct bpf_link *link; /* sk_lookup on this network namespace */
     int ncpus;
-    /* The listening sockets added (control thread), a slot's group all
-     * together: each one's slot and whether the socket filter is attached
-     * to it. */
-    struct pf_sock {
-        int fd;
-        uint32_t slot;
-        bool attached;
-    } socks[CG_PF_MAX_SOCKETS];
-    size_t nsocks;
+    /* Per slot (control thread): the listening socket (-1: none added) and
+     * whether the socket filter is attached to it. */
+    int fds[CG_PF_MAX_SLOTS];
+    bool attached[CG_PF_MAX_SLOTS];
 };
 
 struct cg__pf_staged {
@@ -88,6 +83,8 @@ int cg__prefilter_open(cg__prefilter **out, size_t max_bans, char *why, size_t w
     cg__prefilter *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return fail(ENOMEM, "kernel prefilter", why, whylen);
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++)
+        p->fds[i] = -1;
     p->ncpus = libbpf_num_possible_cpus();
     p->skel = cg_pf__open();
     if (p->skel == NULL || p->ncpus <= 0) {
@@ -143,7 +140,7 @@ int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
 {
     struct cg_pf_lkey k;
     memset(&k, 0, sizeof(k));
-    if (slot >= CG_PF_MAX_SLOTS || p->nsocks == CG_PF_MAX_SOCKETS)
+    if (slot >= CG_PF_MAX_SLOTS)
         return fail(ERANGE, "too many listeners for the kernel prefilter", why, whylen);
     if (bind->sa_family == AF_INET && bindlen >= (socklen_t)sizeof(struct sockaddr_in)) {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)bind;
@@ -176,7 +173,7 @@ int cg__prefilter_add_listener(cg__prefilter *p, uint32_t slot, cg_socket_t fd,
         bpf_map__update_elem(p->skel->maps.filters, &cookie, sizeof(cookie), &v, sizeof(v),
                              BPF_ANY) != 0)
         return fail(errno, "cannot add a listener to the kernel prefilter", why, whylen);
-    p->socks[p->nsocks++] = (struct pf_sock){.fd = fd, .slot = slot};
+    p->fds[slot] = fd;
     return 0;
 }
 
@@ -246,13 +243,12 @@ int cg__prefilter_stage(cg__prefilter *p, const cg__pf_table *t, cg__pf_staged *
 static int attach_drop_filters(cg__prefilter *p, const cg__pf_staged *s)
 {
     int prog = bpf_program__fd(p->skel->progs.cg_pf_filter);
-    for (size_t i = 0; i < p->nsocks; i++) {
-        struct pf_sock *k = &p->socks[i];
-        if (k->attached || s->modes[k->slot] != CG_PF_MODE_DROP)
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++) {
+        if (p->fds[i] < 0 || p->attached[i] || s->modes[i] != CG_PF_MODE_DROP)
             continue;
-        if (setsockopt(k->fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)) != 0)
+        if (setsockopt(p->fds[i], SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof(prog)) != 0)
             return -1;
-        k->attached = true;
+        p->attached[i] = true;
     }
     return 0;
 }
@@ -263,12 +259,11 @@ static int attach_drop_filters(cg__prefilter *p, const cg__pf_staged *s)
 static void detach_other_filters(cg__prefilter *p, const cg__pf_staged *s)
 {
     int none = 0;
-    for (size_t i = 0; i < p->nsocks; i++) {
-        struct pf_sock *k = &p->socks[i];
-        if (!k->attached || s->modes[k->slot] == CG_PF_MODE_DROP)
+    for (size_t i = 0; i < CG_PF_MAX_SLOTS; i++) {
+        if (!p->attached[i] || s->modes[i] == CG_PF_MODE_DROP)
             continue;
-        if (setsockopt(k->fd, SOL_SOCKET, SO_DETACH_BPF, &none, sizeof(none)) == 0)
-            k->attached = false;
+        if (setsockopt(p->fds[i], SOL_SOCKET, SO_DETACH_BPF, &none, sizeof(none)) == 0)
+            p->attached[i] = false;
     }
 }
 

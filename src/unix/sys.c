@@ -63,18 +63,17 @@ static int from_errno(int e)
     }
 }
 
-/* A non-blocking TCP socket for sa with the options every listener has
- * (and SO_REUSEPORT for a group), bound; not listening yet. Returns the
- * descriptor, or -1 with errno set. */
-static int bound_socket(const struct sockaddr *sa, socklen_t salen, bool reuseport)
+/* cg__sys_listen: see sys.h. Any thread. */
+int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
+                   char *why, size_t whylen)
 {
-    int one = 1;
+    (void)conditional; /* Linux: the kernel prefilter judges instead */
+    int one = 1, e;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
     if (fd < 0)
-        return -1;
+        goto fail;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-        goto close_fd;
     if (sa->sa_family == AF_INET6) {
         /* [::] is dual-stack: IPv4 callers arrive as mapped addresses and
          * are judged by their IPv4 rules. A specific v6 address stays v6. */
@@ -85,70 +84,19 @@ static int bound_socket(const struct sockaddr *sa, socklen_t salen, bool reusepo
     /* Accepted sockets inherit it on Linux (cg__sys_nodelay_inherited):
      * one setsockopt here instead of one per connection. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, sa, salen) == 0)
-        return fd;
-close_fd:;
-    int e = errno;
+    if (bind(fd, sa, salen) != 0 || listen(fd, SOMAXCONN) != 0)
+        goto close_fd;
+    *out = fd;
+    return 0;
+
+close_fd:
+    e = errno;
     close(fd);
     errno = e;
-    return -1;
-}
-
-static int listen_failed(int e, char *why, size_t whylen)
-{
+fail:
+    e = errno;
     snprintf(why, whylen, "%s", strerror(e));
     return from_errno(e);
-}
-
-/* cg__sys_listen: see sys.h. Any thread. */
-int cg__sys_listen(const struct sockaddr *sa, socklen_t salen, bool conditional, cg_socket_t *out,
-                   char *why, size_t whylen)
-{
-    (void)conditional; /* Linux: the kernel prefilter judges instead */
-    int fd = bound_socket(sa, salen, false);
-    if (fd >= 0 && listen(fd, SOMAXCONN) == 0) {
-        *out = fd;
-        return 0;
-    }
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    return listen_failed(e, why, whylen);
-}
-
-/* cg__sys_listen_group: see sys.h. Any thread. */
-int cg__sys_listen_group(const struct sockaddr *sa, socklen_t salen, bool conditional, unsigned n,
-                         cg_socket_t *fds, char *why, size_t whylen)
-{
-    struct sockaddr_storage at;
-    socklen_t atlen = sizeof(at);
-    (void)conditional;
-    for (unsigned i = 0; i < n; i++)
-        fds[i] = -1;
-    /* A plain socket first: SO_REUSEPORT would let the group join another
-     * process's group on the address without a word; this bind fails with
-     * EADDRINUSE instead, like any listener's. It also settles port 0. */
-    int probe = bound_socket(sa, salen, false);
-    if (probe < 0 || getsockname(probe, (struct sockaddr *)&at, &atlen) != 0) {
-        int e = errno;
-        if (probe >= 0)
-            close(probe);
-        return listen_failed(e, why, whylen);
-    }
-    close(probe);
-    for (unsigned i = 0; i < n; i++) {
-        fds[i] = bound_socket((const struct sockaddr *)&at, atlen, true);
-        if (fds[i] < 0 || listen(fds[i], SOMAXCONN) != 0) {
-            int e = errno;
-            for (unsigned k = 0; k <= i && k < n; k++)
-                if (fds[k] >= 0)
-                    close(fds[k]);
-            for (unsigned k = 0; k < n; k++)
-                fds[k] = -1;
-            return listen_failed(e, why, whylen);
-        }
-    }
-    return 0;
 }
 
 /* cg__sys_close_socket: see sys.h. */

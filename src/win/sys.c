@@ -110,17 +110,6 @@ void cg__sys_close_socket(cg_socket_t fd)
         closesocket(fd);
 }
 
-/* cg__sys_listen_group: not on Windows, whose workers never accept. */
-int cg__sys_listen_group(const struct sockaddr *sa, socklen_t salen, bool conditional, unsigned n,
-                         cg_socket_t *fds, char *why, size_t whylen)
-{
-    (void)sa, (void)salen, (void)conditional;
-    for (unsigned i = 0; i < n; i++)
-        fds[i] = CG_INVALID_SOCKET;
-    snprintf(why, whylen, "listening groups are not supported here");
-    return CG_ENOTSUP;
-}
-
 /* cg__sys_stop_listening: see sys.h. */
 void cg__sys_stop_listening(cg_socket_t fd)
 {

@@ -1265,18 +1265,16 @@ def cpu_used(gate, seconds=1.0):
 
 
 def listen_queue(port):
-    """Callers waiting in the accept queues of the IPv4 listening sockets on
-    `port` (the rx_queue of their LISTEN lines in /proc/net/tcp, summed over
-    a SO_REUSEPORT group: one socket per worker), or None."""
-    total = None
+    """Callers waiting in the accept queue of the IPv4 listening socket on
+    `port` (rx_queue of its LISTEN line in /proc/net/tcp), or None."""
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             parts = line.split()
             local, state, queues = parts[1], parts[3], parts[4]
             if state == "0A" and int(local.split(":")[1], 16) == port:
-                total = (total or 0) + int(queues.split(":")[1], 16)
-    return total
+                return int(queues.split(":")[1], 16)
+    return None
 
 
 def half_open(port):

@@ -310,8 +310,8 @@ def test_debug_accept_and_close_lines(gate):
     gate.start()
     port = gate.port("web")
     conns = []
-    # Sixteen: the kernel spreads callers over the 2 workers by a hash, so
-    # all on one has a chance of 2**-15.
+    # One at a time: the worker ahead in open connections steps back, so
+    # the other takes the next ones.
     for i in range(16):
         c = connect(port, "127.0.0.%d" % (10 + i))
         echo_check(c, b"x" * (100 * (i + 1)))
