@@ -155,8 +155,13 @@ static void stop_accepting(wlisten *l)
 static void on_pause_over(cg__ep_timer *t)
 {
     wlisten *l = (wlisten *)((char *)t - offsetof(wlisten, pause));
-    if (l->acc != NULL && !l->watching)
-        watch(l);
+    if (l->acc == NULL || l->watching)
+        return;
+    /* Accept at once, as a readiness would: that also takes back the spare
+     * descriptor shedding used, even if no caller ever wakes this worker
+     * again (another one may take them all). */
+    if (watch(l))
+        accept_some(l);
 }
 
 /* Open connections of worker o, as its counters say (any thread). */
