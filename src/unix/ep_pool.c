@@ -98,6 +98,7 @@ struct worker {
 
 struct cg__pool {
     cg__pool_env env;
+    _Atomic uint64_t paused_until_ms; /* out of descriptors: no accept before */
     unsigned n;
     unsigned next;
     size_t nlisten;
@@ -164,10 +165,11 @@ static void on_pause_over(cg__ep_timer *t)
         accept_some(l);
 }
 
-/* Open connections of worker o, as its counters say (any thread). */
-static uint64_t open_of(const cg__pool *p, const worker *o)
+/* Open connections of worker i, as its counters say (any thread; nothing
+ * of the worker itself is read, which may still be starting). */
+static uint64_t open_of(const cg__pool *p, unsigned i)
 {
-    const cg__slot *s = &p->env.relay.stats->slots[o->ctx.slot];
+    const cg__slot *s = &p->env.relay.stats->slots[1 + (size_t)i];
     uint64_t finished = atomic_load_explicit(&s->finished, memory_order_relaxed);
     uint64_t handled = atomic_load_explicit(&s->handled, memory_order_relaxed);
     return handled >= finished ? handled - finished : 0;
@@ -182,8 +184,8 @@ static void step_back(wlisten *l)
     const cg__pool *p = w->pool;
     uint64_t mine = w->ctx.nlive, least = UINT64_MAX;
     for (unsigned i = 0; i < p->n; i++)
-        if (&p->w[i] != w) {
-            uint64_t o = open_of(p, &p->w[i]);
+        if (i != w->id) {
+            uint64_t o = open_of(p, i);
             least = o < least ? o : least;
         }
     if (least == UINT64_MAX || mine <= least + mine / 8)
@@ -203,9 +205,23 @@ static void on_listen(cg__ep_watch *w, uint32_t events)
         step_back(l);
 }
 
+/* Stop watching l until the pool's EMFILE pause is over. */
+static void pause_listener(wlisten *l)
+{
+    worker *wk = l->wk;
+    uint64_t until = atomic_load_explicit(&wk->pool->paused_until_ms, memory_order_relaxed);
+    stop_watching(l);
+    if (until <= wk->ep.now_ms || cg__timer_start(&wk->ep, &l->pause, until - wk->ep.now_ms) != 0)
+        watch(l);
+}
+
 static void accept_some(wlisten *l)
 {
     worker *wk = l->wk;
+    if (atomic_load_explicit(&wk->pool->paused_until_ms, memory_order_relaxed) > wk->ep.now_ms) {
+        pause_listener(l); /* another worker ran out of descriptors */
+        return;
+    }
     for (int i = 0; i < ACCEPT_BATCH && l->acc != NULL; i++) {
         int fd;
         cg_accept_result res;
@@ -220,9 +236,11 @@ static void accept_some(wlisten *l)
             continue;
         case CG_EMFILE:
             wk->pool->env.gate.shed(wk->pool->env.gate.arg, wk->ctx.slot, l->index);
-            stop_watching(l);
-            if (cg__timer_start(&wk->ep, &l->pause, EMFILE_PAUSE_MS) != 0)
-                watch(l);
+            /* Out of descriptors is the whole process's state: every
+             * worker pauses until the same time, so one sheds per pause. */
+            atomic_store_explicit(&wk->pool->paused_until_ms, wk->ep.now_ms + EMFILE_PAUSE_MS,
+                                  memory_order_relaxed);
+            pause_listener(l);
             return;
         case CG_EINVAL:
             stop_accepting(l); /* the socket stopped listening (the drain) */
