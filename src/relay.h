@@ -55,6 +55,38 @@ typedef struct cg__relay_env {
     void *arg;
 } cg__relay_env;
 
+/* ------------------------------------------------------------------------
+ * What both relays share (relay_common.c): relay.c here, and on Linux
+ * unix/ep_relay.c. Any thread.
+ */
+
+/* A connection as its close line reports it. */
+typedef struct cg__relay_tally {
+    size_t listener;
+    const cg__peer *peer; /* NULL or sa_family 0: unknown */
+    uint64_t bytes_in, bytes_out, duration_ms;
+} cg__relay_tally;
+
+/* cg__relay_listener_name: gate listener l's name, "-" when out of range. */
+const char *cg__relay_listener_name(const cg__relay_env *env, size_t listener);
+
+/* cg__relay_account_close: a connection of `listener` relayed in stats slot
+ * `slot` closed: release its hold, count it closed and finished, and give
+ * its place back. */
+void cg__relay_account_close(const cg__relay_env *env, size_t slot, size_t listener, void *hold);
+
+/* cg__relay_log_close: the debug line of a close (state: the one it was
+ * in; err: a libuv error code, 0 for none). */
+void cg__relay_log_close(const cg__relay_env *env, const cg__relay_tally *t, const char *state,
+                         const char *reason, int err);
+
+/* cg__relay_log_backend_failed: every backend a caller tried failed: one
+ * backend_error line per attempt (errs[i]: attempt i's libuv error code,
+ * to backend (first + i) mod n of r) and one backend error counted. */
+void cg__relay_log_backend_failed(const cg__relay_env *env, size_t slot, size_t listener,
+                                  const cg__peer *peer, const cg__route *r, size_t first,
+                                  unsigned attempts, const int *errs);
+
 /* What a worker's connections share. Owned by the worker; touched only on
  * its thread. */
 typedef struct cg__relay_ctx {

@@ -22,15 +22,9 @@
 #include <uv.h>
 
 #include "condgate/common.h"
+#include "handoff.h"
 #include "relay.h"
 #include "sys.h"
-
-typedef struct handoff {
-    cg__route *route;
-    void *hold;
-    cg_socket_t fd;
-    cg__peer peer; /* sa_family 0: unknown */
-} handoff;
 
 typedef struct worker {
     cg__pool *pool;
@@ -41,8 +35,7 @@ typedef struct worker {
     bool mutex_ready, loop_ready, wake_ready, running;
 
     uv_mutex_t lock; /* guards ring, head, count and stopping */
-    handoff *ring;   /* CG_WORKER_QUEUE_MAX entries */
-    size_t head, count;
+    cg__handoff_ring ring;
     bool stopping;
 
     _Atomic bool sweep; /* a ban sweep is due at the next wake-up */
@@ -63,17 +56,6 @@ static int from_uv(int err)
     return err == UV_ENOMEM ? CG_ENOMEM : CG_ESYS;
 }
 
-/* Pop one queued hand-off; false when the ring is empty. Caller holds lock. */
-static bool pop_locked(worker *w, handoff *out)
-{
-    if (w->count == 0)
-        return false;
-    *out = w->ring[w->head];
-    w->head = (w->head + 1) % CG_WORKER_QUEUE_MAX;
-    w->count--;
-    return true;
-}
-
 static void count_handled(worker *w)
 {
     cg__stat_add(&w->pool->env.relay.stats->slots[w->ctx.slot].handled, 1);
@@ -88,12 +70,12 @@ static void on_wake_closed(uv_handle_t *h)
  * async handle; uv_run returns once their close callbacks have run. */
 static void begin_stop(worker *w)
 {
-    handoff h;
+    cg__handoff h;
 
     w->closing = true;
     for (;;) {
         uv_mutex_lock(&w->lock);
-        bool got = pop_locked(w, &h);
+        bool got = cg__handoff_pop(&w->ring, &h);
         uv_mutex_unlock(&w->lock);
         if (!got)
             break;
@@ -113,7 +95,7 @@ static void begin_stop(worker *w)
 static void on_wake(uv_async_t *a)
 {
     worker *w = a->data;
-    handoff batch[WAKE_BATCH];
+    cg__handoff batch[WAKE_BATCH];
 
     if (w->closing)
         return;
@@ -127,11 +109,11 @@ static void on_wake(uv_async_t *a)
         }
         uv_mutex_lock(&w->lock);
         bool stopping = w->stopping;
-        while (!stopping && got < WAKE_BATCH && pop_locked(w, &batch[got]))
+        while (!stopping && got < WAKE_BATCH && cg__handoff_pop(&w->ring, &batch[got]))
             got++;
         uv_mutex_unlock(&w->lock);
         for (unsigned i = 0; i < got; i++) {
-            const handoff *h = &batch[i];
+            const cg__handoff *h = &batch[i];
             count_handled(w);
             cg__relay_start(&w->ctx, h->fd, h->peer.sa.sa_family != 0 ? &h->peer : NULL, h->route,
                             h->hold);
@@ -157,7 +139,7 @@ static void worker_main(void *arg)
  * running (never started, or joined). */
 static void destroy_worker(worker *w)
 {
-    handoff h;
+    cg__handoff h;
 
     if (w->wake_ready && !w->closing) {
         /* Never ran: close the async here so the loop can be closed. */
@@ -168,12 +150,12 @@ static void destroy_worker(worker *w)
         uv_loop_close(&w->loop);
     /* A worker that ran has emptied its ring; one that never ran was never
      * given anything. Be thorough all the same. */
-    while (w->ring != NULL && pop_locked(w, &h))
+    while (cg__handoff_pop(&w->ring, &h))
         cg__relay_drop(&w->ctx, h.fd, h.route, h.hold);
     if (w->mutex_ready)
         uv_mutex_destroy(&w->lock);
     cg__relay_ctx_cleanup(&w->ctx);
-    free(w->ring);
+    free(w->ring.slots);
     free(w->ctx.rbuf);
 }
 
@@ -192,9 +174,9 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
         w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
         return w->ctx.rbuf != NULL ? 0 : CG_ENOMEM;
     }
-    w->ring = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring));
+    w->ring.slots = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring.slots));
     w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
-    if (w->ring == NULL || w->ctx.rbuf == NULL)
+    if (w->ring.slots == NULL || w->ctx.rbuf == NULL)
         return CG_ENOMEM;
     if ((err = uv_mutex_init(&w->lock)) != 0)
         return from_uv(err);
@@ -247,8 +229,10 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
     return 0;
 }
 
-static uint64_t load_of(const cg__pool *p, const worker *w)
+static uint64_t load_of(void *arg, unsigned i)
 {
+    const cg__pool *p = arg;
+    const worker *w = &p->w[i];
     /* Handed over (queued ones included) minus closed: a burst of submits
      * spreads out even before any worker has woken up. */
     uint64_t finished = atomic_load_explicit(&p->env.relay.stats->slots[w->ctx.slot].finished,
@@ -256,15 +240,10 @@ static uint64_t load_of(const cg__pool *p, const worker *w)
     return w->submitted >= finished ? w->submitted - finished : 0;
 }
 
-static bool push(worker *w, const handoff *h)
+static bool push(worker *w, const cg__handoff *h)
 {
-    bool ok = false;
     uv_mutex_lock(&w->lock);
-    if (!w->stopping && w->count < CG_WORKER_QUEUE_MAX) {
-        w->ring[(w->head + w->count) % CG_WORKER_QUEUE_MAX] = *h;
-        w->count++;
-        ok = true;
-    }
+    bool ok = !w->stopping && cg__handoff_push(&w->ring, h);
     uv_mutex_unlock(&w->lock);
     /* Outside the lock is fine: only this thread (the control thread) ever
      * sets stopping, so the handle cannot be closing yet. */
@@ -289,22 +268,8 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg
     }
 
     /* Least loaded first; equal loads go round robin from p->next. */
-    unsigned best = p->next % p->n;
-    uint64_t best_load = load_of(p, &p->w[best]);
-    for (unsigned k = 1; k < p->n; k++) {
-        unsigned i = (p->next + k) % p->n;
-        uint64_t load = load_of(p, &p->w[i]);
-        if (load < best_load) {
-            best = i;
-            best_load = load;
-        }
-    }
-
-    handoff h = {.route = route, .hold = hold, .fd = fd};
-    if (peer != NULL && peer->sa_family == AF_INET)
-        memcpy(&h.peer, peer, sizeof(h.peer.in));
-    else if (peer != NULL && peer->sa_family == AF_INET6)
-        memcpy(&h.peer, peer, sizeof(h.peer.in6));
+    unsigned best = cg__handoff_pick(p->n, p->next, load_of, p);
+    cg__handoff h = cg__handoff_make(fd, peer, route, hold);
     for (unsigned k = 0; k < p->n; k++) {
         unsigned i = (best + k) % p->n; /* the chosen one, or any with room */
         worker *w = &p->w[i];

@@ -40,6 +40,7 @@
 #include "condgate/common.h"
 #include "ep.h"
 #include "ep_relay.h"
+#include "handoff.h"
 #include "sys.h"
 
 /* Events taken per epoll_wait. */
@@ -50,13 +51,6 @@
 #define EMFILE_PAUSE_MS 100
 /* Hand-offs started per wake-up before the worker serves its connections. */
 #define WAKE_BATCH 256
-
-typedef struct handoff {
-    cg__route *route;
-    void *hold;
-    int fd;
-    cg__peer peer; /* sa_family 0: unknown */
-} handoff;
 
 typedef struct worker worker;
 
@@ -84,8 +78,7 @@ struct worker {
     bool mutex_ready, running;
 
     uv_mutex_t lock; /* guards ring, head, count, stopping and unlisten */
-    handoff *ring;   /* CG_WORKER_QUEUE_MAX entries */
-    size_t head, count;
+    cg__handoff_ring ring;
     bool stopping, unlisten;
 
     _Atomic bool sweep;    /* a ban sweep is due at the next wake-up */
@@ -98,6 +91,8 @@ struct worker {
 
 struct cg__pool {
     cg__pool_env env;
+    uv_sem_t running; /* posted by each worker as it enters its loop */
+    bool sem_ready;
     _Atomic uint64_t paused_until_ms; /* out of descriptors: no accept before */
     unsigned n;
     unsigned next;
@@ -255,16 +250,6 @@ static void accept_some(wlisten *l)
  * The loop and its wake-up
  */
 
-static bool pop_locked(worker *w, handoff *out)
-{
-    if (w->count == 0)
-        return false;
-    *out = w->ring[w->head];
-    w->head = (w->head + 1) % CG_WORKER_QUEUE_MAX;
-    w->count--;
-    return true;
-}
-
 static void stop_all_listeners(worker *w)
 {
     for (size_t i = 0; i < w->pool->nlisten; i++)
@@ -273,10 +258,10 @@ static void stop_all_listeners(worker *w)
 
 static void begin_stop(worker *w)
 {
-    handoff h;
+    cg__handoff h;
     for (;;) {
         uv_mutex_lock(&w->lock);
-        bool got = pop_locked(w, &h);
+        bool got = cg__handoff_pop(&w->ring, &h);
         uv_mutex_unlock(&w->lock);
         if (!got)
             break;
@@ -291,21 +276,25 @@ static void begin_stop(worker *w)
 static void on_wake(cg__ep_watch *ww, uint32_t events)
 {
     worker *w = (worker *)((char *)ww - offsetof(worker, wake_w));
-    handoff batch[64];
+    cg__handoff batch[64];
     uint64_t v;
     (void)events;
 
-    atomic_store_explicit(&w->wake_pending, false, memory_order_release);
+    /* Read first, then clear: a wake-up written in between is then either
+     * read here (and its hand-off, pushed before it, is taken below) or
+     * left for the next turn, never swallowed with the flag left set. */
     (void)!read(w->wake_fd, &v, sizeof(v));
+    (void)atomic_exchange_explicit(&w->wake_pending, false, memory_order_acq_rel);
     if (atomic_exchange_explicit(&w->sweep, false, memory_order_acq_rel))
         cg__ep_relay_sweep(&w->ctx);
     for (unsigned started = 0;;) {
         unsigned got = 0;
         uv_mutex_lock(&w->lock);
         bool stopping = w->stopping, unlisten = w->unlisten;
-        while (!stopping && got < 64 && started + got < WAKE_BATCH && pop_locked(w, &batch[got]))
+        while (!stopping && got < 64 && started + got < WAKE_BATCH &&
+               cg__handoff_pop(&w->ring, &batch[got]))
             got++;
-        bool more = w->count > 0;
+        bool more = w->ring.count > 0;
         uv_mutex_unlock(&w->lock);
         for (unsigned i = 0; i < got; i++) {
             count_handled(w);
@@ -346,6 +335,7 @@ static void worker_main(void *arg)
     bool posted = false;
 
     cg__sys_thread_init();
+    uv_sem_post(&w->pool->running);
     while (!w->done) {
         int timeout = posted ? 0 : cg__ep_timeout(&w->ep, -1);
         int n = epoll_wait(w->ep.epfd, ev, EVENTS_MAX, timeout);
@@ -394,9 +384,9 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
     w->ctx.env = &p->env.relay;
     w->ctx.slot = 1 + (size_t)id;
     w->ctx.ep = &w->ep;
-    w->ring = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring));
+    w->ring.slots = malloc(CG_WORKER_QUEUE_MAX * sizeof(*w->ring.slots));
     w->ctx.rbuf = malloc(CG_RELAY_BUF_SIZE);
-    if (w->ring == NULL || w->ctx.rbuf == NULL)
+    if (w->ring.slots == NULL || w->ctx.rbuf == NULL)
         return CG_ENOMEM;
     if (uv_mutex_init(&w->lock) != 0)
         return CG_ESYS;
@@ -423,10 +413,10 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
  * running (never started, or joined). */
 static void destroy_worker(worker *w)
 {
-    handoff h;
+    cg__handoff h;
     if (w->pool == NULL)
         return; /* never started: nothing was made */
-    while (w->ring != NULL && pop_locked(w, &h))
+    while (cg__handoff_pop(&w->ring, &h))
         cg__ep_relay_drop(&w->ctx, h.fd, h.route, h.hold);
     if (w->ls != NULL && w->pool != NULL)
         for (size_t i = 0; i < w->pool->nlisten; i++)
@@ -443,7 +433,7 @@ static void destroy_worker(worker *w)
     if (w->mutex_ready)
         uv_mutex_destroy(&w->lock);
     free(w->ls);
-    free(w->ring);
+    free(w->ring.slots);
     free(w->ctx.rbuf);
 }
 
@@ -463,6 +453,7 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
         return CG_ENOMEM;
     p->env = *env;
     p->n = n;
+    p->sem_ready = uv_sem_init(&p->running, 0) == 0;
     p->w = calloc(n, sizeof(*p->w));
     if (env->listen_fds != NULL) {
         p->nlisten = re->nlisteners;
@@ -470,7 +461,7 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
         for (size_t i = 0; p->listen_fds != NULL && i < p->nlisten; i++)
             p->listen_fds[i] = env->listen_fds[i];
     }
-    if (p->w == NULL || (env->listen_fds != NULL && p->listen_fds == NULL)) {
+    if (!p->sem_ready || p->w == NULL || (env->listen_fds != NULL && p->listen_fds == NULL)) {
         cg__pool_free(p);
         return CG_ENOMEM;
     }
@@ -481,32 +472,34 @@ int cg__pool_start(unsigned n, const cg__pool_env *env, cg__pool **out)
             return rc;
         }
     }
+    /* Return once every worker is in its loop: the kernel wakes only a
+     * worker waiting there, so a caller right after start would otherwise
+     * find the first one alone. */
+    for (unsigned i = 0; i < n; i++)
+        uv_sem_wait(&p->running);
     *out = p;
     return 0;
 }
 
 /* Connections a worker has open or queued: what it started (accepted
  * itself or taken from its queue) and has not closed, plus its queue. */
-static uint64_t load_of(const cg__pool *p, worker *w)
+static uint64_t load_of(void *arg, unsigned i)
 {
+    cg__pool *p = arg;
+    worker *w = &p->w[i];
     const cg__slot *s = &p->env.relay.stats->slots[w->ctx.slot];
     uint64_t finished = atomic_load_explicit(&s->finished, memory_order_relaxed);
     uint64_t handled = atomic_load_explicit(&s->handled, memory_order_relaxed);
     uv_mutex_lock(&w->lock);
-    uint64_t queued = w->count;
+    uint64_t queued = w->ring.count;
     uv_mutex_unlock(&w->lock);
     return handled + queued >= finished ? handled + queued - finished : 0;
 }
 
-static bool push(worker *w, const handoff *h)
+static bool push(worker *w, const cg__handoff *h)
 {
-    bool ok = false;
     uv_mutex_lock(&w->lock);
-    if (!w->stopping && w->count < CG_WORKER_QUEUE_MAX) {
-        w->ring[(w->head + w->count) % CG_WORKER_QUEUE_MAX] = *h;
-        w->count++;
-        ok = true;
-    }
+    bool ok = !w->stopping && cg__handoff_push(&w->ring, h);
     uv_mutex_unlock(&w->lock);
     if (ok)
         wake(w);
@@ -522,21 +515,8 @@ int cg__pool_submit(cg__pool *p, cg_socket_t fd, const struct sockaddr *peer, cg
         cg__route_unref(route);
         return CG_EINVAL;
     }
-    unsigned best = p->next % p->n;
-    uint64_t best_load = load_of(p, &p->w[best]);
-    for (unsigned k = 1; k < p->n; k++) {
-        unsigned i = (p->next + k) % p->n;
-        uint64_t load = load_of(p, &p->w[i]);
-        if (load < best_load) {
-            best = i;
-            best_load = load;
-        }
-    }
-    handoff h = {.route = route, .hold = hold, .fd = fd};
-    if (peer != NULL && peer->sa_family == AF_INET)
-        memcpy(&h.peer, peer, sizeof(h.peer.in));
-    else if (peer != NULL && peer->sa_family == AF_INET6)
-        memcpy(&h.peer, peer, sizeof(h.peer.in6));
+    unsigned best = cg__handoff_pick(p->n, p->next, load_of, p);
+    cg__handoff h = cg__handoff_make(fd, peer, route, hold);
     for (unsigned k = 0; k < p->n; k++) {
         unsigned i = (best + k) % p->n;
         if (push(&p->w[i], &h)) {
@@ -619,6 +599,8 @@ void cg__pool_free(cg__pool *p)
         destroy_worker(&p->w[i]);
     free(p->w);
     free(p->listen_fds);
+    if (p->sem_ready)
+        uv_sem_destroy(&p->running);
     free(p);
 }
 

@@ -139,20 +139,6 @@ static cg__lstats *lstats_of(const cg__ep_relay_ctx *ctx, size_t listener)
     return cg__lstats_of(ctx->env->stats, ctx->slot, listener);
 }
 
-static const char *listener_name(const cg__ep_relay_ctx *ctx, size_t listener)
-{
-    return listener < ctx->env->nlisteners ? ctx->env->listener_names[listener] : "-";
-}
-
-static const char *peer_text(const cg__ep_conn *c, char *buf, size_t n)
-{
-    if (c->peer.sa.sa_family == 0) {
-        snprintf(buf, n, "-");
-        return buf;
-    }
-    return cg_sockaddr_format(&c->peer.sa, buf, n);
-}
-
 /* The clock, fresh: a turn may start many connections while time passes,
  * and the idle timeout counts from the last byte, not from the turn. */
 static uint64_t now_ms(cg__ep_relay_ctx *ctx)
@@ -163,12 +149,7 @@ static uint64_t now_ms(cg__ep_relay_ctx *ctx)
 
 static void account_close(cg__ep_relay_ctx *ctx, size_t listener, void *hold)
 {
-    if (hold != NULL && ctx->env->release != NULL)
-        ctx->env->release(ctx->env->arg, hold);
-    if (listener < ctx->env->nlisteners)
-        cg__stat_add(&lstats_of(ctx, listener)->closed, 1);
-    cg__stat_add(&ctx->env->stats->slots[ctx->slot].finished, 1);
-    cg__admission_release(ctx->env->admission);
+    cg__relay_account_close(ctx->env, ctx->slot, listener, hold);
 }
 
 /* ------------------------------------------------------------------------
@@ -228,14 +209,12 @@ static void log_close(cg__ep_conn *c, conn_state was, const char *reason, int er
 {
     if (!cg__log_enabled(CG_LOG_DEBUG))
         return;
-    char in[24], out[24], ms[24], peer[64];
-    snprintf(in, sizeof(in), "%" PRIu64, c->bytes_in);
-    snprintf(out, sizeof(out), "%" PRIu64, c->bytes_out);
-    snprintf(ms, sizeof(ms), "%" PRIu64, now_ms(c->ctx) - c->started_ms);
-    cg__log_event(CG_LOG_DEBUG, "close", "listener", listener_name(c->ctx, c->listener), "peer",
-                  peer_text(c, peer, sizeof(peer)), "state", conn_state_name(was), "reason", reason,
-                  "bytes_in", in, "bytes_out", out, "duration_ms", ms, err != 0 ? "error" : NULL,
-                  err != 0 ? uv_strerror(err) : NULL, NULL);
+    const cg__relay_tally t = {.listener = c->listener,
+                               .peer = &c->peer,
+                               .bytes_in = c->bytes_in,
+                               .bytes_out = c->bytes_out,
+                               .duration_ms = now_ms(c->ctx) - c->started_ms};
+    cg__relay_log_close(c->ctx->env, &t, conn_state_name(was), reason, err);
 }
 
 /* The single teardown path: close both sockets (resetting the sides named
@@ -454,17 +433,8 @@ static void start_relaying(cg__ep_conn *c)
 
 static void backend_failed(cg__ep_conn *c)
 {
-    const cg__route *r = c->route;
-    const char *name = listener_name(c->ctx, c->listener);
-    char peer[64];
-
-    peer_text(c, peer, sizeof(peer));
-    for (unsigned i = 0; i < c->attempts; i++) {
-        const char *text = r->nbackends ? r->backends[(c->first + i) % r->nbackends].text : "-";
-        cg__log_event(CG_LOG_WARN, "backend_error", "listener", name, "peer", peer, "backend", text,
-                      "error", uv_strerror(c->errs[i]), NULL);
-    }
-    cg__stat_add(&lstats_of(c->ctx, c->listener)->backend_errors, 1);
+    cg__relay_log_backend_failed(c->ctx->env, c->ctx->slot, c->listener, &c->peer, c->route,
+                                 c->first, c->attempts, c->errs);
     conn_close(c, RESET_CLIENT, "connect_failed", c->attempts ? c->errs[c->attempts - 1] : 0);
 }
 
@@ -689,8 +659,9 @@ void cg__ep_relay_start(cg__ep_relay_ctx *ctx, int fd, const cg__peer *peer, cg_
 {
     cg__ep_conn *c = conn_new(ctx, fd, peer, route, hold);
     if (c == NULL) {
-        cg__log_event(CG_LOG_ERROR, "error", "listener", listener_name(ctx, route->listener),
-                      "message", "out of memory: connection reset", NULL);
+        cg__log_event(CG_LOG_ERROR, "error", "listener",
+                      cg__relay_listener_name(ctx->env, route->listener), "message",
+                      "out of memory: connection reset", NULL);
         cg__ep_relay_drop(ctx, fd, route, hold);
         return;
     }

@@ -921,16 +921,16 @@ class Bench:
         backends = []
         for p in self.reply_ports:
             backends.append((p, self.procs.spawn(
-                f"serve-reply-{p}", [self.cgload_bin, "serve", "--reply", str(REQ_SIZE),
+                f"serve-reply-{p}", self.pinned("load") + [self.cgload_bin, "serve", "--reply", str(REQ_SIZE),
                                      "--size", str(REQ_SIZE), "-t", str(a.backend_threads),
                                      f"127.0.0.1:{p}"])))
         for p in self.echo_ports:
             backends.append((p, self.procs.spawn(
-                f"serve-echo-{p}", [self.cgload_bin, "serve", "-t", str(a.backend_threads),
+                f"serve-echo-{p}", self.pinned("load") + [self.cgload_bin, "serve", "-t", str(a.backend_threads),
                                     f"127.0.0.1:{p}"])))
         for p in self.proxy_ports:
             backends.append((p, self.procs.spawn(
-                f"serve-proxy-{p}", [self.cgload_bin, "serve", "--reply", str(REQ_SIZE),
+                f"serve-proxy-{p}", self.pinned("load") + [self.cgload_bin, "serve", "--reply", str(REQ_SIZE),
                                      "--size", str(REQ_SIZE), f"--proxy-v{a.proxy_version}",
                                      "-t", str(a.backend_threads), f"127.0.0.1:{p}"])))
         for p, proc in backends:
@@ -1025,7 +1025,7 @@ class Bench:
         px = self.proxies[name]
         cfg = px.config(variant)
         t0 = time.monotonic()
-        p = self.procs.spawn(f"{name}-{variant}", px.argv(cfg))
+        p = self.procs.spawn(f"{name}-{variant}", self.pinned("proxy") + px.argv(cfg))
         probe(px.conn_port, t0 + 120, p,
               proxy=self.args.proxy_version if variant == "proxy" else None)
         ready = time.monotonic() - t0
@@ -1035,8 +1035,14 @@ class Bench:
     def stop(self, run):
         self.procs.stop(run.proc)
 
+    def pinned(self, role):
+        """taskset's prefix for a process of `role` ("proxy": the proxy
+        under test; "load": cgload and the backends), or nothing."""
+        cpus = self.args.proxy_cpus if role == "proxy" else self.args.load_cpus
+        return ["taskset", "-c", cpus] if cpus else []
+
     def cgload(self, mode, port, opts, timeout, name=None):
-        argv = [self.cgload_bin, mode, *[str(o) for o in opts], "--json", f"127.0.0.1:{port}"]
+        argv = self.pinned("load") + [self.cgload_bin, mode, *[str(o) for o in opts], "--json", f"127.0.0.1:{port}"]
         p = self.procs.spawn(name or f"cgload-{mode}", argv, stdout=subprocess.PIPE)
         try:
             out, _ = p.communicate(timeout=timeout)
@@ -1244,7 +1250,7 @@ class Bench:
                             60, name="warmup")
                 before = self.wait_rss_stable(run)
                 hold = self.procs.spawn(
-                    "cgload-hold", [self.cgload_bin, "hold", "-n", n, "-c", 64, "--src", ALLOWED_SRC,
+                    "cgload-hold", self.pinned("load") + [self.cgload_bin, "hold", "-n", n, "-c", 64, "--src", ALLOWED_SRC,
                                     "--timeout", 30000, "--json", f"127.0.0.1:{px.echo_port}"],
                     stdout=subprocess.PIPE)
                 buf, held = self.read_held(hold, 60 + n / 200)
@@ -1810,14 +1816,18 @@ class Bench:
         th = []
         ran = {smp.get("contender") for smp in self.samples}
         if "condgate" in ran:
-            th.append(f"condgate workers = {a.condgate_workers} threads in all (worker 0 is the "
-                      "control thread, which also accepts and judges every caller)")
+            th.append(f"condgate workers = {a.condgate_workers} worker threads, each accepting, "
+                      "judging and relaying its own callers, plus a control thread idle on the "
+                      "hot path (Linux)")
         if "haproxy" in ran:
             th.append(f"haproxy nbthread {a.threads}")
         if "nginx" in ran:
             th.append(f"nginx worker_processes {a.threads} plus an idle master")
         if th:
             notes.append("threads: " + "; ".join(th))
+        if a.proxy_cpus or a.load_cpus:
+            notes.append(f"pinned with taskset: proxies on CPUs {a.proxy_cpus or 'any'}, cgload "
+                         f"and the backends on CPUs {a.load_cpus or 'any'}")
         la_end = loadavg()
         notes.append(f"load average at start {load_start}, at end {la_end}; cgload, the "
                      "backends and the proxy share the machine's CPUs")
@@ -1947,8 +1957,13 @@ compiler for the build. Example:
     ap.add_argument("--threads", type=int, default=2,
                     help="condgate workers, haproxy nbthread, nginx worker_processes (2)")
     ap.add_argument("--condgate-workers", type=int,
-                    help="condgate workers if not --threads (worker 0 is the control thread "
-                         "that accepts and judges)")
+                    help="condgate workers if not --threads (on Linux each accepts, judges and "
+                         "relays; the control thread comes on top)")
+    ap.add_argument("--proxy-cpus",
+                    help="run the proxies under taskset -c PROXY_CPUS (e.g. 1): with "
+                         "--load-cpus, the proxy alone on its cores")
+    ap.add_argument("--load-cpus",
+                    help="run cgload and the backends under taskset -c LOAD_CPUS (e.g. 0)")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (5; --quick 2)")
     ap.add_argument("--duration", type=float,
                     help="seconds per conn/reject measurement (4; --quick 1.5)")
