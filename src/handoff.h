@@ -13,7 +13,9 @@
 
 #include "relay.h"
 #include "route.h"
-#include "worker.h"
+
+/* Most connections waiting in one worker's hand-off queue. */
+#define CG_WORKER_QUEUE_MAX 8192
 
 /* One accepted socket on its way to a worker. */
 typedef struct cg__handoff {

@@ -1,11 +1,14 @@
-/* worker.h — the worker pool: threads with their own libuv loops that relay
- * bytes between accepted clients and backends.
+/* worker.h — the worker pool: threads that relay bytes between accepted
+ * clients and backends, two implementations behind one interface.
  *
- * The control thread hands each accepted socket to the least-loaded worker
- * through a bounded queue and uv_async_send; from then on the connection
- * lives on that worker's loop alone (see relay.c for its life). Worker 0
- * may instead run inline on the control thread's loop (env.inline_loop):
- * then its hand-offs are plain calls.
+ * On Linux (unix/ep_pool.c) each worker runs an epoll loop of its own and
+ * accepts, judges (through env.gate) and relays its own callers; the
+ * control thread submits only the callers it accepted itself. Elsewhere
+ * (worker.c) the workers are libuv loops: the control thread hands each
+ * accepted socket to the least-loaded worker through a bounded queue
+ * (handoff.h) and a wake-up, and worker 0 may run inline on the control
+ * thread's loop (env.inline_loop), its hand-offs then plain calls. Either
+ * way a connection lives on one worker's loop alone.
  */
 #ifndef CG_WORKER_H
 #define CG_WORKER_H
@@ -20,9 +23,6 @@
 #include "condgate/accept.h"
 #include "relay.h"
 #include "route.h"
-
-/* Most connections waiting in one worker's hand-off queue. */
-#define CG_WORKER_QUEUE_MAX 8192
 
 /* What a pool whose workers accept (cg__pool_accepts) asks of the gate
  * for each caller. */
