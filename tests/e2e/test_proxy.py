@@ -4,6 +4,7 @@ the client's bytes untouched; and headers sent on to backends. Real peers:
 HAProxy 2.6 in front (send-proxy, send-proxy-v2) and nginx 1.22's stream
 module behind (listen ... proxy_protocol)."""
 
+import re
 import os
 import shutil
 import socket
@@ -304,3 +305,32 @@ def test_untrusted_senders_refused_by_the_kernel(gate, kernel):  # noqa: F811
     lst = st["listeners"][0]
     assert lst["prefilter"] == {"mode": "refuse", "refused": 1}
     assert lst["rejected_by"]["untrusted_proxy"] == 1
+
+
+PLAIN = RAW.replace("accept_proxy = %s\n", "").replace("trusted_proxies = 127.0.0.1\n", "")
+
+
+def test_reload_cannot_give_accept_proxy_to_a_listener_the_workers_accept(gate):
+    """On Linux the workers accept a listener started without accept_proxy,
+    and its headers would never be read: such a reload is refused at the
+    listener's line, and the listener keeps serving as before. The other
+    way round (off on a reload) is fine."""
+    gate.write(PLAIN, admin=True)
+    gate.start()
+    port = gate.port("raw")
+    gate.write(RAW % "v1", admin=True)
+    hit = gate.reload("failed")
+    assert re.search(r"condgate\.ini:\d+: listener 'raw': accept_proxy on a listener started "
+                     r"without it needs a restart", hit["error"]), hit.line
+    got, how = sent_and_answer(port, b"hello\n")
+    assert got == b"hello\n"  # still plain: no header expected
+
+
+def test_reload_may_turn_accept_proxy_off(gate):
+    gate.write(RAW % "v1", admin=True)
+    gate.start()
+    port = gate.port("raw")
+    gate.write(PLAIN, admin=True)
+    gate.reload("ok")
+    got, how = sent_and_answer(port, b"hello\n")
+    assert got == b"hello\n"
