@@ -44,6 +44,7 @@ import hashlib
 import http.client
 import json as _json
 import os
+import random
 import re
 import select
 import signal as _signal
@@ -85,31 +86,53 @@ _ports_lock = threading.Lock()
 _ports_handed_out = set()
 
 
-def _probe_free_port():
-    """Bind port 0 on the wildcard (dual-stack when possible) and return the
-    port the kernel picked: free for 0.0.0.0, 127.x, [::] and [::1]."""
-    if HAVE_IPV6:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.bind(("::", 0))
-            return s.getsockname()[1]
-        finally:
-            s.close()
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _ephemeral_low():
+    """The kernel's first ephemeral port: connect() picks local ports from
+    there up, and each of them may sit in TIME_WAIT for a minute."""
     try:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports for listeners come from below the ephemeral range. Asking the kernel
+# for port 0 instead ran dry in CI: after the suite's load tests tens of
+# thousands of ephemeral ports were in TIME_WAIT, bind(0) kept returning the
+# few free ones, and every one of those had been handed out already.
+_PORT_LOW = 10000
+_PORT_HIGH = max(_PORT_LOW + 2000, min(_ephemeral_low(), 32768)) - 1
+_port_rng = random.Random(os.getpid() ^ int(time.time()))
+
+
+def _bindable(port):
+    """Whether port is free on the wildcard (dual-stack when possible), hence
+    for 0.0.0.0, 127.x, [::] and [::1]."""
+    fam = socket.AF_INET6 if HAVE_IPV6 else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        if HAVE_IPV6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::" if HAVE_IPV6 else "0.0.0.0", port))
+        return True
+    except OSError:
+        return False
     finally:
         s.close()
 
 
 def free_port():
-    """A port nobody listens on right now, never handed out twice in this
-    session. The gate may still lose a race for it: Gate.start() retries
-    with new ports when the gate reports a bind failure."""
-    for _ in range(200):
-        port = _probe_free_port()
+    """A port nobody is bound to right now, below the ephemeral range and
+    never handed out twice in this session. The gate may still lose a race
+    for it: Gate.start() retries with new ports when the gate reports a bind
+    failure."""
+    for _ in range(2000):
+        port = _port_rng.randint(_PORT_LOW, _PORT_HIGH)
+        with _ports_lock:
+            if port in _ports_handed_out:
+                continue
+        if not _bindable(port):
+            continue
         with _ports_lock:
             if port not in _ports_handed_out:
                 _ports_handed_out.add(port)
