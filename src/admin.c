@@ -36,6 +36,7 @@
 #include "condgate/rules.h"
 #include "ct.h"
 #include "gen.h"
+#include "inherit.h"
 #include "log.h"
 #include "policy.h"
 #include "net.h"
@@ -92,6 +93,8 @@ struct cg__admin {
     _Atomic uint64_t unauthorized; /* 401 answers */
     _Atomic unsigned inflight;     /* requests begun and not yet completed */
     cg__log_limiter limiter;       /* admin_reject lines; MHD's accept thread only */
+    /* The listening socket once quiesced (handed over, or stopping). */
+    MHD_socket quiesced;
     /* While MHD starts, its last message is kept for the error line. */
     _Atomic bool starting;
     char start_msg[256];
@@ -1216,12 +1219,21 @@ int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__ad
         goto fail;
     }
 
+    /* A socket passed by systemd or a takeover (inherit.h), or our own. */
+    cg_socket_t passed = CG_INVALID_SOCKET;
+    cg__inherit_from from;
+    rc = cg__inherit_take(CG_INHERIT_ADMIN, &conf->listen, &passed, &from, err, errlen);
+    if (rc < 0)
+        goto fail;
+    rc = 0;
+    a->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&a->starting, true);
     errno = 0;
     /* clang-format off */
     a->daemon = MHD_start_daemon(flags, port, on_accept, a, on_request, a,
                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, a,
                                  MHD_OPTION_SOCK_ADDR, sa,
+                                 MHD_OPTION_LISTEN_SOCKET, (MHD_socket)passed,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)CG_ADMIN_MAX_CONNECTIONS,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CG_ADMIN_TIMEOUT_S,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CG_ADMIN_MEMORY_LIMIT,
@@ -1241,13 +1253,35 @@ int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__ad
                                                     : "libmicrohttpd could not start";
         snprintf(err, errlen, "cannot listen on %s: %s", conf->listen.text, why);
         rc = e == EADDRINUSE ? CG_EADDRINUSE : CG_ESYS;
+        cg__sys_close_socket(passed);
         goto fail;
     }
+    if (passed != CG_INVALID_SOCKET)
+        cg__log_event(CG_LOG_INFO, "listen_inherited", "listener", CG_INHERIT_ADMIN, "bind",
+                      conf->listen.text, "from", cg__inherit_from_name(from), NULL);
     *out = a;
     return 0;
 fail:
     free(a);
     return rc;
+}
+
+/* cg__admin_fd: see admin.h. */
+cg_socket_t cg__admin_fd(cg__admin *a)
+{
+    const union MHD_DaemonInfo *i =
+        a != NULL && a->daemon != NULL && a->quiesced == MHD_INVALID_SOCKET
+            ? MHD_get_daemon_info(a->daemon, MHD_DAEMON_INFO_LISTEN_FD)
+            : NULL;
+    return i != NULL ? (cg_socket_t)i->listen_fd : CG_INVALID_SOCKET;
+}
+
+/* cg__admin_hand_over: see admin.h. The socket stays open (and listening,
+ * for the new owner) until cg__admin_stop closes this process's copy. */
+void cg__admin_hand_over(cg__admin *a)
+{
+    if (a != NULL && a->daemon != NULL && a->quiesced == MHD_INVALID_SOCKET)
+        a->quiesced = MHD_quiesce_daemon(a->daemon);
 }
 
 /* cg__admin_stop: stop accepting, give answers in flight up to
@@ -1260,7 +1294,8 @@ void cg__admin_stop(cg__admin *a)
     if (a->daemon != NULL) {
         /* No new callers; answers already queued (a reload's outcome) get
          * a moment to go out before MHD cuts every connection. */
-        MHD_socket ls = MHD_quiesce_daemon(a->daemon);
+        MHD_socket ls = a->quiesced != MHD_INVALID_SOCKET ? a->quiesced
+                                                          : MHD_quiesce_daemon(a->daemon);
         uint64_t deadline = mono_ms() + STOP_GRACE_MS;
         while (atomic_load_explicit(&a->inflight, memory_order_acquire) > 0 &&
                mono_ms() < deadline) {

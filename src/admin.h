@@ -30,6 +30,15 @@ typedef struct cg__admin cg__admin;
 int cg__admin_start(const cg__gate_view *view, const cg_admin_conf *conf, cg__admin **out,
                     char *err, size_t errlen);
 
+/* cg__admin_fd: the listening socket, for a takeover
+ * (CG_INVALID_SOCKET once handed over). Control thread. */
+cg_socket_t cg__admin_fd(cg__admin *a);
+
+/* cg__admin_hand_over: stop accepting callers (another condgate took the
+ * socket over); requests in progress are answered. Accepts NULL. Control
+ * thread. */
+void cg__admin_hand_over(cg__admin *a);
+
 /* cg__admin_stop: stop serving and free. Waits for requests in progress.
  * Accepts NULL. Control thread, and only once the gate refuses new reload
  * requests (a handler may be waiting in the view's reload_wait). */

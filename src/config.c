@@ -103,6 +103,7 @@ static const key_def gateway_keys[] = {
     {"max_bans", false},
     {"source_table_max", false},
     {"preview_callers", false},
+    {"takeover_socket", false},
     {NULL, false},
 };
 
@@ -1273,6 +1274,7 @@ void cg_config_free(cg_config *cfg)
     free(cfg->admin.token);
     cg_ruleset_free(cfg->never_ban);
     free(cfg->state_file);
+    free(cfg->takeover_socket);
     cg__crowdsec_conf_free(&cfg->crowdsec);
     for (size_t i = 0; i < cfg->nwarnings; i++)
         free(cfg->warnings[i]);

@@ -236,6 +236,33 @@ static int state_file_key(const cg__keyctx *kc, cg_config *cfg, const char *valu
     return 0;
 }
 
+/* `takeover_socket = PATH | off`: a unix socket path, relative to the INI
+ * file; it must fit a sockaddr_un. */
+static int takeover_key(const cg__keyctx *kc, cg_config *cfg, const char *value, uint32_t line)
+{
+    free(cfg->takeover_socket);
+    cfg->takeover_socket = NULL;
+    if (strcmp(value, "off") == 0)
+        return 0;
+#if defined(_WIN32)
+    return cg__fail(kc->d, CG_ENOTSUP, kc->path, line,
+                    "'takeover_socket' in %s: takeovers are not supported on Windows",
+                    kc->section);
+#else
+    char *path = cg__key_resolve(kc, value);
+    if (!path)
+        return oom(kc, line);
+    if (strlen(path) >= CG_UNIX_PATH_MAX) {
+        free(path);
+        return cg__fail(kc->d, CG_ERANGE, kc->path, line,
+                        "'takeover_socket' in %s: a unix socket path is at most %d bytes",
+                        kc->section, CG_UNIX_PATH_MAX - 1);
+    }
+    cfg->takeover_socket = path;
+    return 0;
+#endif
+}
+
 /* cg__gateway_state_key: see config_limits.h. The loading thread. */
 int cg__gateway_state_key(const cg__keyctx *kc, cg_config *cfg, cg__never_ban_build *nb,
                           const char *key, const char *value, uint32_t line)
@@ -246,6 +273,8 @@ int cg__gateway_state_key(const cg__keyctx *kc, cg_config *cfg, cg__never_ban_bu
         return never_ban_key(kc, cfg, nb, key, value, line);
     if (strcmp(key, "state_file") == 0)
         return state_file_key(kc, cfg, value, line);
+    if (strcmp(key, "takeover_socket") == 0)
+        return takeover_key(kc, cfg, value, line);
     if (strcmp(key, "max_bans") == 0) {
         rc = cg__key_number(kc, key, value, line, 1, CG_CONFIG_MAX_BANS, &v);
         cfg->max_bans = rc ? cfg->max_bans : (uint32_t)v;

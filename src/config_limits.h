@@ -62,7 +62,7 @@ typedef struct cg__never_ban_build {
 } cg__never_ban_build;
 
 /* cg__gateway_state_key: one of never_ban, state_file, max_bans,
- * source_table_max or preview_callers (by name) in [gateway], into cfg.
+ * source_table_max, preview_callers or takeover_socket (by name) in [gateway], into cfg.
  * `value` is not empty. Returns 0, a negative code with the error in kc->d,
  * or CG_ENOENT (nothing recorded) when `key` is none of them. The loading
  * thread. */

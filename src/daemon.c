@@ -2,11 +2,13 @@
  * and the admin port.
  *
  * Start: socket layer, descriptor limit, gate (generation 1), signals (before
- * any thread, so every thread inherits the blocked mask), listeners, worker
- * pool, reloads, admin port. Stop (SIGTERM/SIGINT): reloads refused, the
- * gate drains, then the pool, signals and the gate's handles close and the
- * loop runs out; the admin port stops last, once no handler can be waiting
- * for a reload.
+ * any thread, so every thread inherits the blocked mask), the sockets systemd
+ * passed or a takeover fetched (inherit.h), listeners, worker pool, reloads,
+ * admin port, the takeover socket; then the old process of a takeover is told
+ * to drain, and systemd hears READY=1. Stop (SIGTERM/SIGINT, or a new
+ * condgate took the sockets over): reloads refused, the gate drains, then the
+ * pool, signals and the gate's handles close and the loop runs out; the
+ * admin port stops last, once no handler can be waiting for a reload.
  */
 #include "daemon.h"
 
@@ -21,10 +23,13 @@
 #include "crowdsec.h"
 #include "gate.h"
 #include "log.h"
+#include "inherit.h"
 #include "reload.h"
 #include "runtime.h"
+#include "service.h"
 #include "signals.h"
 #include "sys.h"
+#include "takeover.h"
 #include "worker.h"
 
 typedef struct daemon {
@@ -42,6 +47,12 @@ typedef struct daemon {
      * threads read its state. */
     uv_mutex_t cs_mu;
     cg__crowdsec *cs;
+    /* Service: the takeover socket we serve, the connection to the process
+     * we take over from (until it drains), the STATUS/WATCHDOG tick. */
+    cg__takeover *takeover;
+    cg_socket_t takeover_conn;
+    uv_timer_t tick;
+    bool tick_init;
 } daemon;
 
 static void fail(const char *message, const char *detail);
@@ -221,6 +232,43 @@ static uint64_t current_generation(void *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * What the supervisor hears (service.h)
+ */
+
+/* "STATE: N active, N accepted, N refused, generation N". */
+static void status_text(daemon *d, const char *state, char *buf, size_t len)
+{
+    cg__lsum t;
+    cg__stats_sum_all(cg__gate_stats(d->gate), &t);
+    snprintf(buf, len,
+             "%s: %" PRIu64 " active, %" PRIu64 " accepted, %" PRIu64 " refused, generation %" PRIu64,
+             state, cg__admission_active(cg__gate_admission(d->gate)), t.accepted,
+             cg__lsum_rejected(&t),
+             cg__gate_generation(d->gate));
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    daemon *d = t->data;
+    char status[160];
+    status_text(d, d->stopping ? "draining" : "serving", status, sizeof(status));
+    cg__service_tick(status);
+}
+
+static void phase(void *arg, bool reloading, int rc)
+{
+    daemon *d = arg;
+    if (reloading) {
+        cg__service_reloading();
+        return;
+    }
+    char status[160];
+    status_text(d, rc == 0 ? "serving (reloaded)" : "serving (the last reload failed)", status,
+                sizeof(status));
+    cg__service_ready(status);
+}
+
+/* ------------------------------------------------------------------------
  * Signals and stop
  */
 
@@ -240,6 +288,20 @@ static void drained(void *arg)
     d->signals = NULL;
 }
 
+static void stop(daemon *d, const char *why)
+{
+    if (!d->stopping) {
+        char status[160];
+        cg__reloader_stop(d->reloader);
+        status_text(d, "draining", status, sizeof(status));
+        cg__service_stopping(status);
+        /* No takeover of a process that is going away. */
+        cg__takeover_close(d->takeover);
+    }
+    d->stopping = true;
+    cg__gate_drain(d->gate, why, drained, d);
+}
+
 static void on_signal(cg__sigevent ev, const char *name, void *arg)
 {
     daemon *d = arg;
@@ -251,12 +313,69 @@ static void on_signal(cg__sigevent ev, const char *name, void *arg)
         cg__gate_log_stats(d->gate, "stats", true);
         break;
     case CG__SIG_STOP:
-        if (!d->stopping)
-            cg__reloader_stop(d->reloader);
-        d->stopping = true;
-        cg__gate_drain(d->gate, name, drained, d);
+        stop(d, name);
         break;
     }
+}
+
+/* ------------------------------------------------------------------------
+ * Takeovers (takeover.h)
+ */
+
+static size_t takeover_sockets(void *arg, cg_socket_t *fds, const char **names, size_t max)
+{
+    daemon *d = arg;
+    size_t n = cg__gate_sockets(d->gate, fds, names, max);
+    cg_socket_t admin = cg__admin_fd(d->admin);
+    if (admin != CG_INVALID_SOCKET && n < max) {
+        fds[n] = admin;
+        names[n++] = CG_INHERIT_ADMIN;
+    }
+    return n;
+}
+
+/* The new process serves: let go of the sockets, then drain as for
+ * SIGTERM. */
+static void takeover_handed(void *arg)
+{
+    daemon *d = arg;
+    if (d->stopping)
+        return;
+    cg__gate_hand_over(d->gate);
+    cg__admin_hand_over(d->admin);
+    stop(d, "takeover");
+}
+
+/* The takeover socket is read at start: a reload does not move it. */
+static int serve_takeovers(daemon *d, bool replacing)
+{
+    char err[CG_ERR_MAX];
+    cg__gen *gen = cg__gate_acquire(d->gate);
+    const char *path = gen->cfg->takeover_socket;
+    const cg__takeover_hooks hooks = {
+        .sockets = takeover_sockets, .handed = takeover_handed, .arg = d};
+    int rc = path == NULL ? 0
+                          : cg__takeover_serve(&d->loop, path, replacing, &hooks, &d->takeover,
+                                               err, sizeof(err));
+    cg__gen_unref(gen);
+    if (rc != 0)
+        fail(err, NULL);
+    return rc != 0;
+}
+
+/* Tell the process we took over from that we serve; it drains. */
+static void finish_takeover(daemon *d, const char *from)
+{
+    char err[CG_ERR_MAX];
+    cg_socket_t conn = d->takeover_conn;
+    d->takeover_conn = CG_INVALID_SOCKET;
+    if (conn == CG_INVALID_SOCKET)
+        return;
+    if (cg__takeover_finish(conn, err, sizeof(err)) != 0)
+        cg__log_event(CG_LOG_WARN, "takeover", "from", from, "result", "unconfirmed", "error", err,
+                      NULL);
+    else
+        cg__log_event(CG_LOG_INFO, "takeover", "from", from, "result", "serving", NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -341,8 +460,23 @@ static void log_start(daemon *d, const char *path)
     cg__gen_unref(gen);
 }
 
+/* READY=1, and the STATUS/WATCHDOG tick when a supervisor listens. */
+static void start_tick(daemon *d)
+{
+    char status[160];
+    status_text(d, "serving", status, sizeof(status));
+    cg__service_ready(status);
+    uint64_t every = cg__service_tick_ms();
+    if (every == 0 || uv_timer_init(&d->loop, &d->tick) != 0)
+        return;
+    d->tick_init = true;
+    d->tick.data = d;
+    uv_timer_start(&d->tick, on_tick, every, every);
+    uv_unref((uv_handle_t *)&d->tick); /* the loop ends when the rest is done */
+}
+
 /* Everything up to serving. Returns 0, or 1 with the reason logged. */
-static int start(daemon *d, const char *path, cg_config *cfg)
+static int start(daemon *d, const char *path, cg_config *cfg, const char *takeover)
 {
     char err[CG_ERR_MAX] = "";
     cg__log_setup(cfg->log_level, cfg->log_format);
@@ -364,6 +498,12 @@ static int start(daemon *d, const char *path, cg_config *cfg)
         fail("out of memory at start", NULL);
         return 1;
     }
+    if (cg__service_sockets(err, sizeof(err)) != 0 ||
+        (takeover != NULL &&
+         cg__takeover_fetch(takeover, &d->takeover_conn, err, sizeof(err)) != 0)) {
+        fail(err, NULL);
+        return 1;
+    }
     if (cg__gate_open(d->gate, err, sizeof(err)) != 0) {
         fail(err, NULL);
         return 1;
@@ -374,6 +514,7 @@ static int start(daemon *d, const char *path, cg_config *cfg)
         .prepare = prepare,
         .apply = apply,
         .generation = current_generation,
+        .phase = phase,
         .arg = d,
     };
     if (cg__reloader_new(&d->loop, path, cg__gate_stats(d->gate), &hooks, &d->reloader) != 0) {
@@ -384,9 +525,12 @@ static int start(daemon *d, const char *path, cg_config *cfg)
     cg__gen *gen = cg__gate_acquire(d->gate);
     cs_follow(d, &gen->cfg->crowdsec);
     cg__gen_unref(gen);
-    if (start_admin(d) != 0)
+    if (start_admin(d) != 0 || serve_takeovers(d, takeover != NULL) != 0)
         return 1;
+    cg__inherit_close_rest();
+    finish_takeover(d, takeover);
     log_start(d, path);
+    start_tick(d);
     return 0;
 }
 
@@ -397,6 +541,12 @@ static void cleanup(daemon *d)
      * refused new requests and answered the waiting ones. */
     cg__admin_stop(d->admin);
     d->admin = NULL;
+    cg__takeover_abort(d->takeover_conn); /* a failed start: the old process carries on */
+    cg__takeover_close(d->takeover);
+    cg__inherit_close_rest();
+    if (d->tick_init)
+        uv_close((uv_handle_t *)&d->tick, NULL);
+    d->tick_init = false;
     cg__reloader_close(d->reloader);
     cs_stop(d, NULL);
     cg__pool_close(d->pool);
@@ -410,13 +560,14 @@ static void cleanup(daemon *d)
      * every connection's hold on the source table. */
     uv_run(&d->loop, UV_RUN_DEFAULT);
     cg__pool_free(d->pool);
+    cg__takeover_free(d->takeover);
     cg__reloader_free(d->reloader);
     cg__gate_free(d->gate);
     cg__runtime_free(d->rt); /* the state file's last write */
     uv_loop_close(&d->loop);
 }
 
-static int run(const char *path, cg_config *cfg)
+static int run(const char *path, cg_config *cfg, const char *takeover)
 {
     daemon *d = calloc(1, sizeof(*d));
     if (d == NULL || uv_loop_init(&d->loop) != 0 || uv_mutex_init(&d->cs_mu) != 0) {
@@ -425,7 +576,8 @@ static int run(const char *path, cg_config *cfg)
         fail("out of memory at start", NULL);
         return 1;
     }
-    int code = start(d, path, cfg);
+    d->takeover_conn = CG_INVALID_SOCKET;
+    int code = start(d, path, cfg, takeover);
     if (code == 0) {
         uv_run(&d->loop, UV_RUN_DEFAULT);
         /* drained() has refused new reload requests and failed the waiting
@@ -440,7 +592,7 @@ static int run(const char *path, cg_config *cfg)
     return code;
 }
 
-int cg__daemon_run(const char *path, cg_config *cfg)
+int cg__daemon_run(const char *path, cg_config *cfg, const char *takeover)
 {
     cg__sys_memory_setup();
     /* Sockets exist only between these two (WSAStartup on Windows). */
@@ -449,7 +601,7 @@ int cg__daemon_run(const char *path, cg_config *cfg)
         fail("cannot initialise the socket layer", NULL);
         return 1;
     }
-    int code = run(path, cfg);
+    int code = run(path, cfg, takeover);
     cg__sys_cleanup();
     return code;
 }

@@ -905,6 +905,26 @@ static void on_drain_timer(uv_timer_t *t)
     g->drained(g->drained_arg);
 }
 
+size_t cg__gate_sockets(cg__gate *g, cg_socket_t *fds, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->nlisteners && n < max; i++) {
+        cg_socket_t fd = cg__listener_fd(g->listeners[i]);
+        if (fd == CG_INVALID_SOCKET)
+            continue;
+        fds[n] = fd;
+        names[n++] = g->names[i];
+    }
+    return n;
+}
+
+void cg__gate_hand_over(cg__gate *g)
+{
+    for (size_t i = 0; i < g->nlisteners; i++)
+        cg__listener_share(g->listeners[i]);
+    cg__prefilter_detach(g->pf);
+}
+
 void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), void *arg)
 {
     if (g->draining) {

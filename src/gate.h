@@ -105,6 +105,16 @@ const char *cg__gate_prefilter(cg__gate *g, size_t l, uint64_t counts[CG__REJ_CO
  * A second call stops waiting: drained is called at the next check. */
 void cg__gate_drain(cg__gate *g, const char *why, void (*drained)(void *arg), void *arg);
 
+/* cg__gate_sockets: the listening sockets and their listeners' names, up to
+ * max, for a takeover (takeover.h). Returns how many. Control thread. */
+size_t cg__gate_sockets(cg__gate *g, cg_socket_t *fds, const char **names, size_t max);
+
+/* cg__gate_hand_over: another condgate serves the listening sockets from
+ * now on: closing them (the drain) leaves them listening for it, and the
+ * kernel prefilter stops judging for this process. Call before
+ * cg__gate_drain. Control thread. */
+void cg__gate_hand_over(cg__gate *g);
+
 /* cg__gate_close: close what the gate keeps on the loop (listeners,
  * timers) and flush the reject-line summary. Free with cg__gate_free once
  * the loop has run the close callbacks. */

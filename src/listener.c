@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inherit.h"
+#include "log.h"
 #include "sys.h"
 
 /* Callers taken per readiness event before other listeners get a turn. */
@@ -38,6 +40,9 @@ struct cg__listener {
     cg__judgement last; /* the judge's word on the caller just offered */
     bool bare;          /* the workers accept from it: no acceptor, no poll */
     cg_socket_t held;   /* bare: the socket, open until cg__listener_free */
+    /* Another process holds the socket too (systemd, or the condgate that
+     * took over): closing must not take it out of LISTEN. */
+    bool shared;
 };
 
 static void on_readable(uv_poll_t *h, int status, int events);
@@ -136,7 +141,19 @@ static int open_socket(const char *name, const cg_endpoint *bind, bool condition
     }
     l->fd = l->held = CG_INVALID_SOCKET;
     l->state = L_CLOSED;
-    int rc = cg__sys_listen((const struct sockaddr *)&bind->addr, bind->addrlen, conditional,
+    cg__inherit_from from;
+    int rc = cg__inherit_take(name, bind, &l->fd, &from, why, sizeof(why));
+    if (rc < 0) {
+        snprintf(err, errlen, "listener '%s': %s", name, why);
+        return rc;
+    }
+    if (rc == 1) {
+        l->shared = true;
+        cg__log_event(CG_LOG_INFO, "listen_inherited", "listener", name, "bind", bind->text,
+                      "from", cg__inherit_from_name(from), NULL);
+        return 0;
+    }
+    rc = cg__sys_listen((const struct sockaddr *)&bind->addr, bind->addrlen, conditional,
                             &l->fd, why, sizeof(why));
     if (rc != 0)
         snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", name, bind->text, why);
@@ -187,6 +204,12 @@ cg_socket_t cg__listener_fd(const cg__listener *l)
     return l->fd;
 }
 
+void cg__listener_share(cg__listener *l)
+{
+    if (l != NULL)
+        l->shared = true;
+}
+
 void cg__listener_close(cg__listener *l)
 {
     if (l == NULL || l->fd == CG_INVALID_SOCKET)
@@ -195,8 +218,10 @@ void cg__listener_close(cg__listener *l)
     if (l->bare) {
         /* Workers may be in accept(2) on it right now: stop it listening
          * (new callers are refused, queued ones reset) and close it only
-         * once the workers are gone, in cg__listener_free. */
-        cg__sys_stop_listening(l->fd);
+         * once the workers are gone, in cg__listener_free. A shared socket
+         * keeps listening for its other holder, which takes the queue. */
+        if (!l->shared)
+            cg__sys_stop_listening(l->fd);
         l->fd = CG_INVALID_SOCKET;
         return;
     }

@@ -37,7 +37,8 @@ typedef struct cg__listener_hooks {
 
 typedef struct cg__listener cg__listener;
 
-/* cg__listener_open: listen on `bind` as listener `name` (index `index` in
+/* cg__listener_open: listen on `bind` as listener `name` (on the socket
+ * passed for it, when systemd or a takeover passed one: inherit.h) (index `index` in
  * the hooks' calls) and start accepting on loop; `conditional` as for
  * cg__sys_listen. hooks is copied. Returns 0
  * and *out, or a negative CG_E* code with "listener 'NAME': ..." in err. On
@@ -58,6 +59,11 @@ int cg__listener_open_bare(const char *name, const cg_endpoint *bind, bool condi
 /* cg__listener_fd: the listening socket (CG_INVALID_SOCKET once closed),
  * for the kernel prefilter to watch. */
 cg_socket_t cg__listener_fd(const cg__listener *l);
+
+/* cg__listener_share: another process holds the socket from now on (it was
+ * handed over): closing it must leave it listening for that one. A socket
+ * passed by systemd or a takeover (inherit.h) is shared from the start. */
+void cg__listener_share(cg__listener *l);
 
 /* cg__listener_close: stop accepting, reject deferred callers and close the
  * socket; its handles finish closing as the loop runs on. A second call does

@@ -13,7 +13,8 @@
 
 /* The optional parts built in, for -V: "none", or their names separated by
  * spaces (CMakeLists.txt): prefilter (the kernel prefilter, Linux), crowdsec
- * (the Local API client, libcurl), geoip (MaxMind DB files, libmaxminddb). */
+ * (the Local API client, libcurl), geoip (MaxMind DB files, libmaxminddb),
+ * systemd (notify protocol and socket activation, libsystemd). */
 #if defined(CG_HAVE_PREFILTER)
 #define FEATURE_PREFILTER " prefilter"
 #else
@@ -29,7 +30,12 @@
 #else
 #define FEATURE_GEOIP ""
 #endif
-#define FEATURE_LIST FEATURE_PREFILTER FEATURE_CROWDSEC FEATURE_GEOIP
+#if defined(CG_HAVE_SYSTEMD)
+#define FEATURE_SYSTEMD " systemd"
+#else
+#define FEATURE_SYSTEMD ""
+#endif
+#define FEATURE_LIST FEATURE_PREFILTER FEATURE_CROWDSEC FEATURE_GEOIP FEATURE_SYSTEMD
 
 static const char *features(void)
 {
@@ -38,10 +44,14 @@ static const char *features(void)
 
 static void usage(FILE *out)
 {
-    fputs("usage: condgate [-c FILE] [-t] [-V] [-h]\n"
+    fputs("usage: condgate [-c FILE] [-t] [-x PATH] [-V] [-h]\n"
           "  -c, --config FILE  INI configuration (default " DEFAULT_CONFIG ")\n"
           "  -t, --test         load and validate the configuration, print what was\n"
           "                     loaded (listeners, rule sets and entry counts), exit\n"
+          "  -x, --takeover PATH\n"
+          "                     take the listening sockets over from the condgate\n"
+          "                     serving PATH (its [gateway] takeover_socket), start,\n"
+          "                     then let it drain: a restart that drops no caller\n"
           "  -V, --version      print the version and the optional features, exit\n"
           "  -h, --help         this help\n",
           out);
@@ -52,21 +62,26 @@ int main(int argc, char **argv)
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"test", no_argument, NULL, 't'},
+        {"takeover", required_argument, NULL, 'x'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = DEFAULT_CONFIG;
+    const char *takeover = NULL;
     int test = 0;
     int c;
 
-    while ((c = getopt_long(argc, argv, "c:tVh", options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:tx:Vh", options, NULL)) != -1) {
         switch (c) {
         case 'c':
             path = optarg;
             break;
         case 't':
             test = 1;
+            break;
+        case 'x':
+            takeover = optarg;
             break;
         case 'V':
             printf("condgate %s\nfeatures: %s\n", cg_version(), features());
@@ -94,7 +109,7 @@ int main(int argc, char **argv)
     if (!test) {
         for (size_t i = 0; i < cfg->nwarnings; i++)
             cg__log_event(CG_LOG_WARN, "config_warning", "message", cfg->warnings[i], NULL);
-        return cg__daemon_run(path, cfg); /* the daemon owns cfg from here */
+        return cg__daemon_run(path, cfg, takeover); /* the daemon owns cfg from here */
     }
     int rc = cg_config_print(cfg, stdout);
     if (rc == 0)

@@ -102,6 +102,13 @@ int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add);
  * thread. */
 int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_PF_NREASONS]);
 
+/* cg__prefilter_detach: take the sk_lookup program off the network
+ * namespace: the kernel stops refusing callers for this process (another
+ * condgate took the listeners over and judges with its own). The maps stay,
+ * so bans and counts go on working; a drop filter on a listening socket is
+ * left to the socket's new owner. Accepts NULL. Control thread. */
+void cg__prefilter_detach(cg__prefilter *p);
+
 /* cg__prefilter_close: detach and free everything. Accepts NULL. */
 void cg__prefilter_close(cg__prefilter *p);
 

@@ -54,6 +54,11 @@ void cg__prefilter_close(cg__prefilter *p)
     (void)p;
 }
 
+void cg__prefilter_detach(cg__prefilter *p)
+{
+    (void)p;
+}
+
 int cg__prefilter_ban(cg__prefilter *p, const cg_cidr *c, bool add)
 {
     (void)p, (void)c, (void)add;

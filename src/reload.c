@@ -121,6 +121,8 @@ static void load_done(uv_work_t *w, int status)
     if (rc != 0)
         number = r->hooks.generation(r->hooks.arg);
     log_outcome(r, rc, number, err);
+    if (r->hooks.phase != NULL)
+        r->hooks.phase(r->hooks.arg, false, rc);
 
     waiter *done = r->current;
     r->current = NULL;
@@ -144,7 +146,11 @@ static void start_load(cg__reloader *r)
     r->current = take_waiting(r);
     r->running = true;
     r->work.data = r;
+    if (r->hooks.phase != NULL)
+        r->hooks.phase(r->hooks.arg, true, 0);
     if (uv_queue_work(r->loop, &r->work, load_work, load_done) != 0) {
+        if (r->hooks.phase != NULL)
+            r->hooks.phase(r->hooks.arg, false, CG_ESYS);
         r->running = false;
         waiter *w = r->current;
         r->current = NULL;

@@ -12,6 +12,7 @@
 #ifndef CG_RELOAD_H
 #define CG_RELOAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,9 @@ typedef struct cg__reload_hooks {
     int (*apply)(void *arg, void *prepared, uint64_t *generation, char *err, size_t errlen);
     /* The generation in force (control thread), for failed reloads. */
     uint64_t (*generation)(void *arg);
+    /* Optional (control thread): a reload begins (reloading true), or it
+     * is over, rc its outcome (0 or the failure's code). */
+    void (*phase)(void *arg, bool reloading, int rc);
     void *arg;
 } cg__reload_hooks;
 

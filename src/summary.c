@@ -55,8 +55,9 @@ static void print_admin(const cg_config *cfg, FILE *out)
 /* The gateway's dynamic state: bans, sources, the preview ring. */
 static void print_state(const cg_config *cfg, FILE *out)
 {
-    fprintf(out, "%-9s state_file=%s max_bans=%u never_ban=", "gateway",
-            cfg->state_file ? cfg->state_file : "none", (unsigned)cfg->max_bans);
+    fprintf(out, "%-9s state_file=%s takeover_socket=%s max_bans=%u never_ban=", "gateway",
+            cfg->state_file ? cfg->state_file : "none",
+            cfg->takeover_socket ? cfg->takeover_socket : "off", (unsigned)cfg->max_bans);
     print_entries(cfg->never_ban, out);
     fprintf(out, " source_table_max=%u preview_callers=%u\n", (unsigned)cfg->source_table_max,
             (unsigned)cfg->preview_callers);

@@ -41,6 +41,7 @@
 #define CG_CONFIG_MAX_BANS (16u * 1024u * 1024u)    /* max_bans */
 #define CG_CONFIG_MAX_SOURCES (16u * 1024u * 1024u) /* source_table_max */
 #define CG_CONFIG_MAX_PREVIEW (1024u * 1024u)       /* preview_callers */
+#define CG_UNIX_PATH_MAX 108                        /* sun_path, with its NUL */
 #define CG_CONFIG_MAX_NEVER_BAN 1024                /* never_ban entries */
 #define CG_CONFIG_MAX_RATE 1000000u                 /* N of N/window */
 #define CG_CONFIG_MAX_WINDOW_MS 86400000u           /* one day */
@@ -207,6 +208,9 @@ typedef struct cg_config {
                                   cover (default 127.0.0.1, ::1), default deny */
     char *state_file;          /* resolved path, NULL when not set */
     uint32_t state_file_line;  /* its line in the INI file, 0 when not set */
+    char *takeover_socket;     /* resolved unix socket path, NULL when off:
+                                  where a new condgate started with -x takes
+                                  the listening sockets over (read at start) */
     uint32_t max_bans;         /* default 1000000 */
     uint32_t source_table_max; /* default 1000000 */
     uint32_t preview_callers;  /* default 65536; 0: no preview ring */

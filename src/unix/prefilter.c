@@ -319,6 +319,15 @@ int cg__prefilter_counts(const cg__prefilter *p, uint32_t slot, uint64_t out[CG_
     return 0;
 }
 
+/* cg__prefilter_detach: see prefilter.h. */
+void cg__prefilter_detach(cg__prefilter *p)
+{
+    if (p == NULL)
+        return;
+    bpf_link__destroy(p->link);
+    p->link = NULL;
+}
+
 /* cg__prefilter_close: see prefilter.h. */
 void cg__prefilter_close(cg__prefilter *p)
 {

@@ -875,7 +875,7 @@ static void test_print_state(void **state)
     char *text = print_text(cfg);
     char want[PATH_MAX + 256];
     snprintf(want, sizeof want,
-             "\ngateway   state_file=%s/state/bans.json max_bans=16777216 "
+             "\ngateway   state_file=%s/state/bans.json takeover_socket=off max_bans=16777216 "
              "never_ban=10.0.0.0/8,192.0.2.1/32,2001:db8::/32 source_table_max=1 "
              "preview_callers=0\n",
              tmpdir);
@@ -904,7 +904,7 @@ static void test_print_state(void **state)
     write_text("pdef.ini", "[gateway]\nworkers = 1\n");
     cfg = load("pdef.ini");
     text = print_text(cfg);
-    assert_non_null(strstr(text, "\ngateway   state_file=none max_bans=1000000 "
+    assert_non_null(strstr(text, "\ngateway   state_file=none takeover_socket=off max_bans=1000000 "
                                  "never_ban=127.0.0.1/32,::1/128 source_table_max=1000000 "
                                  "preview_callers=65536\n"));
     free(text);
