@@ -480,6 +480,12 @@ static void listener_metrics(strbuf *bp, const cg__gen *gen, const cg__lsum *sum
         for (int r = 0; r < CG__REJ_COUNT; r++)
             metric_sample(bp, "condgate_connections_rejected_total", "listener", LNAME(i), "reason",
                           cg__reject_reason_name((cg__reject_reason)r), sums[i].rejected[r]);
+    metric_family(bp, "condgate_connections_shed_total", "counter",
+                  "Callers shed because the process was out of descriptors (also counted in "
+                  "condgate_connections_rejected_total under reason limit).");
+    for (size_t i = 0; i < n; i++)
+        metric_sample(bp, "condgate_connections_shed_total", "listener", LNAME(i), NULL, NULL,
+                      sums[i].shed);
     metric_family(bp, "condgate_prefilter_refused_total", "counter",
                   "Callers the kernel prefilter refused before the handshake (also counted in "
                   "condgate_connections_rejected_total).");
@@ -522,6 +528,50 @@ static void listener_metrics(strbuf *bp, const cg__gen *gen, const cg__lsum *sum
 #undef LNAME
 }
 
+/* The families of the gate as a whole: bans, sources, reloads, limits. */
+static void gate_metrics(strbuf *bp, cg__admin *a, const cg__gen *gen, cg__stats *st)
+{
+    cg__runtime *rt = a->view.runtime(a->view.ctx);
+    metric_family(bp, "condgate_bans", "gauge", "Runtime bans in force.");
+    metric_sample(bp, "condgate_bans", NULL, NULL, NULL, NULL,
+                  cg__bans_count(cg__runtime_bans(rt)));
+    metric_family(bp, "condgate_sources_tracked", "gauge",
+                  "Sources in the per-source table (source_table_max bounds it).");
+    metric_sample(bp, "condgate_sources_tracked", NULL, NULL, NULL, NULL,
+                  cg__sources_count(cg__runtime_sources(rt)));
+    metric_family(bp, "condgate_source_table_full_total", "counter",
+                  "New sources refused because the source table was full of sources with open "
+                  "connections.");
+    metric_sample(bp, "condgate_source_table_full_total", NULL, NULL, NULL, NULL,
+                  cg__sources_full(cg__runtime_sources(rt)));
+    metric_family(bp, "condgate_reloads_total", "counter", "Configuration reloads that succeeded.");
+    metric_sample(bp, "condgate_reloads_total", NULL, NULL, NULL, NULL, atomic_load(&st->reloads));
+    metric_family(bp, "condgate_config_generation", "gauge",
+                  "Number of the configuration generation in use (1 at start).");
+    metric_sample(bp, "condgate_config_generation", NULL, NULL, NULL, NULL, gen->number);
+    metric_family(bp, "condgate_reload_failures_total", "counter",
+                  "Configuration reloads that failed and changed nothing.");
+    metric_sample(bp, "condgate_reload_failures_total", NULL, NULL, NULL, NULL,
+                  atomic_load(&st->reload_failures));
+    metric_family(bp, "condgate_config_last_reload_successful", "gauge",
+                  "Whether the last configuration reload succeeded (1 before any reload).");
+    metric_sample(bp, "condgate_config_last_reload_successful", NULL, NULL, NULL, NULL,
+                  atomic_load(&st->last_reload_ok) ? 1 : 0);
+    metric_family(bp, "condgate_max_connections", "gauge",
+                  "Effective max_connections: the configured value, lowered to fit the "
+                  "descriptor limit.");
+    metric_sample(bp, "condgate_max_connections", NULL, NULL, NULL, NULL,
+                  a->view.max_connections(a->view.ctx));
+    uint64_t open_fds, max_fds;
+    if (cg__sys_fd_usage(&open_fds, &max_fds)) {
+        metric_family(bp, "condgate_open_fds", "gauge", "Descriptors the process has open.");
+        metric_sample(bp, "condgate_open_fds", NULL, NULL, NULL, NULL, open_fds);
+        metric_family(bp, "condgate_max_fds", "gauge",
+                      "The process's descriptor limit (soft RLIMIT_NOFILE).");
+        metric_sample(bp, "condgate_max_fds", NULL, NULL, NULL, NULL, max_fds);
+    }
+}
+
 static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, const request *req)
 {
     cg__gen *gen = a->view.acquire(a->view.ctx);
@@ -561,24 +611,7 @@ static enum MHD_Result serve_metrics(cg__admin *a, struct MHD_Connection *c, con
         metric_sample(&b, "condgate_rule_entries", "set", name, "family", "ipv4", rs.v4);
         metric_sample(&b, "condgate_rule_entries", "set", name, "family", "ipv6", rs.v6);
     }
-    cg__runtime *rt = a->view.runtime(a->view.ctx);
-    metric_family(&b, "condgate_bans", "gauge", "Runtime bans in force.");
-    metric_sample(&b, "condgate_bans", NULL, NULL, NULL, NULL,
-                  cg__bans_count(cg__runtime_bans(rt)));
-    metric_family(&b, "condgate_sources_tracked", "gauge",
-                  "Sources in the per-source table (source_table_max bounds it).");
-    metric_sample(&b, "condgate_sources_tracked", NULL, NULL, NULL, NULL,
-                  cg__sources_count(cg__runtime_sources(rt)));
-    metric_family(&b, "condgate_source_table_full_total", "counter",
-                  "New sources refused because the source table was full of sources with open "
-                  "connections.");
-    metric_sample(&b, "condgate_source_table_full_total", NULL, NULL, NULL, NULL,
-                  cg__sources_full(cg__runtime_sources(rt)));
-    metric_family(&b, "condgate_reloads_total", "counter", "Configuration reloads that succeeded.");
-    metric_sample(&b, "condgate_reloads_total", NULL, NULL, NULL, NULL, atomic_load(&st->reloads));
-    metric_family(&b, "condgate_config_generation", "gauge",
-                  "Number of the configuration generation in use (1 at start).");
-    metric_sample(&b, "condgate_config_generation", NULL, NULL, NULL, NULL, gen->number);
+    gate_metrics(&b, a, gen, st);
     cg__crowdsec_stats cs;
     if (a->view.crowdsec != NULL && a->view.crowdsec(a->view.ctx, &cs)) {
         char text[CG_ADMIN_CROWDSEC_METRICS_MAX];

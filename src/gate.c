@@ -357,7 +357,9 @@ static void on_header_failed(void *arg, size_t index, const struct sockaddr *sen
 /* Out of descriptors on listener index, seen by the thread of `slot`. */
 static void shed_in(cg__gate *g, size_t slot, size_t index)
 {
-    cg__stat_add(&cg__lstats_of(g->stats, slot, index)->rejected[CG__REJ_LIMIT], 1);
+    cg__lstats *ls = cg__lstats_of(g->stats, slot, index);
+    cg__stat_add(&ls->rejected[CG__REJ_LIMIT], 1);
+    cg__stat_add(&ls->shed, 1);
     /* One line per EMFILE_LOG_MS at most, with the count shed meanwhile. */
     uv_mutex_lock(&g->log_lock);
     uint64_t now = now_ms(g), shed = ++g->emfile_shed;

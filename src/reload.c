@@ -92,9 +92,11 @@ static void log_outcome(cg__reloader *r, int rc, uint64_t number, const char *er
     snprintf(gs, sizeof(gs), "%" PRIu64, number);
     if (rc == 0) {
         atomic_fetch_add(&r->stats->reloads, 1);
+        atomic_store(&r->stats->last_reload_ok, true);
         cg__log_event(CG_LOG_INFO, "reload", "result", "ok", "generation", gs, NULL);
     } else {
         atomic_fetch_add(&r->stats->reload_failures, 1);
+        atomic_store(&r->stats->last_reload_ok, false);
         cg__log_event(CG_LOG_ERROR, "reload", "result", "failed", "generation", gs, "error", err,
                       NULL);
     }

@@ -52,6 +52,7 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
             cg__lstats *ls = &s->slots[i].listeners[l];
             atomic_init(&ls->accepted, 0);
             atomic_init(&ls->proxied, 0);
+            atomic_init(&ls->shed, 0);
             for (int r = 0; r < CG__REJ_COUNT; r++) {
                 atomic_init(&ls->rejected[r], 0);
                 atomic_init(&ls->shadow_rejected[r], 0);
@@ -65,6 +66,7 @@ cg__stats *cg__stats_new(size_t nlisteners, size_t nworkers)
     }
     atomic_init(&s->reloads, 0);
     atomic_init(&s->reload_failures, 0);
+    atomic_init(&s->last_reload_ok, true);
     return s;
 fail:
     cg__stats_free(s);
@@ -89,6 +91,7 @@ static void add_lstats(cg__lsum *out, const cg__lstats *ls)
 {
     out->accepted += LOAD(ls->accepted);
     out->proxied += LOAD(ls->proxied);
+    out->shed += LOAD(ls->shed);
     for (int r = 0; r < CG__REJ_COUNT; r++) {
         out->rejected[r] += LOAD(ls->rejected[r]);
         out->shadow_rejected[r] += LOAD(ls->shadow_rejected[r]);

@@ -11,6 +11,7 @@
 #define CG_STATS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@ typedef struct cg__lstats {
     _Atomic uint64_t accepted;
     _Atomic uint64_t proxied; /* of accepted: clients a PROXY header named */
     _Atomic uint64_t rejected[CG__REJ_COUNT];
+    _Atomic uint64_t shed; /* of rejected[limit]: no descriptor to accept them with */
     _Atomic uint64_t shadow_rejected[CG__REJ_COUNT]; /* mode = shadow: refused, admitted */
     _Atomic uint64_t closed;
     _Atomic uint64_t closed_by_ban; /* of closed: reset because a ban came to cover them */
@@ -42,6 +44,7 @@ typedef struct cg__stats {
     cg__slot *slots;
     _Atomic uint64_t reloads;
     _Atomic uint64_t reload_failures;
+    _Atomic bool last_reload_ok; /* the last reload succeeded (true before any) */
 } cg__stats;
 
 /* cg__stats_new: counters for nlisteners listeners and nworkers workers, all
@@ -64,8 +67,8 @@ static inline cg__lstats *cg__lstats_of(cg__stats *s, size_t slot, size_t l)
 
 /* Sums over all slots, for readers. */
 typedef struct cg__lsum {
-    uint64_t accepted, proxied, rejected[CG__REJ_COUNT], shadow_rejected[CG__REJ_COUNT], closed,
-        closed_by_ban, backend_errors, bytes_in, bytes_out;
+    uint64_t accepted, proxied, rejected[CG__REJ_COUNT], shed, shadow_rejected[CG__REJ_COUNT],
+        closed, closed_by_ban, backend_errors, bytes_in, bytes_out;
 } cg__lsum;
 
 /* cg__lsum_rejected: callers refused, for every reason together. */

@@ -56,6 +56,12 @@ void cg__sys_close_socket(cg_socket_t fd);
  * limit for sockets, a fixed large figure). Main thread, at start. */
 uint64_t cg__sys_raise_fd_limit(void);
 
+/* cg__sys_fd_usage: the descriptors the process has open now and the limit
+ * on them (the soft RLIMIT_NOFILE), for the admin port's gauges. Returns
+ * false, leaving both alone, where they cannot be told (no /proc/self/fd;
+ * Windows, which has no such limit). Any thread. */
+bool cg__sys_fd_usage(uint64_t *open, uint64_t *limit);
+
 /* cg__sys_nodelay_inherited: true when sockets accepted from a listener
  * made by cg__sys_listen already have TCP_NODELAY (Linux copies it from the
  * listener, which cg__sys_listen sets), so the relay need not set it again. */

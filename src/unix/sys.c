@@ -2,6 +2,7 @@
  * descriptor limit, and the relay's fast paths. */
 #include "sys.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #if defined(__GLIBC__)
@@ -134,6 +135,26 @@ uint64_t cg__sys_raise_fd_limit(void)
         }
     }
     return rl.rlim_cur == RLIM_INFINITY ? FD_LIMIT_CAP : (uint64_t)rl.rlim_cur;
+}
+
+/* cg__sys_fd_usage: see sys.h. Counts the entries of /proc/self/fd, less
+ * the one the listing itself holds open. */
+bool cg__sys_fd_usage(uint64_t *open, uint64_t *limit)
+{
+    struct rlimit rl;
+    DIR *dir;
+    struct dirent *e;
+    uint64_t n = 0;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (dir = opendir("/proc/self/fd")) == NULL)
+        return false;
+    while ((e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    *open = n > 0 ? n - 1 : 0;
+    *limit = rl.rlim_cur == RLIM_INFINITY ? FD_LIMIT_CAP : (uint64_t)rl.rlim_cur;
+    return true;
 }
 
 /* cg__sys_nodelay_inherited: see sys.h. Linux copies TCP_NODELAY from the

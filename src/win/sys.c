@@ -123,6 +123,14 @@ uint64_t cg__sys_raise_fd_limit(void)
     return SOCKET_LIMIT;
 }
 
+/* cg__sys_fd_usage: sockets have no per-process limit here to compare with. */
+bool cg__sys_fd_usage(uint64_t *open, uint64_t *limit)
+{
+    (void)open;
+    (void)limit;
+    return false;
+}
+
 /* cg__sys_nodelay_inherited: the relay sets TCP_NODELAY itself. */
 bool cg__sys_nodelay_inherited(void)
 {
