@@ -22,12 +22,6 @@ GATE_PAGE = os.path.join(MAN_DIR, "condgate.8")
 INI_PAGE = os.path.join(MAN_DIR, "condgate.ini.5")
 ADMIN_SRC = os.path.join(HERE, "..", "..", "src", "admin.c")
 
-# PENDING: documented ahead of the code being written beside the pages (the
-# socket takeover). Each may be missing from the binary; once the binary has
-# it, it is checked like any other. Remove these when that code is merged.
-PENDING_OPTIONS = {"-x", "--takeover"}
-PENDING_KEYS = {("gateway", "takeover_socket")}
-
 # A key no section has and none is suggested for: its "unknown key" error
 # lists the section's keys.
 PROBE_KEY = "zqxv"
@@ -219,7 +213,7 @@ def test_every_option_of_help_is_documented(gate):
 
 
 def test_every_documented_option_exists(gate):
-    extra = page_options() - help_options(gate) - PENDING_OPTIONS
+    extra = page_options() - help_options(gate)
     assert not extra, "condgate.8 OPTIONS has options condgate -h lacks: %s" % extra
 
 
@@ -258,7 +252,7 @@ def key_is_known(gate, section, key):
 
 def test_every_documented_key_is_accepted(gate):
     sections = built_sections(gate)
-    unknown = sorted((s, k) for s, k in page_keys() - PENDING_KEYS
+    unknown = sorted((s, k) for s, k in page_keys()
                      if s in sections and not key_is_known(gate, s, k))
     assert not unknown, "condgate.ini.5 documents keys the parser calls unknown: %s" % unknown
 
@@ -268,8 +262,7 @@ def test_every_documented_key_is_accepted(gate):
 
 
 def example_text(gate):
-    """The EXAMPLE's INI text, its path keys pointed at files made here and
-    the pending keys the binary does not have yet left out."""
+    """The EXAMPLE's INI text, its path keys pointed at files made here."""
     lines = headings(read_page(INI_PAGE), ".SH")["EXAMPLE"]
     body = lines[lines.index(".EX") + 1:lines.index(".EE")]
     out, section = [], None
@@ -277,9 +270,6 @@ def example_text(gate):
         m = re.match(r"\[([a-z]+)", line)
         section = m.group(1) if m else section
         key = re.match(r"([a-z_]+) = ", line)
-        if key and (section, key.group(1)) in PENDING_KEYS \
-                and not key_is_known(gate, section, key.group(1)):
-            continue
         if key and key.group(1) in EXAMPLE_FILES:
             line = "%s = %s" % (key.group(1), example_file(gate, n, key.group(1)))
         out.append(line)
