@@ -30,10 +30,11 @@ size_t cg__takeover_format(const char *const *names, size_t n, char *buf)
     return len;
 }
 
-/* The count on the first line: digits only, at most CG_INHERIT_MAX. */
+/* The count on the first line: digits only, no leading zero (one way to
+ * write each count), at most CG_INHERIT_MAX. */
 static int parse_count(const char *s, size_t len, size_t *n)
 {
-    if (len == 0 || len > 3)
+    if (len == 0 || len > 3 || (len > 1 && s[0] == '0'))
         return CG_EINVAL;
     size_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -59,7 +60,9 @@ int cg__takeover_parse(const char *buf, size_t len, size_t nfds, cg__takeover_na
         return bad(why, whylen, "the old process did not answer with its sockets");
     if (len > CG_TAKEOVER_MSG_MAX)
         return bad(why, whylen, "the answer is too long");
-    const char *nl = len > hl ? memchr(buf + hl, '\n', len - hl) : NULL;
+    if (len <= hl)
+        return 0;
+    const char *nl = memchr(buf + hl, '\n', len - hl);
     if (nl == NULL)
         return len - hl > 3 ? bad(why, whylen, "a bad count of sockets") : 0;
     size_t n;

@@ -29,7 +29,7 @@ build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
 seconds=${FUZZ_SECONDS:-60}
 parallel=${FUZZ_PARALLEL:-1}
 keep_going=${FUZZ_KEEP_GOING:-0}
-all_targets=(cidr ini json list admin bans proxy crowdsec geoip_csv mmdb)
+all_targets=(cidr ini json list admin bans proxy crowdsec geoip_csv mmdb takeover)
 
 # Longest input per target. A CIDR is short. Rule and list files stay small
 # so that an execution takes well under a millisecond; INI files may be
@@ -39,12 +39,13 @@ all_targets=(cidr ini json list admin bans proxy crowdsec geoip_csv mmdb)
 # at most 1024 bytes: a few of them and one past the limit fit in 8 KiB.
 # A PROXY header is at most 536 bytes; a little more leaves room for payload
 # after it (every prefix is parsed too, so inputs stay short). A stream
-# answer of a few dozen decisions fits in 16 KiB.
+# answer of a few dozen decisions fits in 16 KiB. A takeover list of some
+# dozens of names fits in 2 KiB (the unit test covers one past its limit).
 # A GeoIP CSV is a list file with three fields. A MaxMind DB seed is either
 # a hand-made one (about 1 KiB) or one of MaxMind's test databases (up to
 # 75 KiB; copied in from build/maxmind when fetched).
 declare -A max_len=([cidr]=128 [ini]=16384 [json]=4096 [list]=4096 [admin]=40000 [bans]=8192
-    [proxy]=600 [crowdsec]=16384 [geoip_csv]=4096 [mmdb]=80000)
+    [proxy]=600 [crowdsec]=16384 [geoip_csv]=4096 [mmdb]=80000 [takeover]=2048)
 
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
