@@ -739,6 +739,36 @@ static void test_state_file_absolute(void **state)
     cg_config_free(cfg);
 }
 
+/* takeover_socket: a unix socket path relative to the INI file (off by
+ * default and with "off"), at most 107 bytes; refused on Windows. */
+static void test_takeover_socket(void **state)
+{
+    (void)state;
+    char err[1024];
+    cg_config *cfg;
+    write_text("tk.ini", "[gateway]\ntakeover_socket = run/takeover.sock\n");
+    write_text("tkoff.ini", "[gateway]\ntakeover_socket = off\n");
+#if defined(_WIN32)
+    load_error("tk.ini", err, sizeof err);
+    assert_non_null(strstr(err, "tk.ini:2: 'takeover_socket' in [gateway]: takeovers are not "
+                                "supported on Windows"));
+#else
+    char ini[512], want[PATH_MAX + 32];
+    snprintf(ini, sizeof ini, "[gateway]\nworkers = 1\ntakeover_socket = /%0120d\n", 0);
+    write_text("tklong.ini", ini);
+    cfg = load("tk.ini");
+    snprintf(want, sizeof want, "%s/run/takeover.sock", tmpdir);
+    assert_string_equal(cfg->takeover_socket, want);
+    cg_config_free(cfg);
+    load_error("tklong.ini", err, sizeof err);
+    assert_non_null(strstr(err, "tklong.ini:3: 'takeover_socket' in [gateway]: a unix socket path "
+                                "is at most 107 bytes"));
+#endif
+    cfg = load("tkoff.ini");
+    assert_null(cfg->takeover_socket);
+    cg_config_free(cfg);
+}
+
 static void test_never_ban_none(void **state)
 {
     (void)state;
@@ -1190,6 +1220,7 @@ int main(void)
         cmocka_unit_test(test_state_defaults),
         cmocka_unit_test(test_state_keys),
         cmocka_unit_test(test_state_file_absolute),
+        cmocka_unit_test(test_takeover_socket),
         cmocka_unit_test(test_never_ban_none),
         cmocka_unit_test(test_never_ban_bound),
         cmocka_unit_test(test_rate_parse),
