@@ -895,7 +895,9 @@ static void on_drain_timer(uv_timer_t *t)
 {
     cg__gate *g = t->data;
     uint64_t active = cg__admission_active(&g->admission);
-    if (active > 0 && now_ms(g) < g->drain_deadline)
+    /* Until every worker stopped accepting, a caller may still come in
+     * (through a socket another process keeps listening on). */
+    if ((active > 0 || cg__pool_listening(g->pool)) && now_ms(g) < g->drain_deadline)
         return;
     uv_timer_stop(t);
     if (active > 0) {

@@ -376,6 +376,13 @@ bool cg__pool_accepts(void)
     return false;
 }
 
+/* cg__pool_listening: no worker listens here. */
+bool cg__pool_listening(cg__pool *p)
+{
+    (void)p;
+    return false;
+}
+
 /* cg__pool_unlisten: nothing to stop: no worker listens. */
 void cg__pool_unlisten(cg__pool *p)
 {

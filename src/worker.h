@@ -109,6 +109,13 @@ bool cg__pool_accepts(void);
  * thread. */
 void cg__pool_unlisten(cg__pool *p);
 
+/* cg__pool_listening: whether a worker may still accept a caller (one has
+ * not yet taken cg__pool_unlisten in). A drain is over only once none may:
+ * on a socket shared with another process (a takeover, systemd) callers
+ * keep coming after cg__pool_unlisten, and one accepted then must be
+ * relayed, not reset by the stop. Any thread. */
+bool cg__pool_listening(cg__pool *p);
+
 /* cg__pool_size: number of workers. */
 unsigned cg__pool_size(const cg__pool *p);
 

@@ -84,6 +84,7 @@ struct worker {
     _Atomic bool sweep;    /* a ban sweep is due at the next wake-up */
     uint64_t stepped_back; /* worker thread: times step_back moved it */
     bool done;             /* worker thread: leave the loop */
+    bool listening;        /* watches the listening sockets (counted in the pool's) */
     uint64_t submitted;    /* control thread only */
     wlisten *ls;           /* [nlisteners] */
     cg__ep_relay_ctx ctx;
@@ -94,6 +95,7 @@ struct cg__pool {
     uv_sem_t running; /* posted by each worker as it enters its loop */
     bool sem_ready;
     _Atomic uint64_t paused_until_ms; /* out of descriptors: no accept before */
+    _Atomic unsigned listening;       /* workers that may still accept */
     unsigned n;
     unsigned next;
     size_t nlisten;
@@ -254,6 +256,10 @@ static void stop_all_listeners(worker *w)
 {
     for (size_t i = 0; i < w->pool->nlisten; i++)
         stop_accepting(&w->ls[i]);
+    if (w->listening) {
+        w->listening = false;
+        atomic_fetch_sub_explicit(&w->pool->listening, 1, memory_order_release);
+    }
 }
 
 static void begin_stop(worker *w)
@@ -402,6 +408,8 @@ static int start_worker(cg__pool *p, worker *w, unsigned id)
         return CG_ESYS;
     if ((rc = start_listeners(p, w)) != 0)
         return rc;
+    w->listening = true;
+    atomic_fetch_add_explicit(&p->listening, 1, memory_order_relaxed);
     /* Everything above happens before the thread starts, so it sees it. */
     if (uv_thread_create(&w->thread, worker_main, w) != 0)
         return CG_ESYS;
@@ -558,6 +566,12 @@ void cg__pool_unlisten(cg__pool *p)
 {
     for (unsigned i = 0; p != NULL && i < p->n; i++)
         signal_worker(&p->w[i], &p->w[i].unlisten);
+}
+
+/* cg__pool_listening: see worker.h. */
+bool cg__pool_listening(cg__pool *p)
+{
+    return p != NULL && atomic_load_explicit(&p->listening, memory_order_acquire) > 0;
 }
 
 /* cg__pool_accepts: see worker.h. */
