@@ -43,7 +43,7 @@ def test_version(gate):
         # the optional features built in, in a fixed order, or none
         assert len(lines) == 2 and lines[1].startswith("features: "), out
         names = lines[1].split(" ", 1)[1].split()
-        order = ["prefilter", "crowdsec", "geoip"]
+        order = ["prefilter", "crowdsec", "geoip", "systemd"]
         assert names == ["none"] or names == [n for n in order if n in names], out
 
 
