@@ -5,8 +5,9 @@
 #   tests/package/check.sh        (as root, from anywhere; .ci/run's last step)
 #
 # Needs: cmake, the build dependencies, dpkg-dev, lintian, systemd (for
-# systemd-analyze; systemd need not be running), man-db, curl, util-linux
-# (setpriv, unshare), iproute2. It purges an installed condgate first and
+# systemd-analyze; systemd need not be running), systemd-container
+# (systemd-nspawn), man-db, file, curl, util-linux (setpriv, unshare),
+# iproute2. It purges an installed condgate first and
 # again at the end, so it can run twice in a row; build/package is kept
 # (incremental builds).
 set -euo pipefail
@@ -193,6 +194,9 @@ unshare --net --mount --propagation private "$here/as-unit.sh"
 if left=$(pgrep -u condgate -a); then
   fail "left running as condgate: $left"
 fi
+
+step "the installed units under systemd 252, booted in a container"
+"$here/in-systemd.sh"
 
 step "apt-get purge condgate"
 apt-get purge -y -q condgate >"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log"; fail "apt-get purge"; }
