@@ -43,7 +43,7 @@ version=$(sed -n 's/^project(condgate VERSION \([0-9.]*\) .*/\1/p' "$repo/CMakeL
 have_man=no
 [ -e "$repo/src/man/condgate.8" ] && [ -e "$repo/src/man/condgate.ini.5" ] && have_man=yes
 have_systemd=no
-grep -rqs "LISTEN_FDNAMES" "$repo/src" && have_systemd=yes
+grep -rqsE "sd_notify|NOTIFY_SOCKET|LISTEN_FDS" "$repo/src" && have_systemd=yes
 
 step "build (cmake --preset package) and cpack -G DEB"
 (cd "$repo" && cmake --preset package >"$tmp/configure.log" 2>&1) ||
