@@ -56,7 +56,8 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 static int fail(int e, const char *what, char *why, size_t whylen)
 {
     if (e == EPERM || e == EACCES) {
-        snprintf(why, whylen, "%s: %s (loading BPF needs root or CAP_BPF and CAP_NET_ADMIN)", what,
+        snprintf(why, whylen,
+                 "%s: %s (loading BPF needs root or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)", what,
                  strerror(e));
         return CG_EACCES;
     }

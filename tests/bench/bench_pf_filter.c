@@ -11,7 +11,7 @@
  *   bench_pf_filter [blocks [conns]]     (default 20 blocks of 2000)
  *
  * Prints the median time per connection in each mode and the median of the
- * per-pair ratios drop / refuse. Needs root (or CAP_BPF + CAP_NET_ADMIN).
+ * per-pair ratios drop / refuse. Needs root (or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON).
  * Built with the tests where the prefilter is, never run by ctest.
  */
 #include <arpa/inet.h>

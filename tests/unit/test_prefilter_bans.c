@@ -5,7 +5,7 @@
  * the drop mode's socket filter on a listener only while it is drop.
  *
  * Linux with the prefilter built only; needs the right to load BPF (root,
- * or CAP_BPF with CAP_NET_ADMIN): every test is skipped, with the reason,
+ * or CAP_BPF with CAP_NET_ADMIN and CAP_PERFMON): every test is skipped, with the reason,
  * where the programs cannot be loaded.
  */
 #include <setjmp.h>
