@@ -114,20 +114,16 @@ endforeach()
 set(_cg_built)
 foreach(_cg_page condgate.8 condgate.ini.5)
   set(_cg_src ${PROJECT_SOURCE_DIR}/src/man/${_cg_page})
-  if(EXISTS ${_cg_src})
-    string(REGEX MATCH "[0-9]$" _cg_sec "${_cg_page}")
-    add_custom_command(OUTPUT ${_cg_gen}/${_cg_page}.gz
-      COMMAND sh -c "gzip -9n -c \"$0\" > \"$1\"" ${_cg_src} ${_cg_gen}/${_cg_page}.gz
-      DEPENDS ${_cg_src} VERBATIM)
-    list(APPEND _cg_built ${_cg_gen}/${_cg_page}.gz)
-    install(FILES ${_cg_gen}/${_cg_page}.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man${_cg_sec})
-  endif()
+  string(REGEX MATCH "[0-9]$" _cg_sec "${_cg_page}")
+  add_custom_command(OUTPUT ${_cg_gen}/${_cg_page}.gz
+    COMMAND sh -c "gzip -9n -c \"$0\" > \"$1\"" ${_cg_src} ${_cg_gen}/${_cg_page}.gz
+    DEPENDS ${_cg_src} VERBATIM)
+  list(APPEND _cg_built ${_cg_gen}/${_cg_page}.gz)
+  install(FILES ${_cg_gen}/${_cg_page}.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man${_cg_sec})
 endforeach()
 foreach(_cg_f condgate-grafana.json condgate-alerts.yml)
-  if(EXISTS ${PROJECT_SOURCE_DIR}/examples/monitoring/${_cg_f})
-    install(FILES ${PROJECT_SOURCE_DIR}/examples/monitoring/${_cg_f}
-            DESTINATION ${CMAKE_INSTALL_DATADIR}/condgate/monitoring)
-  endif()
+  install(FILES ${PROJECT_SOURCE_DIR}/examples/monitoring/${_cg_f}
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/condgate/monitoring)
 endforeach()
 
 # --- Debian metadata ----------------------------------------------------------

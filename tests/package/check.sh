@@ -42,10 +42,12 @@ purge
 
 version=$(sed -n 's/^project(condgate VERSION \([0-9.]*\) .*/\1/p' "$repo/CMakeLists.txt")
 [ -n "$version" ] || fail "no project version in CMakeLists.txt"
-have_man=no
-[ -e "$repo/src/man/condgate.8" ] && [ -e "$repo/src/man/condgate.ini.5" ] && have_man=yes
-have_systemd=no
-grep -rqsE "sd_notify|NOTIFY_SOCKET|LISTEN_FDS" "$repo/src" && have_systemd=yes
+# The package carries the manual pages and is built with libsystemd: both
+# are required, never skipped.
+have_man=yes
+have_systemd=yes
+[ -e "$repo/src/man/condgate.8" ] && [ -e "$repo/src/man/condgate.ini.5" ] ||
+  fail "no manual pages in src/man"
 
 step "build (cmake --preset package) and cpack -G DEB"
 (cd "$repo" && cmake --preset package >"$tmp/configure.log" 2>&1) ||

@@ -44,6 +44,7 @@ if [ "${1:-}" = --inside ]; then
 
   notify=no
   /usr/sbin/condgate -V | grep -q "^features:.* systemd" && notify=yes
+  [ $notify = yes ] || fail "condgate -V does not list systemd: the package must be built with libsystemd"
   drop=/run/systemd/system/condgate.service.d
   mkdir -p "$drop"
   # A start that never becomes ready fails in 20 s rather than 90.

@@ -32,13 +32,11 @@ mkdir -p "$tmp/units" "$tmp/man"
 for u in condgate.service condgate.socket condgate-admin.socket; do
   sed "s#$sbin#$condgate#g" "$gen/$u" >"$tmp/units/$u"
 done
-man=no
-if [ -e "$repo/src/man/condgate.8" ] && [ -e "$repo/src/man/condgate.ini.5" ]; then
-  mkdir -p "$tmp/man/man8" "$tmp/man/man5"
-  cp "$repo/src/man/condgate.8" "$tmp/man/man8/"
-  cp "$repo/src/man/condgate.ini.5" "$tmp/man/man5/"
-  man=yes
-fi
+# The units' Documentation= names the pages: verify checks they exist.
+man=yes
+mkdir -p "$tmp/man/man8" "$tmp/man/man5"
+cp "$repo/src/man/condgate.8" "$tmp/man/man8/"
+cp "$repo/src/man/condgate.ini.5" "$tmp/man/man5/"
 out=$(cd "$tmp/units" && MANPATH="$tmp/man" systemd-analyze verify --man=$man \
   ./condgate.service ./condgate.socket ./condgate-admin.socket 2>&1) ||
   fail "systemd-analyze verify (man=$man): $out"
