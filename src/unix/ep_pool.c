@@ -268,10 +268,11 @@ static void begin_stop(worker *w)
     for (;;) {
         uv_mutex_lock(&w->lock);
         bool got = cg__handoff_pop(&w->ring, &h);
+        if (got)
+            count_handled(w);
         uv_mutex_unlock(&w->lock);
         if (!got)
             break;
-        count_handled(w);
         cg__ep_relay_drop(&w->ctx, h.fd, h.route, h.hold);
     }
     stop_all_listeners(w);
@@ -297,13 +298,17 @@ static void on_wake(cg__ep_watch *ww, uint32_t events)
         unsigned got = 0;
         uv_mutex_lock(&w->lock);
         bool stopping = w->stopping, unlisten = w->unlisten;
+        /* Counted as handled as it leaves the queue, under the lock load_of
+         * reads both under: never in neither, so the least-loaded choice
+         * never sees a worker lighter than it is. */
         while (!stopping && got < 64 && started + got < WAKE_BATCH &&
-               cg__handoff_pop(&w->ring, &batch[got]))
+               cg__handoff_pop(&w->ring, &batch[got])) {
+            count_handled(w);
             got++;
+        }
         bool more = w->ring.count > 0;
         uv_mutex_unlock(&w->lock);
         for (unsigned i = 0; i < got; i++) {
-            count_handled(w);
             cg__ep_relay_start(&w->ctx, batch[i].fd,
                                batch[i].peer.sa.sa_family != 0 ? &batch[i].peer : NULL,
                                batch[i].route, batch[i].hold);
@@ -496,10 +501,12 @@ static uint64_t load_of(void *arg, unsigned i)
     cg__pool *p = arg;
     worker *w = &p->w[i];
     const cg__slot *s = &p->env.relay.stats->slots[w->ctx.slot];
+    /* finished first: read early it can only be low, so the load high. The
+     * worker moves a connection from queued to handled under the lock. */
     uint64_t finished = atomic_load_explicit(&s->finished, memory_order_relaxed);
-    uint64_t handled = atomic_load_explicit(&s->handled, memory_order_relaxed);
     uv_mutex_lock(&w->lock);
     uint64_t queued = w->ring.count;
+    uint64_t handled = atomic_load_explicit(&s->handled, memory_order_relaxed);
     uv_mutex_unlock(&w->lock);
     return handled + queued >= finished ? handled + queued - finished : 0;
 }
