@@ -8,9 +8,8 @@
 # capabilities, ProtectSystem=strict, the syscall filter...), loads the
 # kernel prefilter, keeps a ban in its StateDirectory, reloads and stops
 # cleanly; the socket units hand over their sockets as echo and admin.
-# Where condgate speaks sd_notify (`condgate -V` lists systemd): Type=notify,
-# the watchdog, STATUS= and socket activation by condgate itself; before
-# that, a drop-in runs it as Type=simple without the watchdog.
+# Type=notify, the watchdog, STATUS= and socket activation by condgate
+# itself (the package is built with libsystemd: `condgate -V` lists systemd).
 #
 # The container, not the unit, needs --capability=CAP_BPF,CAP_PERFMON and
 # --system-call-filter=bpf: nspawn's own defaults refuse bpf(2) to everything
@@ -53,17 +52,12 @@ if [ "${1:-}" = --inside ]; then
     [ "$reply" = hello ] || fail "echo listener answered '$reply'"
   }
 
-  notify=no
-  /usr/sbin/condgate -V | grep -q "^features:.* systemd" && notify=yes
-  [ $notify = yes ] || fail "condgate -V does not list systemd: the package must be built with libsystemd"
+  /usr/sbin/condgate -V | grep -q "^features:.* systemd" ||
+    fail "condgate -V does not list systemd: the package must be built with libsystemd"
   drop=/run/systemd/system/condgate.service.d
   mkdir -p "$drop"
   # A start that never becomes ready fails in 20 s rather than 90.
   printf '[Service]\nTimeoutStartSec=20s\n' >"$drop/check-timeout.conf"
-  if [ $notify = no ]; then
-    printf '[Service]\nType=simple\nWatchdogSec=0\n' >"$drop/check-no-notify.conf"
-    echo "note: condgate -V does not list systemd: Type=simple without the watchdog for now"
-  fi
   systemctl daemon-reload
 
   systemctl start condgate || { journal; fail "systemctl start condgate"; }
@@ -93,20 +87,18 @@ if [ "${1:-}" = --inside ]; then
   [ "$(systemctl show -P MainPID condgate)" = "$pid" ] || fail "systemctl reload changed the main pid"
   ok "systemctl reload"
 
-  if [ $notify = yes ]; then
-    [ -n "$(systemctl show -P StatusText condgate)" ] || fail "no STATUS= from condgate"
-    printf '[Service]\nWatchdogSec=2s\n' >"$drop/check-watchdog.conf"
-    systemctl daemon-reload
-    systemctl restart condgate
-    healthz
-    pid=$(systemctl show -P MainPID condgate)
-    sleep 5
-    active && [ "$(systemctl show -P MainPID condgate)" = "$pid" ] ||
-      { journal | tail; fail "the watchdog (2 s) killed condgate"; }
-    rm "$drop/check-watchdog.conf"
-    systemctl daemon-reload
-    ok "STATUS=$(systemctl show -P StatusText condgate); watchdog pinged over 5 s at WatchdogSec=2s"
-  fi
+  [ -n "$(systemctl show -P StatusText condgate)" ] || fail "no STATUS= from condgate"
+  printf '[Service]\nWatchdogSec=2s\n' >"$drop/check-watchdog.conf"
+  systemctl daemon-reload
+  systemctl restart condgate
+  healthz
+  pid=$(systemctl show -P MainPID condgate)
+  sleep 5
+  active && [ "$(systemctl show -P MainPID condgate)" = "$pid" ] ||
+    { journal | tail; fail "the watchdog (2 s) killed condgate"; }
+  rm "$drop/check-watchdog.conf"
+  systemctl daemon-reload
+  ok "STATUS=$(systemctl show -P StatusText condgate); watchdog pinged over 5 s at WatchdogSec=2s"
 
   systemctl stop condgate
   [ "$(systemctl show -P Result condgate)" = success ] ||
@@ -136,21 +128,19 @@ if [ "${1:-}" = --inside ]; then
   systemctl daemon-reload
   ok "condgate.socket + condgate-admin.socket hand over $got"
 
-  if [ $notify = yes ]; then
-    systemctl start condgate.socket condgate-admin.socket
-    systemctl start condgate
-    healthz
-    pid=$(systemctl show -P MainPID condgate)
-    n=$(ss -Htlnp 'sport = :7000' | wc -l)
-    [ "$n" = 1 ] || fail "$n sockets listen on :7000: condgate bound its own"
-    ss -Htlnp 'sport = :7000' | grep -q "pid=$pid," || fail "condgate does not hold the socket of condgate.socket"
-    echo_ok
-    # (systemctl warns that the sockets can still start it: that is the point.)
-    systemctl stop condgate 2>/dev/null
-    echo_ok # the caller waits in the socket's backlog; systemd starts condgate
-    systemctl stop condgate condgate.socket condgate-admin.socket
-    ok "socket activation: condgate serves on systemd's sockets and is started by a caller"
-  fi
+  systemctl start condgate.socket condgate-admin.socket
+  systemctl start condgate
+  healthz
+  pid=$(systemctl show -P MainPID condgate)
+  n=$(ss -Htlnp 'sport = :7000' | wc -l)
+  [ "$n" = 1 ] || fail "$n sockets listen on :7000: condgate bound its own"
+  ss -Htlnp 'sport = :7000' | grep -q "pid=$pid," || fail "condgate does not hold the socket of condgate.socket"
+  echo_ok
+  # (systemctl warns that the sockets can still start it: that is the point.)
+  systemctl stop condgate 2>/dev/null
+  echo_ok # the caller waits in the socket's backlog; systemd starts condgate
+  systemctl stop condgate condgate.socket condgate-admin.socket
+  ok "socket activation: condgate serves on systemd's sockets and is started by a caller"
   exit 0
 fi
 
